@@ -1,0 +1,32 @@
+"""The ``nitro-llm`` command: one typer app, each sub-command group defined in its own module.
+
+Every module listed in ``_GROUPS`` exposes ``register(app: typer.Typer) -> None``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="nitro-llm",
+    help="Confidential LLM inference on AWS Nitro Enclaves. Run 'nitro-llm demo' to see it work end to end.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold keys or plaintext
+)
+
+# Each helper module adds itself here: "nitro_llm.cli.<name>".
+_GROUPS: list[str] = [
+]
+
+for _name in _GROUPS:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
