@@ -1,0 +1,263 @@
+"""The parent instance's role credentials, from the EC2 instance metadata service (IMDSv2 only).
+
+The enclave has no network, so the gateway fetches the instance role's credentials and hands them
+over vsock. Only IMDSv2 is spoken (a session token obtained by PUT first): IMDSv1 is the request
+shape that SSRF bugs can replay, so a server that refuses the token PUT is an error, never a reason
+to fall back. Requests never go through an HTTP proxy from the environment (a proxy would see the
+credentials), and errors never carry the credentials or the token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from nitro_llm.gateway.credentials import RoleCredentials
+from nitro_llm.gateway.errors import GatewayError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "http://169.254.169.254"
+TOKEN_TTL_SECONDS = 21600  # the longest IMDS grants: fewer token round-trips
+TOKEN_RENEW_BEFORE = timedelta(seconds=60)
+REFRESH_MARGIN = timedelta(minutes=5)
+"""IMDS publishes new role credentials at least five minutes before the old ones expire, so
+refreshing inside that window always finds fresh ones and the enclave never holds expired keys."""
+
+_TOKEN_PATH = "/latest/api/token"  # noqa: S105 (a URL path, not a secret)
+_CREDENTIALS_PATH = "/latest/meta-data/iam/security-credentials/"
+_TOKEN_HEADER = "X-aws-ec2-metadata-token"  # noqa: S105 (a header name)
+_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
+
+
+class ImdsError(GatewayError):
+    code = "imds_error"
+    default_hint = "run the gateway on the EC2 parent instance, or use --credentials-file in local mode"
+
+
+class ImdsUnreachable(ImdsError):
+    code = "imds_unreachable"
+    retryable = True
+    default_hint = (
+        "the instance metadata service did not answer: run on an EC2 instance with metadata enabled "
+        "(HttpEndpoint=enabled); from a container, raise HttpPutResponseHopLimit to 2"
+    )
+
+
+class ImdsV1Only(ImdsError):
+    code = "imds_v1_only"
+    default_hint = (
+        "this metadata server does not issue IMDSv2 session tokens; nitro-llm never falls back to "
+        "IMDSv1: use a real EC2 metadata service, or set the instance's HttpTokens to required"
+    )
+
+
+class ImdsForbidden(ImdsError):
+    code = "imds_forbidden"
+    default_hint = (
+        "the metadata service refused the request: check that instance metadata is enabled and that "
+        "no proxy sits in between (IMDS refuses requests carrying X-Forwarded-For)"
+    )
+
+
+class ImdsNoRole(ImdsError):
+    code = "imds_no_role"
+    default_hint = "attach an instance profile with the enclave role to this instance (IamInstanceProfile)"
+
+
+class ImdsBadResponse(ImdsError):
+    code = "imds_bad_response"
+    retryable = True
+    default_hint = "retry; if it persists, check that the base URL points at the EC2 metadata service"
+
+
+@dataclass
+class _Token:
+    value: str
+    expires_at: datetime
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_expiration(text: str) -> datetime:
+    """IMDS writes ``2024-05-01T12:00:00Z``; a naive time would make refresh decisions wrong, so
+    anything without a zone is refused."""
+    when = datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        raise ValueError("expiration has no time zone")
+    return when.astimezone(UTC)
+
+
+class ImdsClient:
+    """Speaks IMDSv2 to one metadata server; the base URL is configurable so that tests (and
+    IPv6-only instances, ``http://[fd00:ec2::254]``) can point it elsewhere."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        timeout: float = 2.0,
+        token_ttl_seconds: int = TOKEN_TTL_SECONDS,
+        now: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._ttl = token_ttl_seconds
+        self._now = now
+        self._token: _Token | None = None
+        self._lock = threading.Lock()
+        # trust_env=False: an HTTP(S)_PROXY from the environment must never see role credentials.
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, trust_env=False)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ImdsClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
+        try:
+            return self._http.request(method, path, headers=headers)
+        except httpx.TimeoutException:
+            raise ImdsUnreachable(f"the metadata service at {self.base_url} timed out") from None
+        except httpx.TransportError as exc:
+            raise ImdsUnreachable(
+                f"cannot reach the metadata service at {self.base_url} ({type(exc).__name__})"
+            ) from None
+
+    def _fetch_token(self) -> _Token:
+        resp = self._request("PUT", _TOKEN_PATH, {_TTL_HEADER: str(self._ttl)})
+        if resp.status_code in (404, 405, 501):
+            raise ImdsV1Only(
+                f"the metadata service at {self.base_url} refused the IMDSv2 token request "
+                f"(HTTP {resp.status_code})"
+            )
+        if resp.status_code == 403:
+            raise ImdsForbidden(
+                f"the metadata service at {self.base_url} refused to issue a token (HTTP 403)"
+            )
+        if resp.status_code != 200 or not resp.text.strip():
+            raise ImdsBadResponse(f"unexpected answer to the IMDSv2 token request (HTTP {resp.status_code})")
+        ttl = self._ttl
+        granted = resp.headers.get(_TTL_HEADER)
+        if granted and granted.isdigit():
+            ttl = min(ttl, int(granted))
+        return _Token(resp.text.strip(), self._now() + timedelta(seconds=ttl))
+
+    def _current_token(self) -> str:
+        with self._lock:
+            if self._token is None or self._now() >= self._token.expires_at - TOKEN_RENEW_BEFORE:
+                self._token = self._fetch_token()
+            return self._token.value
+
+    def get(self, path: str) -> str:
+        """GET a metadata path with a session token; a token the server no longer accepts (401,
+        e.g. after the instance was stopped and started) is replaced once, then the error stands."""
+        for attempt in range(2):
+            token = self._current_token()
+            resp = self._request("GET", path, {_TOKEN_HEADER: token})
+            if resp.status_code == 401 and attempt == 0:
+                with self._lock:
+                    self._token = None
+                continue
+            if resp.status_code == 404:
+                raise ImdsBadResponse(f"the metadata path {path} does not exist (HTTP 404)")
+            if resp.status_code == 403:
+                raise ImdsForbidden(f"the metadata service refused {path} (HTTP 403)")
+            if resp.status_code != 200:
+                raise ImdsBadResponse(f"unexpected answer for {path} (HTTP {resp.status_code})")
+            return resp.text
+        raise ImdsBadResponse(
+            f"the metadata service kept rejecting fresh session tokens for {path} (HTTP 401)"
+        )
+
+    def instance_id(self) -> str:
+        return self.get("/latest/meta-data/instance-id").strip()
+
+    def region(self) -> str:
+        return self.get("/latest/meta-data/placement/region").strip()
+
+    def role_name(self) -> str:
+        try:
+            text = self.get(_CREDENTIALS_PATH)
+        except ImdsBadResponse as exc:
+            raise ImdsNoRole("this instance has no IAM role attached") from exc
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+        if not names:
+            raise ImdsNoRole("this instance has no IAM role attached")
+        return names[0]
+
+    def role_credentials(self, role: str | None = None) -> tuple[RoleCredentials, datetime]:
+        """The role's current credentials and when they expire."""
+        role = role or self.role_name()
+        text = self.get(_CREDENTIALS_PATH + role)
+        try:
+            data = json.loads(text)
+            if data.get("Code", "Success") != "Success":
+                raise ImdsBadResponse(
+                    f"the metadata service reports the role's credentials as {str(data.get('Code'))[:40]!r}",
+                    hint="check the instance profile's role and its trust policy (ec2.amazonaws.com)",
+                )
+            expires = parse_expiration(data["Expiration"])
+            creds = RoleCredentials(
+                access_key_id=data["AccessKeyId"],
+                secret_access_key=data["SecretAccessKey"],
+                session_token=data["Token"],
+                expiration=expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # The body holds secrets: name only the kind of defect, never the content.
+            raise ImdsBadResponse(
+                f"malformed credentials document for the role ({type(exc).__name__})"
+            ) from None
+        return creds, expires
+
+
+class ImdsCredentialsSource:
+    """The gateway's ``CredentialsSource`` on EC2: cached role credentials, refreshed from IMDS once
+    they are within ``refresh_margin`` of expiry. If IMDS is briefly unavailable while the cached
+    credentials are still valid, those are served rather than starving the enclave."""
+
+    def __init__(
+        self,
+        client: ImdsClient | None = None,
+        *,
+        role: str | None = None,
+        refresh_margin: timedelta = REFRESH_MARGIN,
+        now: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.client = client or ImdsClient(now=now)
+        self.role = role
+        self.refresh_margin = refresh_margin
+        self._now = now
+        self._cached: tuple[RoleCredentials, datetime] | None = None
+        self._lock = threading.Lock()
+
+    def needs_refresh(self) -> bool:
+        return self._cached is None or self._now() >= self._cached[1] - self.refresh_margin
+
+    def get(self) -> RoleCredentials:
+        with self._lock:
+            if not self.needs_refresh():
+                assert self._cached is not None
+                return self._cached[0]
+            try:
+                fresh = self.client.role_credentials(self.role)
+            except ImdsError as exc:
+                if self._cached is not None and self._now() < self._cached[1]:
+                    log.warning("IMDS refresh failed (%s); serving cached credentials until expiry", exc.code)
+                    return self._cached[0]
+                raise
+            self._cached = fresh
+            log.info("role credentials refreshed from IMDS (expire %s)", fresh[0].expiration)
+            return fresh[0]

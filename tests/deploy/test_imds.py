@@ -1,0 +1,150 @@
+"""The IMDSv2 client against a real fake metadata server on loopback."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from nitro_llm.gateway.credentials import RoleCredentials
+from nitro_llm.gateway.imds import (
+    ImdsClient,
+    ImdsCredentialsSource,
+    ImdsError,
+    ImdsNoRole,
+    ImdsUnreachable,
+    ImdsV1Only,
+)
+
+
+def test_token_first_then_role_then_credentials(fake_imds):
+    with ImdsClient(fake_imds.url) as client:
+        creds, expires = client.role_credentials()
+    methods = [(m, p) for m, p, _ in fake_imds.state.requests]
+    assert methods[0] == ("PUT", "/latest/api/token")
+    assert methods[1:] == [
+        ("GET", "/latest/meta-data/iam/security-credentials/"),
+        ("GET", "/latest/meta-data/iam/security-credentials/nitro-llm-enclave"),
+    ]
+    put_headers = fake_imds.state.requests[0][2]
+    assert put_headers["X-aws-ec2-metadata-token-ttl-seconds"] == "21600"
+    for _, _, headers in fake_imds.state.requests[1:]:
+        assert headers["X-aws-ec2-metadata-token"] in fake_imds.state.tokens
+    assert isinstance(creds, RoleCredentials)
+    assert creds.access_key_id == "ASIAFAKE000000000001"
+    assert creds.secret_access_key == "fake-secret-1"
+    assert creds.session_token == "fake-session-token-1"
+    assert timedelta(hours=5) < expires - datetime.now(UTC) <= timedelta(hours=6)
+    frame = creds.to_frame()
+    assert frame["t"] == "credentials" and frame["expiration"] == creds.expiration
+
+
+def test_one_token_reused_across_calls(fake_imds):
+    with ImdsClient(fake_imds.url) as client:
+        assert client.instance_id() == "i-0123456789abcdef0"
+        assert client.region() == "eu-west-1"
+        client.role_credentials()
+    puts = [r for r in fake_imds.state.requests if r[0] == "PUT"]
+    assert len(puts) == 1
+
+
+def test_rejected_token_is_replaced_once(fake_imds):
+    with ImdsClient(fake_imds.url) as client:
+        assert client.instance_id()
+        fake_imds.state.tokens.clear()  # as after a stop/start: old tokens become invalid
+        assert client.instance_id() == "i-0123456789abcdef0"
+    puts = [r for r in fake_imds.state.requests if r[0] == "PUT"]
+    assert len(puts) == 2
+
+
+def test_token_renewed_before_its_ttl_runs_out(fake_imds):
+    clock = [datetime(2030, 1, 1, tzinfo=UTC)]
+    with ImdsClient(fake_imds.url, token_ttl_seconds=600, now=lambda: clock[0]) as client:
+        client.instance_id()
+        clock[0] += timedelta(seconds=500)
+        client.instance_id()
+        assert len([r for r in fake_imds.state.requests if r[0] == "PUT"]) == 1
+        clock[0] += timedelta(seconds=50)  # within a minute of the token's expiry
+        client.instance_id()
+    assert len([r for r in fake_imds.state.requests if r[0] == "PUT"]) == 2
+
+
+def test_source_caches_then_refreshes_within_margin(fake_imds):
+    start = datetime.now(UTC)
+    clock = [start]
+    fake_imds.state.credentials_lifetime = timedelta(hours=1)
+    source = ImdsCredentialsSource(ImdsClient(fake_imds.url), now=lambda: clock[0])
+    first = source.get()
+    assert source.get() is first  # cached: no second credentials request
+    assert fake_imds.state.issued == 1
+    clock[0] = start + timedelta(minutes=54)  # still more than 5 min left
+    assert source.get() is first
+    clock[0] = start + timedelta(minutes=56)  # inside the 5-minute margin
+    second = source.get()
+    assert fake_imds.state.issued == 2
+    assert second.access_key_id != first.access_key_id
+    assert second.session_token == "fake-session-token-2"
+
+
+def test_source_serves_cached_credentials_while_imds_blips(fake_imds):
+    start = datetime.now(UTC)
+    clock = [start]
+    fake_imds.state.credentials_lifetime = timedelta(hours=1)
+    source = ImdsCredentialsSource(ImdsClient(fake_imds.url), now=lambda: clock[0])
+    first = source.get()
+    fake_imds.state.role = None  # IMDS answers, but without the role
+    clock[0] = start + timedelta(minutes=57)
+    assert source.get() is first  # refresh failed, cached still valid
+    clock[0] = start + timedelta(minutes=61)  # cached now expired: the error surfaces
+    with pytest.raises(ImdsNoRole):
+        source.get()
+
+
+def test_no_role_attached(fake_imds):
+    fake_imds.state.role = None
+    with ImdsClient(fake_imds.url) as client, pytest.raises(ImdsNoRole) as info:
+        client.role_credentials()
+    assert "instance profile" in info.value.hint
+
+
+@pytest.mark.parametrize("status", [404, 405])
+def test_v1_only_server_is_refused_without_fallback(fake_imds, status):
+    fake_imds.state.mode = "v1"
+    fake_imds.state.put_status = status
+    with ImdsClient(fake_imds.url) as client, pytest.raises(ImdsV1Only) as info:
+        client.role_credentials()
+    assert str(status) in info.value.message
+    assert "IMDSv1" in info.value.hint
+    # It never asked the v1 server for anything without a token.
+    assert [m for m, _, _ in fake_imds.state.requests] == ["PUT"]
+
+
+def test_unreachable_server_fails_fast_with_a_hint(free_port):
+    started = datetime.now(UTC)
+    with ImdsClient(f"http://127.0.0.1:{free_port}", timeout=1.0) as client:
+        with pytest.raises(ImdsUnreachable) as info:
+            client.instance_id()
+    assert (datetime.now(UTC) - started) < timedelta(seconds=5)
+    assert info.value.retryable
+    assert "EC2" in info.value.hint
+    assert f"127.0.0.1:{free_port}" in info.value.message
+
+
+def test_errors_never_echo_secrets(fake_imds):
+    with ImdsClient(fake_imds.url) as client:
+        creds, _ = client.role_credentials()
+    assert "fake-secret" not in repr(creds)
+    # A malformed credentials document: the error names the defect, not the body.
+    fake_imds.state.credentials = lambda: {"AccessKeyId": "AKIA-LEAK", "SecretAccessKey": "s3cr3t-LEAK"}
+    with ImdsClient(fake_imds.url) as client, pytest.raises(ImdsError) as info:
+        client.role_credentials()
+    assert "LEAK" not in str(info.value)
+    assert "KeyError" in info.value.message
+
+
+def test_proxy_environment_is_ignored(fake_imds, monkeypatch, free_port):
+    # A proxy would see the credentials: IMDS traffic must go direct whatever the environment says.
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port}")
+    monkeypatch.setenv("ALL_PROXY", f"http://127.0.0.1:{free_port}")
+    with ImdsClient(fake_imds.url) as client:
+        assert client.instance_id() == "i-0123456789abcdef0"
