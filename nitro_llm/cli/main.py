@@ -18,6 +18,9 @@ app = typer.Typer(
 
 # Each helper module adds itself here: "nitro_llm.cli.<name>".
 _GROUPS: list[str] = [
+    "nitro_llm.cli.client",
+    "nitro_llm.cli.gateway",
+    "nitro_llm.cli.local",
 ]
 
 for _name in _GROUPS:

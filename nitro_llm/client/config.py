@@ -1,0 +1,53 @@
+"""What a client needs to reach a deployment: the gateway, KMS, its own credentials and the key.
+
+`nitro-llm up` writes this for the local stack (``stack.json``) so that `ask` and `chat` work with
+no flags; on AWS the same fields come from flags or the standard AWS credential chain.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from nitro_llm.client.errors import NoLocalStack
+from nitro_llm.paths import state_dir
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    gateway_url: str
+    key_id: str
+    region: str = "us-east-1"
+    kms_endpoint: str | None = None
+    """None means real AWS KMS; the local stack points this at its emulator."""
+    credentials: dict[str, str] | None = None
+    """Access key, secret and optional session token; None means boto3's default chain."""
+    model: str = "default"
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> ClientConfig:
+        try:
+            return cls(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise NoLocalStack(f"no client configuration at {path}") from None
+        except (ValueError, TypeError) as exc:
+            raise NoLocalStack(
+                f"the client configuration at {path} is unreadable ({type(exc).__name__})",
+                hint="restart the local stack with 'nitro-llm up' to rewrite it",
+            ) from None
+
+
+def local_stack_dir() -> Path:
+    return state_dir() / "local"
+
+
+def default_config_path() -> Path:
+    return local_stack_dir() / "client.json"

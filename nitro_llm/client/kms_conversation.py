@@ -1,0 +1,136 @@
+"""The data owner's side of the "kms" protocol: seal a question, stream the answer open.
+
+One data key per conversation (one KMS GenerateDataKey on the client, and — thanks to the enclave's
+key cache — one KMS Decrypt in the enclave for the whole chat), a fresh request id, timestamp and
+nonce per turn. Everything is decrypted here; the gateway and the network see ciphertext only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from nitro_llm.client.config import ClientConfig
+from nitro_llm.client.errors import GatewayUnreachable, RemoteError
+from nitro_llm.kms.client import make_kms_client
+from nitro_llm.protocol.framing import FrameDecoder
+from nitro_llm.protocol.kms_envelope import KmsEnvelope, KmsHeader, ResponseOpener, new_id, seal_request
+from nitro_llm.protocol.messages import chat_request
+
+FRAMES_MEDIA_TYPE = "application/x-nitro-llm-frames"
+
+
+@dataclass
+class AnswerChunk:
+    text: str
+    final: bool = False
+    finish_reason: str | None = None
+    usage: Mapping[str, Any] | None = None
+
+
+@dataclass
+class WireRecord:
+    """What crossed the untrusted network for one turn (for `demo` and the leak tests)."""
+
+    envelope: bytes = b""
+    answer_bytes: int = 0
+    frames: int = 0
+    header: Mapping[str, Any] = field(default_factory=dict)
+
+
+class KmsConversation:
+    """A multi-turn conversation sealed with one KMS data key."""
+
+    def __init__(self, config: ClientConfig, *, http: httpx.Client | None = None, kms: Any = None) -> None:
+        self.config = config
+        self.conversation_id = new_id()
+        self._kms = kms or make_kms_client(config.kms_endpoint, config.credentials, config.region)
+        self._http = http or httpx.Client(timeout=httpx.Timeout(10.0, read=300.0))
+        self._data_key: bytes | None = None
+        self._edk: bytes = b""
+        self.last_wire = WireRecord()
+
+    def _ensure_data_key(self, header: KmsHeader) -> None:
+        if self._data_key is None:
+            reply = self._kms.generate_data_key(
+                KeyId=self.config.key_id, KeySpec="AES_256", EncryptionContext=header.encryption_context()
+            )
+            self._data_key, self._edk = reply["Plaintext"], reply["CiphertextBlob"]
+
+    def seal(self, messages: list[Mapping[str, str]], **sampling: Any) -> tuple[KmsHeader, KmsEnvelope]:
+        header = KmsHeader.new(
+            model=self.config.model, conversation_id=self.conversation_id, key_id=self.config.key_id
+        )
+        self._ensure_data_key(header)
+        assert self._data_key is not None
+        return header, seal_request(self._data_key, header, chat_request(messages, **sampling), edk=self._edk)
+
+    def stream(self, messages: list[Mapping[str, str]], **sampling: Any) -> Iterator[AnswerChunk]:
+        """Send the conversation so far; yield the answer as it is generated.
+
+        Raises a typed error on any refusal, and on a stream cut short, reordered or tampered with —
+        a partial answer is never presented as a whole one.
+        """
+        header, envelope = self.seal(messages, **sampling)
+        body = envelope.to_cbor()
+        assert self._data_key is not None
+        opener = ResponseOpener(self._data_key, header)
+        decoder = FrameDecoder()
+        self.last_wire = WireRecord(envelope=body, header=header.to_map())
+        try:
+            with self._http.stream(
+                "POST",
+                f"{self.config.gateway_url}/v1/infer",
+                content=body,
+                headers={"content-type": "application/cbor", "accept": FRAMES_MEDIA_TYPE},
+            ) as response:
+                if response.status_code != 200:
+                    raise _remote_error(response)
+                for piece in response.iter_bytes():
+                    self.last_wire.answer_bytes += len(piece)
+                    for frame in decoder.feed(piece):
+                        self.last_wire.frames += 1
+                        if frame.get("t") == "error":
+                            raise RemoteError(
+                                str(frame.get("code", "remote_error")),
+                                str(frame.get("message", "the enclave refused the request")),
+                                str(frame.get("hint", "")),
+                                bool(frame.get("retryable", False)),
+                            )
+                        payload = opener.open(frame)
+                        final = opener.finished
+                        yield AnswerChunk(
+                            text=str(payload.get("text", "")),
+                            final=final,
+                            finish_reason=payload.get("finish_reason"),
+                            usage=payload.get("usage"),
+                        )
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(
+                f"lost the gateway at {self.config.gateway_url} ({type(exc).__name__})"
+            ) from None
+        decoder.close()
+        opener.finish()
+
+    def ask(self, messages: list[Mapping[str, str]], **sampling: Any) -> str:
+        return "".join(chunk.text for chunk in self.stream(messages, **sampling))
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _remote_error(response: httpx.Response) -> RemoteError:
+    response.read()
+    try:
+        data = response.json()
+    except ValueError:
+        data = {}
+    return RemoteError(
+        str(data.get("code", f"http_{response.status_code}")),
+        str(data.get("message", f"the gateway answered HTTP {response.status_code}")),
+        str(data.get("hint", "")),
+        bool(data.get("retryable", response.status_code in (429, 503, 504))),
+    )

@@ -1,0 +1,179 @@
+"""The gateway: an HTTP front for the enclave on the untrusted parent host.
+
+It sees sealed envelopes and sealed answer chunks only, and is built so that it could not log content
+even by mistake: request bodies are never decoded, and log lines carry sizes, statuses and timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from nitro_llm.errors import NitroLLMError
+from nitro_llm.gateway.credentials import CredentialsSource
+from nitro_llm.gateway.enclave_link import EnclaveLink
+from nitro_llm.gateway.errors import BadRequest, EnclaveUnavailable, GatewayError, RequestTooLarge
+from nitro_llm.gateway.settings import GatewaySettings
+from nitro_llm.protocol.framing import encode_frame
+
+log = logging.getLogger("nitro_llm.gateway")
+
+FRAMES_MEDIA_TYPE = "application/x-nitro-llm-frames"
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "nitro_llm_gateway_requests", "Inference requests by outcome", ["outcome"], registry=self.registry
+        )
+        self.bytes_in = Counter("nitro_llm_gateway_bytes_in", "Sealed bytes received", registry=self.registry)
+        self.bytes_out = Counter(
+            "nitro_llm_gateway_bytes_out", "Sealed bytes relayed", registry=self.registry
+        )
+        self.latency = Histogram(
+            "nitro_llm_gateway_seconds", "Request duration until the last frame", registry=self.registry
+        )
+
+
+def _error_response(exc: GatewayError) -> JSONResponse:
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    return JSONResponse(exc.to_wire(), status_code=exc.status_code, headers=headers)
+
+
+async def _read_body_capped(request: Request, limit: int) -> bytes:
+    """Refuse oversize bodies from the Content-Length header, and again while streaming, so that a
+    lying or absent header cannot make the gateway buffer more than ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest("the Content-Length header is not a number")
+        if int(declared) > limit:
+            raise RequestTooLarge(f"request body of {declared} bytes exceeds the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(f"request body exceeds the {limit}-byte limit")
+        chunks.append(chunk)
+    if size == 0:
+        raise BadRequest("empty request body")
+    return b"".join(chunks)
+
+
+async def _push_credentials_forever(
+    link: EnclaveLink, source: CredentialsSource, settings: GatewaySettings
+) -> None:
+    """Keep the enclave supplied with the role's credentials: retry quickly until the enclave takes
+    them, then refresh on a schedule (they expire; the enclave cannot fetch them itself)."""
+    while True:
+        try:
+            creds = await asyncio.to_thread(source.get)
+            reply = await link.call(creds.to_frame())
+            ok = reply.get("t") == "ok"
+        except NitroLLMError as exc:
+            log.info("credentials hand-off pending: %s", exc.code)
+            ok = False
+        if ok:
+            log.info("credentials handed to the enclave")
+        await asyncio.sleep(settings.credentials_refresh_seconds if ok else 1.0)
+
+
+def create_app(settings: GatewaySettings, credentials: CredentialsSource | None = None) -> FastAPI:
+    link = EnclaveLink(settings)
+    metrics = _Metrics()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        task = (
+            asyncio.create_task(_push_credentials_forever(link, credentials, settings))
+            if credentials
+            else None
+        )
+        try:
+            yield
+        finally:
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = FastAPI(title="nitro-llm gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.link = link
+
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
+        metrics.requests.labels(outcome=exc.code).inc()
+        log.info("refused status=%d code=%s", exc.status_code, exc.code)
+        return _error_response(exc)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        try:
+            reply = await link.call({"t": "ping"}, timeout=5.0)
+            enclave = "ok" if reply.get("t") == "pong" else "unexpected-reply"
+        except GatewayError as exc:
+            enclave = exc.code
+        status = 200 if enclave == "ok" else 503
+        return JSONResponse({"gateway": "ok", "enclave": enclave}, status_code=status)
+
+    @app.get("/v1/enclave/stats")
+    async def enclave_stats() -> JSONResponse:
+        """Counters the enclave publishes (no content): requests served, KMS calls made."""
+        reply = await link.call({"t": "ping"}, timeout=5.0)
+        return JSONResponse({k: v for k, v in reply.items() if k != "t"})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/infer")
+    async def infer(request: Request) -> Response:
+        started = time.monotonic()
+        body = await _read_body_capped(request, settings.max_body_bytes)
+        metrics.bytes_in.inc(len(body))
+        frames = link.infer(body)
+        try:
+            first = await anext(frames)
+        except StopAsyncIteration:
+            raise EnclaveUnavailable("the enclave closed the link without answering") from None
+
+        async def relay() -> AsyncIterator[bytes]:
+            sent, count, outcome = len(first), 1, "ok"
+            try:
+                yield first
+                async for frame in frames:
+                    sent += len(frame)
+                    count += 1
+                    yield frame
+            except GatewayError as exc:
+                # Never a silent truncation: the client gets a typed error frame it can act on.
+                outcome = exc.code
+                yield encode_frame({"t": "error", **exc.to_wire()})
+            finally:
+                await frames.aclose()
+                metrics.bytes_out.inc(sent)
+                metrics.requests.labels(outcome=outcome).inc()
+                elapsed = time.monotonic() - started
+                metrics.latency.observe(elapsed)
+                log.info(
+                    "infer outcome=%s bytes_in=%d bytes_out=%d frames=%d ms=%.1f",
+                    outcome,
+                    len(body),
+                    sent,
+                    count,
+                    elapsed * 1000,
+                )
+
+        return StreamingResponse(relay(), media_type=FRAMES_MEDIA_TYPE)
+
+    return app

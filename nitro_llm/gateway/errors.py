@@ -1,0 +1,40 @@
+"""Errors the gateway answers with. They describe transport trouble only: the gateway never holds
+plaintext, so it has none to leak, and it still keeps messages content-free by construction."""
+
+from __future__ import annotations
+
+from nitro_llm.errors import NitroLLMError
+
+
+class GatewayError(NitroLLMError):
+    code = "gateway_error"
+    status_code = 500
+    retry_after: int | None = None
+
+
+class EnclaveUnavailable(GatewayError):
+    code = "enclave_unavailable"
+    status_code = 503
+    retryable = True
+    retry_after = 2
+    default_hint = "the enclave is starting or restarting; retry after a few seconds"
+
+
+class EnclaveTimeout(GatewayError):
+    code = "enclave_timeout"
+    status_code = 504
+    retryable = True
+    retry_after = 5
+    default_hint = "the enclave did not answer in time; retry, or raise the gateway's --enclave-timeout"
+
+
+class RequestTooLarge(GatewayError):
+    code = "request_too_large"
+    status_code = 413
+    default_hint = "shorten the question or raise the gateway's --max-body-bytes"
+
+
+class BadRequest(GatewayError):
+    code = "bad_request"
+    status_code = 400
+    default_hint = "send the sealed envelope produced by the nitro-llm client as the request body"

@@ -1,0 +1,21 @@
+"""Gateway configuration, from CLI flags or NITRO_LLM_GATEWAY_* environment variables."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NITRO_LLM_GATEWAY_")
+
+    enclave: str = "unix:/run/nitro-llm/enclave.sock"
+    """Transport address of the enclave (unix:PATH locally, vsock:CID:PORT on Nitro)."""
+    max_body_bytes: int = 8 * 1024 * 1024
+    """Largest sealed request accepted; checked before the body is read in full (413)."""
+    max_frame_bytes: int = 16 * 1024 * 1024
+    connect_timeout: float = 5.0
+    first_frame_timeout: float = 300.0
+    """Time the enclave may take before its first answer frame (queueing plus prompt processing)."""
+    idle_timeout: float = 60.0
+    """Longest silence allowed between two answer frames."""
+    credentials_refresh_seconds: float = 300.0

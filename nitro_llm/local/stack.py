@@ -1,0 +1,327 @@
+"""The whole system on one machine: KMS emulator, emulated enclave, gateway — real processes.
+
+This is what `nitro-llm up`, `nitro-llm demo` and the end-to-end tests run. Each party is its own
+process with its own view, as in a deployment: the enclave sits in a network namespace with only
+loopback (when the OS allows), reaches the gateway through a Unix socket standing in for vsock and
+KMS only through the gateway's relay standing in for vsock-proxy; the key policy is generated from
+the PCRs the enclave's code, model and config really measure to.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from nitro_llm.client.config import ClientConfig
+from nitro_llm.kms.client import make_kms_client
+from nitro_llm.kms.key_policy import build_key_policy
+from nitro_llm.local.processes import (
+    ManagedProcess,
+    StackError,
+    cli_argv,
+    isolated_argv,
+    network_isolation_available,
+    wait_until,
+)
+
+log = logging.getLogger("nitro_llm.local")
+
+KEY_ALIAS = "alias/nitro-llm-local"
+ENCLAVE_KMS_PORT = 8443
+"""Port of the in-enclave forwarder to KMS (inside the enclave's own network namespace)."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class EnclaveOptions:
+    engine: str = "llama"
+    model: Path | None = None
+    threads: int = 1
+    ctx: int = 2048
+    debug_mode: bool = False
+
+    def args(self) -> list[str]:
+        out = ["--engine", self.engine, "--threads", str(self.threads), "--ctx", str(self.ctx)]
+        if self.model:
+            out += ["--model", str(self.model)]
+        if self.debug_mode:
+            out.append("--debug-mode")
+        return out
+
+
+@dataclass
+class LocalStack:
+    root: Path
+    enclave: EnclaveOptions = field(default_factory=EnclaveOptions)
+    isolate: bool | None = None
+    """None: isolate the enclave's network when the OS allows; True: require it; False: never."""
+    region: str = "us-east-1"
+    progress: Callable[[str], None] = lambda _msg: None
+
+    kms: ManagedProcess | None = None
+    enclave_proc: ManagedProcess | None = None
+    gateway: ManagedProcess | None = None
+    kms_url: str = ""
+    gateway_url: str = ""
+    pcrs: dict[str, str] = field(default_factory=dict)
+    key_arn: str = ""
+    isolated: bool = False
+
+    # -- paths -----------------------------------------------------------------------------------
+    @property
+    def dev_ca_dir(self) -> Path:
+        return self.root / "dev-ca"
+
+    @property
+    def kms_state(self) -> Path:
+        return self.root / "kms"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def enclave_socket(self) -> Path:
+        return self.run_dir / "enclave.sock"
+
+    @property
+    def kms_relay_socket(self) -> Path:
+        return self.run_dir / "kms-relay.sock"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.kms_state / "credentials.json"
+
+    def credentials(self) -> dict[str, Any]:
+        return json.loads(self.credentials_file.read_text())
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def __enter__(self) -> LocalStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for stale in (self.enclave_socket, self.kms_relay_socket):
+            stale.unlink(missing_ok=True)
+        self._ensure_dev_ca()
+        self._start_kms()
+        self.pcrs = self.measure_pcrs(self.enclave)
+        self._ensure_key()
+        self._start_enclave()
+        self._start_gateway()
+        self._wait_ready()
+        self.client_config().save(self.root / "client.json")
+
+    def stop(self) -> None:
+        for proc in (self.gateway, self.enclave_proc, self.kms):
+            if proc is not None:
+                proc.stop()
+
+    # -- steps -----------------------------------------------------------------------------------
+    def _ensure_dev_ca(self) -> None:
+        from nitro_llm.attestation.devca import DevCA
+
+        self.progress("dev root CA (created once, kept in the state dir)")
+        ca = DevCA.load_or_create(self.dev_ca_dir)
+        self.dev_root_pem = self.dev_ca_dir / "root.pem"
+        if not self.dev_root_pem.exists():
+            from cryptography.hazmat.primitives.serialization import Encoding
+
+            self.dev_root_pem.write_bytes(ca.root_certificate.public_bytes(Encoding.PEM))
+
+    def _start_kms(self) -> None:
+        self.progress("KMS emulator")
+        port_file = self.run_dir / "kms.port"
+        port_file.unlink(missing_ok=True)
+        self.kms = ManagedProcess(
+            "kms-emulator",
+            cli_argv(
+                "kms-emulator",
+                "--port",
+                "0",
+                "--state-dir",
+                str(self.kms_state),
+                "--trust-root",
+                str(self.dev_root_pem),
+                "--port-file",
+                str(port_file),
+                "--region",
+                self.region,
+            ),
+            self.logs / "kms-emulator.log",
+        )
+        self.kms.start()
+        wait_until(
+            lambda: port_file.exists() and port_file.read_text().strip().isdigit(),
+            what="the KMS emulator to listen",
+            timeout=30,
+            process=self.kms,
+        )
+        self.kms_url = f"http://127.0.0.1:{port_file.read_text().strip()}"
+
+    def measure_pcrs(self, options: EnclaveOptions, code_env: dict[str, str] | None = None) -> dict[str, str]:
+        """The PCRs the enclave process will report, measured by the same code in a child process."""
+        import subprocess
+
+        self.progress("measuring the enclave (code, model, config) into PCRs")
+        out = subprocess.run(
+            cli_argv("enclave", "pcrs", *options.args()),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=_merged_env(code_env),
+        )
+        if out.returncode != 0:
+            raise StackError(f"measuring the enclave failed: {out.stderr.strip()[-500:]}")
+        data = json.loads(out.stdout)
+        return {str(k): str(v) for k, v in data.items()}
+
+    def admin_kms(self) -> Any:
+        return make_kms_client(self.kms_url, self.credentials()["admin"], self.region)
+
+    def _ensure_key(self) -> None:
+        """Create the data owner's key once; on every start, rewrite its policy from the PCRs just
+        measured, as an operator would after a new enclave build."""
+        self.progress("key and key policy bound to the measured PCRs")
+        creds = self.credentials()
+        policy = build_key_policy(
+            account=creds["account"],
+            admin_arn=creds["admin"]["arn"],
+            client_arns=[creds["client"]["arn"]],
+            enclave_role_arn=creds["enclave_role"]["arn"],
+            pcrs={int(i): self.pcrs[str(i)] for i in (0, 1, 2)},
+        )
+        kms = self.admin_kms()
+        try:
+            self.key_arn = kms.describe_key(KeyId=KEY_ALIAS)["KeyMetadata"]["Arn"]
+            kms.put_key_policy(KeyId=self.key_arn, PolicyName="default", Policy=json.dumps(policy))
+        except kms.exceptions.NotFoundException:
+            meta = kms.create_key(Policy=json.dumps(policy), Description="nitro-llm local data owner key")[
+                "KeyMetadata"
+            ]
+            kms.create_alias(AliasName=KEY_ALIAS, TargetKeyId=meta["KeyId"])
+            self.key_arn = meta["Arn"]
+        self.policy = policy
+
+    def enclave_argv(self, options: EnclaveOptions, listen: Path) -> list[str]:
+        return cli_argv(
+            "enclave",
+            "serve",
+            "--listen",
+            f"unix:{listen}",
+            "--kms-endpoint",
+            f"http://127.0.0.1:{ENCLAVE_KMS_PORT}",
+            "--kms-forward-to",
+            f"unix:{self.kms_relay_socket}",
+            "--region",
+            self.region,
+            "--nsm",
+            "emulated",
+            "--dev-ca",
+            str(self.dev_ca_dir),
+            *options.args(),
+        )
+
+    def _start_enclave(self) -> None:
+        if self.isolate is False:
+            self.isolated = False
+        else:
+            self.isolated = network_isolation_available()
+            if self.isolate and not self.isolated:
+                raise StackError(
+                    "network isolation was required but 'unshare --net' is not permitted here",
+                    hint="run as root (or with CAP_SYS_ADMIN), or pass --no-isolate",
+                )
+        self.progress(
+            "enclave"
+            + (" (own network namespace: loopback only)" if self.isolated else " (NOT network-isolated)")
+        )
+        argv = self.enclave_argv(self.enclave, self.enclave_socket)
+        self.enclave_proc = ManagedProcess(
+            "enclave", isolated_argv(argv) if self.isolated else argv, self.logs / "enclave.log"
+        )
+        self.enclave_proc.start()
+
+    def _start_gateway(self) -> None:
+        self.progress("gateway (HTTP, KMS relay, credentials hand-off)")
+        port = free_port()
+        self.gateway_url = f"http://127.0.0.1:{port}"
+        self.gateway = ManagedProcess(
+            "gateway",
+            cli_argv(
+                "gateway",
+                "--enclave",
+                f"unix:{self.enclave_socket}",
+                "--port",
+                str(port),
+                "--kms-relay-listen",
+                f"unix:{self.kms_relay_socket}",
+                "--kms-upstream",
+                "tcp:" + self.kms_url.removeprefix("http://"),
+                "--credentials-file",
+                str(self.credentials_file),
+            ),
+            self.logs / "gateway.log",
+        )
+        self.gateway.start()
+
+    def _wait_ready(self) -> None:
+        self.progress("waiting for the enclave to load the model and take its credentials")
+
+        def healthy() -> bool:
+            try:
+                r = httpx.get(f"{self.gateway_url}/healthz", timeout=2)
+                stats = httpx.get(f"{self.gateway_url}/v1/enclave/stats", timeout=2).json()
+            except (httpx.HTTPError, ValueError):
+                return False
+            return r.status_code == 200 and bool(stats.get("has_credentials", True))
+
+        for proc in (self.enclave_proc, self.gateway, self.kms):
+            assert proc is not None
+            if not proc.alive():
+                wait_until(lambda: False, what="start-up", timeout=0.1, process=proc)
+        wait_until(
+            healthy, what="the gateway and enclave to be ready", timeout=300, process=self.enclave_proc
+        )
+
+    def client_config(self) -> ClientConfig:
+        creds = self.credentials()["client"]
+        return ClientConfig(
+            gateway_url=self.gateway_url,
+            key_id=KEY_ALIAS,
+            region=self.region,
+            kms_endpoint=self.kms_url,
+            credentials={k: v for k, v in creds.items() if k != "arn"},
+        )
+
+
+def _merged_env(extra: dict[str, str] | None) -> dict[str, str] | None:
+    if not extra:
+        return None
+    import os
+
+    return {**os.environ, **extra}
