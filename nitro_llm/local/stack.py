@@ -49,7 +49,7 @@ class EnclaveOptions:
     engine: str = "llama"
     model: Path | None = None
     threads: int = 1
-    ctx: int = 2048
+    ctx: int = 8192
     debug_mode: bool = False
 
     def args(self) -> list[str]:

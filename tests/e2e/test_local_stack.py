@@ -1,0 +1,136 @@
+"""End to end with real processes and the real model: the product's main job."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import httpx
+import pytest
+
+from nitro_llm.client.errors import RemoteError
+from nitro_llm.client.kms_conversation import KmsConversation
+from nitro_llm.kms.client import make_kms_client
+
+pytestmark = [pytest.mark.slow, pytest.mark.model]
+
+CANARY = "CANARY-7f3e9a1c-PHI-Jane-Roe-448219937"
+
+
+def enclave_stats(stack) -> dict:
+    return httpx.get(f"{stack.gateway_url}/v1/enclave/stats", timeout=5).json()
+
+
+def test_question_in_streamed_answer_out(stack):
+    conv = KmsConversation(stack.client_config())
+    chunks = list(conv.stream([{"role": "user", "content": "What is the capital of France?"}], max_tokens=24))
+    text = "".join(c.text for c in chunks)
+    assert len(chunks) >= 3, "the answer should arrive as a stream of chunks"
+    assert chunks[-1].final and chunks[-1].finish_reason in ("stop", "length")
+    assert "paris" in text.lower()
+
+
+def test_twenty_kilobyte_question(stack):
+    filler = "The patient reports mild fatigue and no fever. " * 430  # ~20 KB, the seed capped at 4 KB
+    question = filler + "\nIn one word: does the patient report fever?"
+    assert len(question.encode()) >= 20_000
+    conv = KmsConversation(stack.client_config())
+    answer = conv.ask([{"role": "user", "content": question}], max_tokens=8)
+    assert answer.strip()
+    assert len(conv.last_wire.envelope) > 20_000
+
+
+def test_ten_turn_chat_costs_one_kms_decrypt(stack):
+    before = enclave_stats(stack)["kms_decrypt_calls"]
+    conv = KmsConversation(stack.client_config())
+    history: list[dict[str, str]] = []
+    for turn in range(10):
+        history.append({"role": "user", "content": f"Say the number {turn}."})
+        history.append({"role": "assistant", "content": conv.ask(history, max_tokens=4)})
+    assert enclave_stats(stack)["kms_decrypt_calls"] - before == 1
+
+
+def test_parent_credentials_without_attestation_are_denied(stack):
+    conv = KmsConversation(stack.client_config())
+    header, envelope = conv.seal([{"role": "user", "content": "hello"}])
+    parent = make_kms_client(stack.kms_url, stack.credentials()["enclave_role"], stack.region)
+    with pytest.raises(parent.exceptions.ClientError) as info:
+        parent.decrypt(CiphertextBlob=envelope.edk, EncryptionContext=header.encryption_context())
+    assert info.value.response["Error"]["Code"] == "AccessDeniedException"
+
+
+def test_tampered_enclave_is_denied(stack):
+    from rich.console import Console
+
+    from nitro_llm.local.demo import show_tampered_refused
+
+    pcr0, outcome = show_tampered_refused(stack, Console(file=open("/dev/null", "w")))  # noqa: SIM115
+    assert pcr0 != stack.pcrs["0"]
+    assert "ANSWERED" not in outcome
+    assert re.search(r"denied|AccessDenied", outcome, re.I), outcome
+
+
+def test_enclave_has_no_network(stack):
+    if not stack.isolated:
+        pytest.skip("network namespaces are not available here (needs root and unshare)")
+    port = stack.kms_url.rsplit(":", 1)[1]
+    probe = (
+        "import socket,sys\n"
+        f"s=socket.socket(); s.settimeout(2)\n"
+        f"sys.exit(0 if s.connect_ex(('127.0.0.1',{port})) else 3)\n"
+    )
+    result = subprocess.run(
+        ["nsenter", f"--net=/proc/{stack.enclave_proc.pid}/ns/net", "python3", "-c", probe], timeout=30
+    )
+    assert result.returncode == 0, "the enclave's namespace could reach the KMS emulator directly"
+
+
+def _read_process_memory(pid: int) -> bytes:
+    """All readable private and anonymous mappings of a process (as root, or our own child)."""
+    chunks = []
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            if "r" not in fields[1] or (len(fields) > 5 and fields[5].startswith("/usr")):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            if end - start > 512 * 1024 * 1024:
+                continue
+            try:
+                mem.seek(start)
+                chunks.append(mem.read(end - start))
+            except (OSError, ValueError, OverflowError):
+                continue
+    return b"".join(chunks)
+
+
+def test_canary_never_reaches_gateway_logs_or_memory(stack):
+    conv = KmsConversation(stack.client_config())
+    answer = conv.ask(
+        [{"role": "user", "content": f"Repeat this code exactly: {CANARY}"}], max_tokens=48
+    )
+    assert answer  # the enclave really handled it
+    gateway_log = stack.gateway.log_path.read_bytes()
+    assert b"infer outcome=ok" in gateway_log  # the log is the real one, and it did see the request
+    assert CANARY.encode() not in gateway_log
+    memory = _read_process_memory(stack.gateway.pid)
+    assert b"/v1/infer" in memory, "the memory scan must be able to find strings the gateway holds"
+    for form in (CANARY.encode(), CANARY.encode("utf-16-le"), CANARY[:20].encode()):
+        assert form not in memory
+
+
+def test_gateway_refuses_garbage_with_typed_error(stack):
+    r = httpx.post(f"{stack.gateway_url}/v1/infer", content=b"\x00garbage", timeout=30)
+    frames_or_json = r.content
+    assert r.status_code in (200, 400)
+    assert b"error" in frames_or_json
+    conv = KmsConversation(stack.client_config())
+    assert conv.ask([{"role": "user", "content": "Say hi."}], max_tokens=4)  # still serving
+
+
+def test_remote_errors_are_typed(stack):
+    conv = KmsConversation(stack.client_config())
+    conv.config = type(conv.config)(**{**conv.config.__dict__, "model": "no-such-model"})
+    with pytest.raises(RemoteError) as info:
+        conv.ask([{"role": "user", "content": "hello"}], max_tokens=4)
+    assert info.value.code

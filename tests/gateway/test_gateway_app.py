@@ -1,0 +1,146 @@
+"""The gateway against a scripted enclave peer on a real Unix socket (the transport seam, not mocks)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from nitro_llm.gateway.app import create_app
+from nitro_llm.gateway.settings import GatewaySettings
+from nitro_llm.protocol.framing import FrameDecoder, encode_frame, read_frame
+
+Script = Callable[[socket.socket, dict], None]
+
+
+class ScriptedEnclave:
+    """Answers each connection by running ``script(conn, first_frame)``; records what it received."""
+
+    def __init__(self, path: Path, script: Script) -> None:
+        self.received: list[dict] = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(16)
+        self.script = script
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                frame = read_frame(conn)
+                if frame is None:
+                    continue
+                self.received.append(frame)
+                if frame["t"] == "ping":
+                    conn.sendall(encode_frame({"t": "pong", "kms_decrypt_calls": 0}))
+                elif frame["t"] == "credentials":
+                    conn.sendall(encode_frame({"t": "ok"}))
+                else:
+                    self.script(conn, frame)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def answer_three_chunks(conn: socket.socket, frame: dict) -> None:
+    for seq in range(3):
+        conn.sendall(encode_frame({"t": "chunk", "seq": seq, "final": seq == 2, "ct": b"\x01" * 20}))
+
+
+def die_after_one_chunk(conn: socket.socket, frame: dict) -> None:
+    conn.sendall(encode_frame({"t": "chunk", "seq": 0, "final": False, "ct": b"\x01" * 20}))
+
+
+@pytest.fixture
+def make_gateway(tmp_path: Path) -> Iterator[Callable[..., tuple[TestClient, ScriptedEnclave]]]:
+    enclaves: list[ScriptedEnclave] = []
+
+    def make(script: Script = answer_three_chunks, **settings: object) -> tuple[TestClient, ScriptedEnclave]:
+        path = tmp_path / f"enclave{len(enclaves)}.sock"
+        enclave = ScriptedEnclave(path, script)
+        enclaves.append(enclave)
+        app = create_app(GatewaySettings(enclave=f"unix:{path}", **settings))
+        return TestClient(app), enclave
+
+    yield make
+    for e in enclaves:
+        e.close()
+
+
+def frames_of(body: bytes) -> list[dict]:
+    decoder = FrameDecoder()
+    frames = decoder.feed(body)
+    decoder.close()
+    return frames
+
+
+def test_relays_envelope_and_streams_frames(make_gateway):
+    client, enclave = make_gateway()
+    r = client.post("/v1/infer", content=b"sealed-bytes")
+    assert r.status_code == 200
+    assert [f["seq"] for f in frames_of(r.content)] == [0, 1, 2]
+    assert enclave.received[-1] == {"t": "infer", "envelope": b"sealed-bytes"}
+
+
+def test_oversized_body_refused_before_reaching_enclave(make_gateway):
+    client, enclave = make_gateway(max_body_bytes=1000)
+    r = client.post("/v1/infer", content=b"x" * 1001)
+    assert r.status_code == 413
+    assert r.json()["code"] == "request_too_large"
+    assert not enclave.received
+
+
+def test_empty_body_is_bad_request(make_gateway):
+    client, _ = make_gateway()
+    assert client.post("/v1/infer", content=b"").status_code == 400
+
+
+def test_enclave_down_is_503_with_retry_after(tmp_path):
+    app = create_app(GatewaySettings(enclave=f"unix:{tmp_path / 'nobody.sock'}", connect_timeout=1))
+    client = TestClient(app)
+    r = client.post("/v1/infer", content=b"sealed")
+    assert r.status_code == 503
+    assert r.headers["retry-after"]
+    assert r.json()["code"] == "enclave_unavailable"
+    assert client.get("/healthz").status_code == 503
+
+
+def test_enclave_dying_mid_stream_ends_with_typed_error_frame(make_gateway):
+    client, _ = make_gateway(die_after_one_chunk)
+    r = client.post("/v1/infer", content=b"sealed")
+    frames = frames_of(r.content)
+    assert frames[0]["t"] == "chunk"
+    assert frames[-1]["t"] == "error" and frames[-1]["code"] == "enclave_unavailable"
+
+
+def test_healthz_and_stats(make_gateway):
+    client, _ = make_gateway()
+    assert client.get("/healthz").json() == {"gateway": "ok", "enclave": "ok"}
+    assert client.get("/v1/enclave/stats").json() == {"kms_decrypt_calls": 0}
+
+
+def test_gateway_imports_nothing_that_decrypts():
+    """The trust boundary in code: nothing under gateway/ may import the enclave, the client or the
+    protocol's sealing code (a gateway that can decrypt is one bug away from doing it)."""
+    import ast
+
+    forbidden = ("nitro_llm.enclave", "nitro_llm.client", "nitro_llm.protocol.kms_envelope", "nitro_llm.kms.cms")
+    root = Path(__file__).resolve().parents[2] / "nitro_llm" / "gateway"
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert not name.startswith(forbidden), f"{path.name} imports {name}"
