@@ -1,0 +1,11 @@
+"""The enclave link: one seam over Unix sockets (local mode), AF_VSOCK (Nitro) and TCP.
+
+``listen(address)`` and ``connect(address, timeout)`` take "unix:/path", "vsock:CID:PORT" or
+"tcp:HOST:PORT"; ``relay.Relay`` pumps bytes between two addresses (the vsock-proxy stand-in and
+the in-enclave forwarder to KMS).
+"""
+
+from nitro_llm.transport.address import Address, parse_address
+from nitro_llm.transport.link import connect, listen
+
+__all__ = ["Address", "connect", "listen", "parse_address"]

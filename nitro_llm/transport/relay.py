@@ -1,0 +1,175 @@
+"""A bidirectional byte relay between two link addresses.
+
+Two jobs, one mechanism: the gateway's vsock-proxy stand-in (enclave's Unix socket -> KMS over TCP)
+and the in-enclave forwarder (boto3's TCP connection on loopback -> the gateway's relay). Bytes are
+pumped unread: KMS traffic is TLS on AWS, and the relay has no reason to look at it.
+
+Each accepted connection gets its own upstream connection and one thread per direction. When one
+side finishes sending, the other side's write half is shut down (half-close), so request/response
+protocols that signal "done" by closing their write side still work. Connections are bounded;
+beyond the bound new ones wait in the listen backlog. ``stop()`` closes everything and joins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+
+from nitro_llm.transport.address import Address, parse_address
+from nitro_llm.transport.errors import TransportError
+from nitro_llm.transport.link import connect, listen
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_CONNECTIONS = 64
+_BUFFER = 64 * 1024
+_POLL_SECONDS = 0.2  # how quickly the accept loop notices stop()
+
+
+class Relay:
+    def __init__(
+        self,
+        listen_address: str | Address,
+        upstream_address: str | Address,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        self.listen_address = (
+            listen_address if isinstance(listen_address, Address) else parse_address(listen_address)
+        )
+        self.upstream_address = (
+            upstream_address if isinstance(upstream_address, Address) else parse_address(upstream_address)
+        )
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._connect_timeout = connect_timeout
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._threads: set[threading.Thread] = set()
+        self._listener: socket.socket | None = None
+        self._acceptor: threading.Thread | None = None
+        self.connections_total = 0
+
+    @property
+    def bound_address(self) -> str:
+        """The address actually listened on (tcp port 0 becomes the chosen port)."""
+        if self._listener is None:
+            raise RuntimeError("the relay is not started")
+        if self.listen_address.kind == "tcp":
+            host, port = self._listener.getsockname()[:2]
+            return str(Address("tcp", host=host, port=port))
+        return str(self.listen_address)
+
+    @property
+    def active_connections(self) -> int:
+        with self._lock:
+            return len(self._open) // 2
+
+    def start(self) -> Relay:
+        self._listener = listen(self.listen_address)
+        self._listener.settimeout(_POLL_SECONDS)
+        self._acceptor = threading.Thread(target=self._accept_loop, name="relay-accept", daemon=True)
+        self._acceptor.start()
+        log.info("relay %s -> %s started", self.bound_address, self.upstream_address)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._acceptor:
+            self._acceptor.join(timeout)
+        with self._lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes pumps blocked in recv
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(timeout)
+        if self._listener:
+            self._listener.close()
+            if self.listen_address.kind == "unix":
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.listen_address.path)
+        log.info("relay %s stopped", self.listen_address)
+
+    def __enter__(self) -> Relay:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stop.is_set():
+            if not self._slots.acquire(timeout=_POLL_SECONDS):
+                continue  # at the bound: leave new connections in the backlog
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                self._slots.release()
+                continue
+            except OSError:
+                self._slots.release()
+                if self._stop.is_set():
+                    return
+                raise
+            client.settimeout(None)
+            thread = threading.Thread(target=self._serve, args=(client,), name="relay-conn", daemon=True)
+            with self._lock:
+                self._threads.add(thread)
+                self.connections_total += 1
+            thread.start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream: socket.socket | None = None
+        try:
+            try:
+                upstream = connect(self.upstream_address, self._connect_timeout)
+            except TransportError as exc:
+                log.warning("relay upstream %s unavailable: %s", self.upstream_address, exc.code)
+                return
+            upstream.settimeout(None)
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                self._open.update((client, upstream))
+            back = threading.Thread(target=_pump, args=(upstream, client), name="relay-pump", daemon=True)
+            back.start()
+            _pump(client, upstream)
+            back.join()
+        finally:
+            with self._lock:
+                self._open.discard(client)
+                if upstream is not None:
+                    self._open.discard(upstream)
+                self._threads.discard(threading.current_thread())
+            client.close()
+            if upstream is not None:
+                upstream.close()
+            self._slots.release()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    """Copy until ``source`` ends, then tell ``sink`` no more is coming (half-close)."""
+    buffer = bytearray(_BUFFER)
+    view = memoryview(buffer)
+    try:
+        while True:
+            n = source.recv_into(buffer)
+            if n == 0:
+                break
+            sink.sendall(view[:n])
+    except OSError:
+        # One side reset: stop both directions rather than leave the peer waiting forever.
+        with contextlib.suppress(OSError):
+            source.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_RDWR)
+        return
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
