@@ -21,6 +21,7 @@ _GROUPS: list[str] = [
     "nitro_llm.cli.client",
     "nitro_llm.cli.gateway",
     "nitro_llm.cli.local",
+    "nitro_llm.cli.model",
 ]
 
 for _name in _GROUPS:

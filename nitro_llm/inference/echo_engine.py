@@ -1,0 +1,54 @@
+"""A deterministic engine: answers with the last user message, word by word.
+
+For protocol and server tests (no model, instant, exact expected output) and for benchmarking the
+transport and cryptography without the model's cost. Never the default: it is chosen explicitly.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from nitro_llm.inference.engine import TokenChunk, Usage
+from nitro_llm.protocol.messages import Message
+
+_PIECES = re.compile(r"\S+\s*|\s+")
+
+
+class EchoEngine:
+    def __init__(self, *, delay_seconds: float = 0.0) -> None:
+        self._delay = delay_seconds
+
+    @property
+    def name(self) -> str:
+        return "echo"
+
+    def describe(self) -> Mapping[str, Any]:
+        return {"engine": "echo", "delay_seconds": self._delay}
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int,
+        temperature: float,
+        seed: int | None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[TokenChunk]:
+        prompt_tokens = sum(len(_PIECES.findall(m.content)) for m in messages)
+        last_user = next(m.content for m in reversed(messages) if m.role == "user")
+        pieces = _PIECES.findall(last_user)
+        sent = 0
+        for piece in pieces[:max_tokens]:
+            if cancel is not None and cancel.is_set():
+                yield TokenChunk("", "cancelled", Usage(prompt_tokens, sent))
+                return
+            if self._delay:
+                time.sleep(self._delay)
+            sent += 1
+            yield TokenChunk(piece)
+        reason = "length" if len(pieces) > max_tokens else "stop"
+        yield TokenChunk("", reason, Usage(prompt_tokens, sent))
