@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 from nitro_llm.inference.engine import TokenChunk, Usage
 from nitro_llm.protocol.messages import Message
@@ -25,9 +24,6 @@ class EchoEngine:
     @property
     def name(self) -> str:
         return "echo"
-
-    def describe(self) -> Mapping[str, Any]:
-        return {"engine": "echo", "delay_seconds": self._delay}
 
     def generate(
         self,

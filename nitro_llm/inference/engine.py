@@ -8,9 +8,9 @@ one generation at a time.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from nitro_llm.protocol.messages import Message
 
@@ -47,10 +47,6 @@ class Engine(Protocol):
     @property
     def name(self) -> str:
         """Short model name, reported to clients and in pong frames."""
-        ...
-
-    def describe(self) -> Mapping[str, Any]:
-        """The configuration that changes answers (engine, threads, context...), measured into PCRs."""
         ...
 
     def generate(

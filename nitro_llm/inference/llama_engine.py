@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from nitro_llm.inference.engine import FinishReason, TokenChunk, Usage
 from nitro_llm.inference.errors import ContextOverflowError, EngineUnavailableError, InferenceError
@@ -30,7 +29,6 @@ class LlamaEngine:
         n_threads: int = 1,
         n_threads_batch: int | None = None,
         n_ctx: int = DEFAULT_CTX,
-        seed: int = 0,
     ) -> None:
         try:
             from llama_cpp import Llama
@@ -39,20 +37,12 @@ class LlamaEngine:
         if n_threads < 1 or n_ctx < 64:
             raise ValueError("n_threads must be at least 1 and n_ctx at least 64")
         self._name = name
-        self._config = {
-            "engine": "llama.cpp",
-            "n_threads": n_threads,
-            "n_threads_batch": n_threads_batch or n_threads,
-            "n_ctx": n_ctx,
-            "seed": seed,
-        }
         try:
             self._llm = Llama(
                 model_path=str(model_path),
                 n_threads=n_threads,
                 n_threads_batch=n_threads_batch or n_threads,
                 n_ctx=n_ctx,
-                seed=seed,
                 verbose=False,
             )
         except ValueError as exc:  # llama-cpp-python reports an unloadable file as ValueError
@@ -64,9 +54,6 @@ class LlamaEngine:
     @property
     def name(self) -> str:
         return self._name
-
-    def describe(self) -> Mapping[str, Any]:
-        return dict(self._config)
 
     def generate(
         self,

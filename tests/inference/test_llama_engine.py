@@ -67,13 +67,3 @@ def test_context_overflow_is_typed(engine):
         list(engine.generate(too_long, max_tokens=4, temperature=0.0, seed=None))
     # and the engine still answers afterwards
     assert _text(engine.generate(QUESTION, max_tokens=3, temperature=0.0, seed=None))
-
-
-def test_describe_is_the_measured_config(engine):
-    assert engine.describe() == {
-        "engine": "llama.cpp",
-        "n_threads": 1,
-        "n_threads_batch": 1,
-        "n_ctx": 512,
-        "seed": 0,
-    }
