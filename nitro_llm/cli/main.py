@@ -20,6 +20,7 @@ app = typer.Typer(
 _GROUPS: list[str] = [
     "nitro_llm.cli.client",
     "nitro_llm.cli.gateway",
+    "nitro_llm.cli.kms",
     "nitro_llm.cli.local",
     "nitro_llm.cli.model",
 ]

@@ -1,0 +1,80 @@
+"""The one way nitro-llm builds a KMS client, for AWS and for the emulator alike.
+
+Only the endpoint differs between the two (``endpoint_url=None`` means AWS), so every caller runs
+the same boto3 code path in tests, in the demo and in production. Timeouts are short and retries
+bounded: a caller waiting on KMS is usually holding a user's request.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+from botocore.config import Config
+
+from nitro_llm.kms.errors import KmsConfigError
+
+CONNECT_TIMEOUT_S = 3
+READ_TIMEOUT_S = 15
+MAX_ATTEMPTS = 3
+
+
+def make_kms_client(endpoint_url: str | None, credentials: Mapping[str, Any] | None, region: str) -> Any:
+    """Return a boto3 KMS client.
+
+    ``credentials`` is an entry of the emulator's ``credentials.json`` (or any mapping with
+    ``access_key_id``, ``secret_access_key`` and optionally ``session_token``; other fields such as
+    ``arn`` are ignored). ``None`` uses boto3's default chain (environment, IMDS on EC2).
+    """
+    if not region:
+        raise KmsConfigError("a region is required for KMS", hint="pass --region (e.g. us-east-1)")
+    session_args: dict[str, Any] = {"region_name": region}
+    if credentials is not None:
+        try:
+            session_args["aws_access_key_id"] = str(credentials["access_key_id"])
+            session_args["aws_secret_access_key"] = str(credentials["secret_access_key"])
+        except (KeyError, TypeError):
+            raise KmsConfigError(
+                "KMS credentials need access_key_id and secret_access_key",
+                hint="pass one entry of the emulator's credentials.json, e.g. credentials['client']",
+            ) from None
+        token = credentials.get("session_token")
+        if token:
+            session_args["aws_session_token"] = str(token)
+    config_args: dict[str, Any] = {
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "read_timeout": READ_TIMEOUT_S,
+        "retries": {"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+    }
+    if endpoint_url is not None:
+        _check_endpoint(endpoint_url)
+        if _is_loopback(endpoint_url):
+            config_args["proxies"] = {}  # a loopback emulator or relay must never go through an HTTP proxy
+    session = boto3.session.Session(**session_args)
+    return session.client("kms", endpoint_url=endpoint_url, config=Config(**config_args))
+
+
+def _check_endpoint(endpoint_url: str) -> None:
+    parts = urlsplit(endpoint_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise KmsConfigError(
+            "the KMS endpoint must be an http(s) URL", hint="e.g. http://127.0.0.1:PORT for the emulator"
+        )
+    if parts.scheme == "http" and not _is_loopback(endpoint_url):
+        raise KmsConfigError(
+            "plain-http KMS endpoints are only allowed on loopback",
+            hint="use https for a remote KMS; the emulator listens on 127.0.0.1",
+        )
+
+
+def _is_loopback(endpoint_url: str) -> bool:
+    host = urlsplit(endpoint_url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
