@@ -1,0 +1,447 @@
+"""The "attested" protocol's cryptography: the client seals to a key it verified, not to a key policy.
+
+The enclave publishes a session descriptor (HPKE public key, model digest, config digest, protocol
+version) and puts the descriptor's SHA-256 into its NSM attestation document's ``user_data``; a
+client that verified the document therefore knows the key lives in the measured enclave. Requests
+are HPKE-sealed (RFC 9180 base mode, ``info`` bound to the descriptor hash) and carry a fresh
+response key; answer chunks are AES-256-GCM under a key derived from it, with the chunk's sequence
+number and final flag in both the nonce and the AAD, so a dropped, repeated, reordered, early-final
+or missing-final chunk is detected. Requests and chunks are padded to size buckets first.
+
+Pure functions and classes: no I/O, no clock except where a timestamp is created. Freshness and
+replay checks on requests are the enclave server's job: :class:`OpenedRequest` exposes the
+``request_id`` and ``timestamp`` it needs. Wire layout: docs/CONTRACTS.md, "protocol attested".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from nitro_llm.protocol import cbor
+from nitro_llm.protocol.attested_errors import (
+    AttestedEnvelopeError,
+    DescriptorError,
+    ResponseKeyError,
+    UnknownDescriptorError,
+)
+from nitro_llm.protocol.errors import (
+    ChunkAfterFinalError,
+    ChunkGapError,
+    ChunkReplayError,
+    DecryptionFailedError,
+    FrameError,
+    RequestSchemaError,
+    ResponseTruncatedError,
+)
+from nitro_llm.protocol.hpke_suite import DEFAULT_SUITE, SUITES, HpkeKeyPair, load_public_key, suite_info
+from nitro_llm.protocol.hpke_suite import seal as hpke_seal
+from nitro_llm.protocol.messages import ChatRequest
+from nitro_llm.protocol.padding import CHUNK_BUCKETS, REQUEST_BUCKETS, Buckets, pad, unpad
+
+VERSION = 1
+PROTOCOL = "attested"
+PROTOCOL_VERSION = 1
+DESCRIPTOR_HASH_SIZE = 32
+RESPONSE_KEY_SIZE = 32
+NONCE_SIZE = 12
+TAG_SIZE = 16
+MAX_CT_SIZE = 16 * 1024 * 1024
+MAX_DOCUMENT_SIZE = 64 * 1024  # real NSM documents are about 4.5 KB
+MAX_DESCRIPTOR_SIZE = 4096  # the hybrid public key (1216 bytes) plus two digests
+MAX_TIMESTAMP = 2**63 - 1
+REQUEST_INFO = b"nitro-llm/v1 attested request"
+RESPONSE_INFO = b"nitro-llm/v1 attested response"
+
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_DESCRIPTOR_FIELDS = frozenset(
+    {"protocol_version", "hpke_suite", "hpke_public_key", "model_digest", "config_digest"}
+)
+_ENVELOPE_FIELDS = frozenset({"v", "protocol", "suite", "descriptor_hash", "enc", "ct"})
+_SEALED_FIELDS = frozenset({"request", "response_key", "request_id", "timestamp"})
+_BUNDLE_FIELDS = frozenset({"v", "document", "descriptor"})
+_CHUNK_FIELDS = frozenset({"t", "seq", "final", "ct"})
+_FINAL_PAYLOAD_FIELDS = frozenset({"text", "finish_reason", "usage"})
+MAX_FINISH_REASON_CHARS = 32
+MAX_USAGE_FIELDS = 8
+
+
+# --- session descriptor ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionDescriptor:
+    """What the enclave promises about this session; its hash is what the NSM signs (``user_data``)."""
+
+    hpke_suite: str
+    hpke_public_key: bytes = field(repr=False)
+    model_digest: str  # SHA-256 hex of the GGUF file the enclave loaded
+    config_digest: str  # SHA-256 hex of the enclave's effective configuration
+    protocol_version: int = PROTOCOL_VERSION
+
+    def __post_init__(self) -> None:
+        if self.protocol_version != PROTOCOL_VERSION or isinstance(self.protocol_version, bool):
+            raise DescriptorError(f"descriptor protocol_version must be {PROTOCOL_VERSION}")
+        if self.hpke_suite not in SUITES:
+            raise DescriptorError(f"descriptor hpke_suite must be one of {', '.join(SUITES)}")
+        load_public_key(self.hpke_suite, self.hpke_public_key)  # size and encoding, or DescriptorError
+        for name in ("model_digest", "config_digest"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _HEX64.fullmatch(value):
+                raise DescriptorError(f"descriptor {name} must be 64 lowercase hex characters (SHA-256)")
+
+    def to_map(self) -> dict[str, Any]:
+        return {
+            "protocol_version": self.protocol_version,
+            "hpke_suite": self.hpke_suite,
+            "hpke_public_key": self.hpke_public_key,
+            "model_digest": self.model_digest,
+            "config_digest": self.config_digest,
+        }
+
+    def to_cbor(self) -> bytes:
+        """Canonical CBOR: one descriptor has exactly one encoding, hence exactly one hash."""
+        return cbor.canonical(self.to_map())
+
+    def digest(self) -> bytes:
+        return descriptor_hash(self.to_cbor())
+
+    @classmethod
+    def from_cbor(cls, data: bytes) -> SessionDescriptor:
+        """Strict: exact fields, and the bytes must be the canonical encoding of what they decode to,
+        so the hash a client checks against ``user_data`` names exactly this descriptor."""
+        if not isinstance(data, bytes) or not 0 < len(data) <= MAX_DESCRIPTOR_SIZE:
+            raise DescriptorError(f"a session descriptor must be 1 to {MAX_DESCRIPTOR_SIZE} bytes")
+        raw = cbor.decode_map(data, what="session descriptor", error=DescriptorError)
+        if set(raw) != _DESCRIPTOR_FIELDS:
+            raise DescriptorError(f"descriptor must have exactly {', '.join(sorted(_DESCRIPTOR_FIELDS))}")
+        descriptor = cls(
+            hpke_suite=raw["hpke_suite"],
+            hpke_public_key=raw["hpke_public_key"],
+            model_digest=raw["model_digest"],
+            config_digest=raw["config_digest"],
+            protocol_version=raw["protocol_version"],
+        )
+        if descriptor.to_cbor() != data:
+            raise DescriptorError("descriptor bytes are not in canonical CBOR form")
+        return descriptor
+
+
+def descriptor_hash(descriptor_bytes: bytes) -> bytes:
+    """SHA-256 of the descriptor's bytes as received: the value the NSM document's user_data holds."""
+    return hashlib.sha256(descriptor_bytes).digest()
+
+
+def _request_info(digest: bytes) -> bytes:
+    return REQUEST_INFO + b"\x00" + digest
+
+
+# --- attestation bundle (the body of GET /v1/attestation) ------------------------------------
+
+
+def encode_attestation_bundle(document: bytes, descriptor: bytes) -> bytes:
+    """Enclave side: the signed document and the descriptor it vouches for, travelling together."""
+    return cbor.dumps({"v": VERSION, "document": document, "descriptor": descriptor})
+
+
+def decode_attestation_bundle(data: bytes) -> tuple[bytes, bytes]:
+    """Client side: ``(document, descriptor)`` still to be verified; nothing here is trusted yet."""
+    raw = cbor.decode_map(data, what="attestation bundle", error=DescriptorError)
+    if set(raw) != _BUNDLE_FIELDS or raw["v"] != VERSION or isinstance(raw["v"], bool):
+        raise DescriptorError(f"attestation bundle must be v{VERSION} with exactly document and descriptor")
+    document, descriptor = raw["document"], raw["descriptor"]
+    if not isinstance(document, bytes) or not 0 < len(document) <= MAX_DOCUMENT_SIZE:
+        raise DescriptorError(f"attestation bundle 'document' must be 1 to {MAX_DOCUMENT_SIZE} bytes")
+    if not isinstance(descriptor, bytes) or not 0 < len(descriptor) <= MAX_DESCRIPTOR_SIZE:
+        raise DescriptorError(f"attestation bundle 'descriptor' must be 1 to {MAX_DESCRIPTOR_SIZE} bytes")
+    return document, descriptor
+
+
+# --- request envelope ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttestedEnvelope:
+    suite: str
+    descriptor_hash: bytes
+    enc: bytes = field(repr=False)
+    ct: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if self.suite not in SUITES:
+            raise AttestedEnvelopeError(f"envelope 'suite' must be one of {', '.join(SUITES)}")
+        if not isinstance(self.descriptor_hash, bytes) or len(self.descriptor_hash) != DESCRIPTOR_HASH_SIZE:
+            raise AttestedEnvelopeError(f"envelope 'descriptor_hash' must be {DESCRIPTOR_HASH_SIZE} bytes")
+        enc_size = suite_info(self.suite).enc_size
+        if not isinstance(self.enc, bytes) or len(self.enc) != enc_size:
+            raise AttestedEnvelopeError(f"envelope 'enc' must be {enc_size} bytes for {self.suite}")
+        if not isinstance(self.ct, bytes) or not TAG_SIZE < len(self.ct) <= MAX_CT_SIZE:
+            raise AttestedEnvelopeError(f"envelope 'ct' must be {TAG_SIZE + 1} to {MAX_CT_SIZE} bytes")
+
+    def to_map(self) -> dict[str, Any]:
+        return {
+            "v": VERSION,
+            "protocol": PROTOCOL,
+            "suite": self.suite,
+            "descriptor_hash": self.descriptor_hash,
+            "enc": self.enc,
+            "ct": self.ct,
+        }
+
+    def to_cbor(self) -> bytes:
+        return cbor.dumps(self.to_map())
+
+    @classmethod
+    def from_map(cls, raw: Mapping[str, Any]) -> AttestedEnvelope:
+        if set(raw) != _ENVELOPE_FIELDS:
+            raise AttestedEnvelopeError(f"envelope must have exactly {', '.join(sorted(_ENVELOPE_FIELDS))}")
+        if raw["v"] != VERSION or isinstance(raw["v"], bool):
+            raise AttestedEnvelopeError(f"envelope version must be {VERSION}")
+        if raw["protocol"] != PROTOCOL:
+            raise AttestedEnvelopeError(f"envelope protocol must be {PROTOCOL!r}")
+        return cls(raw["suite"], raw["descriptor_hash"], raw["enc"], raw["ct"])
+
+    @classmethod
+    def from_cbor(cls, data: bytes) -> AttestedEnvelope:
+        return cls.from_map(cbor.decode_map(data, what="envelope", error=AttestedEnvelopeError))
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(16)
+
+
+@dataclass(frozen=True)
+class SealedRequest:
+    """Client side: the envelope to send and what the client keeps to open the answer."""
+
+    envelope: AttestedEnvelope
+    response_key: bytes = field(repr=False)
+    request_id: str
+    timestamp: int
+
+    def response_opener(self) -> ResponseOpener:
+        return ResponseOpener(self.response_key, self.request_id)
+
+
+@dataclass(frozen=True)
+class OpenedRequest:
+    """Enclave side: a validated request, and what the server must check (freshness, replay)."""
+
+    request: ChatRequest
+    response_key: bytes = field(repr=False)
+    request_id: str
+    timestamp: int  # milliseconds since the Unix epoch, client clock: the server checks its skew
+
+    def response_sealer(self, buckets: Buckets = CHUNK_BUCKETS) -> ResponseSealer:
+        return ResponseSealer(self.response_key, self.request_id, buckets=buckets)
+
+
+def seal_request(
+    descriptor: SessionDescriptor,
+    request: ChatRequest | Mapping[str, Any],
+    *,
+    buckets: Buckets = REQUEST_BUCKETS,
+    request_id: str | None = None,
+    timestamp: int | None = None,
+) -> SealedRequest:
+    """Client side. ``descriptor`` must be one the client verified against an attestation document:
+    sealing to it is the moment the question leaves the user's control."""
+    chat = request if isinstance(request, ChatRequest) else ChatRequest.from_dict(request)
+    request_id = request_id or new_request_id()
+    timestamp = int(time.time() * 1000) if timestamp is None else timestamp
+    _check_request_id(request_id, error=ValueError)
+    if not cbor.is_int_in(timestamp, 0, MAX_TIMESTAMP):
+        raise ValueError("timestamp must be milliseconds since the Unix epoch")
+    response_key = os.urandom(RESPONSE_KEY_SIZE)
+    inner = {
+        "request": chat.to_dict(),
+        "response_key": response_key,
+        "request_id": request_id,
+        "timestamp": timestamp,
+    }
+    digest = descriptor.digest()
+    enc, ct = hpke_seal(
+        descriptor.hpke_suite,
+        descriptor.hpke_public_key,
+        pad(cbor.dumps(inner), buckets),
+        info=_request_info(digest),
+    )
+    envelope = AttestedEnvelope(descriptor.hpke_suite, digest, enc, ct)
+    return SealedRequest(envelope, response_key, request_id, timestamp)
+
+
+class EnclaveSession:
+    """Enclave side: one HPKE key pair and the descriptor that names it.
+
+    A new session (new key) per enclave start, or per rotation; the server keeps the previous session
+    briefly if it wants in-flight clients to finish, and answers others with
+    :class:`UnknownDescriptorError`, on which clients re-attest.
+    """
+
+    def __init__(self, keypair: HpkeKeyPair, *, model_digest: str, config_digest: str) -> None:
+        self._keypair = keypair
+        self.descriptor = SessionDescriptor(
+            hpke_suite=keypair.suite,
+            hpke_public_key=keypair.public_key,
+            model_digest=model_digest,
+            config_digest=config_digest,
+        )
+        self.descriptor_bytes = self.descriptor.to_cbor()
+        self.descriptor_hash = descriptor_hash(self.descriptor_bytes)
+
+    @classmethod
+    def generate(cls, *, model_digest: str, config_digest: str, suite: str = DEFAULT_SUITE) -> EnclaveSession:
+        return cls(HpkeKeyPair.generate(suite), model_digest=model_digest, config_digest=config_digest)
+
+    @property
+    def suite(self) -> str:
+        return self._keypair.suite
+
+    def user_data(self) -> bytes:
+        """What to pass as the NSM's ``user_data`` when attesting this session."""
+        return self.descriptor_hash
+
+    def open_request(self, envelope: bytes | AttestedEnvelope) -> OpenedRequest:
+        """Authenticate, decrypt, unpad and validate; raise a typed error for anything else."""
+        env = envelope if isinstance(envelope, AttestedEnvelope) else AttestedEnvelope.from_cbor(envelope)
+        if env.descriptor_hash != self.descriptor_hash or env.suite != self.suite:
+            raise UnknownDescriptorError("the request was sealed to a session key this enclave does not hold")
+        padded = self._keypair.open(env.enc, env.ct, info=_request_info(self.descriptor_hash))
+        inner = cbor.decode_map(unpad(padded), what="sealed request", error=RequestSchemaError)
+        if set(inner) != _SEALED_FIELDS:
+            raise RequestSchemaError(f"sealed request must have exactly {', '.join(sorted(_SEALED_FIELDS))}")
+        response_key, request_id, timestamp = inner["response_key"], inner["request_id"], inner["timestamp"]
+        if not isinstance(response_key, bytes) or len(response_key) != RESPONSE_KEY_SIZE:
+            raise RequestSchemaError(f"sealed request 'response_key' must be {RESPONSE_KEY_SIZE} bytes")
+        _check_request_id(request_id, error=RequestSchemaError)
+        if not cbor.is_int_in(timestamp, 0, MAX_TIMESTAMP):
+            raise RequestSchemaError("sealed request 'timestamp' must be milliseconds since the Unix epoch")
+        return OpenedRequest(ChatRequest.from_dict(inner["request"]), response_key, request_id, timestamp)
+
+
+def _check_request_id(request_id: Any, *, error: type[Exception]) -> None:
+    if not isinstance(request_id, str) or not _HEX32.fullmatch(request_id):
+        raise error("request_id must be 32 lowercase hex characters")
+
+
+# --- answer chunks ---------------------------------------------------------------------------
+
+
+def _chunk_aead(response_key: bytes, request_id: str) -> AESGCM:
+    if not isinstance(response_key, bytes | bytearray) or len(response_key) != RESPONSE_KEY_SIZE:
+        raise ResponseKeyError(f"the response key must be {RESPONSE_KEY_SIZE} bytes")
+    _check_request_id(request_id, error=ResponseKeyError)
+    key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=bytes.fromhex(request_id), info=RESPONSE_INFO
+    ).derive(bytes(response_key))
+    return AESGCM(key)
+
+
+def chunk_nonce(seq: int, final: bool) -> bytes:
+    return seq.to_bytes(8, "big") + b"\x00\x00\x00" + (b"\x01" if final else b"\x00")
+
+
+def chunk_aad(request_id: str, seq: int, final: bool) -> bytes:
+    return cbor.canonical({"protocol": PROTOCOL, "request_id": request_id, "seq": seq, "final": final})
+
+
+class ResponseSealer:
+    """Enclave side: seals one answer as numbered, padded chunk frames, the last one final."""
+
+    def __init__(self, response_key: bytes, request_id: str, *, buckets: Buckets = CHUNK_BUCKETS) -> None:
+        self._aead = _chunk_aead(response_key, request_id)
+        self._request_id = request_id
+        self._buckets = buckets
+        self._seq = 0
+        self._finished = False
+
+    def seal(self, content: str | Mapping[str, Any], final: bool = False) -> dict[str, Any]:
+        """``content`` is the text, or a map with ``text`` (and, when final, ``finish_reason``/``usage``)."""
+        if self._finished:
+            raise RuntimeError("the answer already has its final chunk")
+        payload = {"text": content} if isinstance(content, str) else dict(content)
+        _check_chunk_payload(payload, final, error=ValueError)
+        seq = self._seq
+        ct = self._aead.encrypt(
+            chunk_nonce(seq, final),
+            pad(cbor.dumps(payload), self._buckets),
+            chunk_aad(self._request_id, seq, final),
+        )
+        self._seq += 1
+        self._finished = final
+        return {"t": "chunk", "seq": seq, "final": final, "ct": ct}
+
+
+class ResponseOpener:
+    """Client side: opens chunk frames strictly in order; :meth:`finish` catches a cut-off answer."""
+
+    def __init__(self, response_key: bytes, request_id: str) -> None:
+        self._aead = _chunk_aead(response_key, request_id)
+        self._request_id = request_id
+        self._expected = 0
+        self._finished = False
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def open(self, frame: Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(frame, Mapping) or frame.get("t") != "chunk" or set(frame) != _CHUNK_FIELDS:
+            raise FrameError(f"expected a chunk frame with exactly {', '.join(sorted(_CHUNK_FIELDS))}")
+        seq, final, ct = frame["seq"], frame["final"], frame["ct"]
+        if not cbor.is_int_in(seq, 0, 2**64 - 1):
+            raise FrameError("chunk 'seq' must be an unsigned 64-bit integer")
+        if not isinstance(final, bool) or not isinstance(ct, bytes):
+            raise FrameError("chunk 'final' must be a boolean and 'ct' bytes")
+        if self._finished:
+            raise ChunkAfterFinalError(f"chunk {seq} arrived after the final chunk")
+        if seq < self._expected:
+            raise ChunkReplayError(f"chunk {seq} arrived again (expected {self._expected})")
+        if seq > self._expected:
+            raise ChunkGapError(f"chunk {seq} arrived but chunk {self._expected} is missing")
+        try:
+            padded = self._aead.decrypt(chunk_nonce(seq, final), ct, chunk_aad(self._request_id, seq, final))
+        except InvalidTag:
+            raise DecryptionFailedError(f"answer chunk {seq} did not authenticate") from None
+        payload = cbor.decode_map(unpad(padded), what="answer chunk", error=FrameError)
+        _check_chunk_payload(payload, final, error=FrameError)
+        self._expected += 1
+        self._finished = final
+        return payload
+
+    def finish(self) -> None:
+        """Call when the stream ends: an answer without its final chunk was truncated."""
+        if not self._finished:
+            raise ResponseTruncatedError(f"the answer ended after {self._expected} chunks, none final")
+
+
+def _check_chunk_payload(payload: Mapping[str, Any], final: bool, *, error: type[Exception]) -> None:
+    if not isinstance(payload.get("text"), str):
+        raise error("an answer chunk needs a text 'text' field")
+    if not final:
+        if set(payload) != {"text"}:
+            raise error("a non-final answer chunk has exactly one field, 'text'")
+        return
+    if set(payload) != _FINAL_PAYLOAD_FIELDS:
+        raise error(f"the final answer chunk has exactly {', '.join(sorted(_FINAL_PAYLOAD_FIELDS))}")
+    reason, usage = payload["finish_reason"], payload["usage"]
+    if not isinstance(reason, str) or not 0 < len(reason) <= MAX_FINISH_REASON_CHARS:
+        raise error(f"'finish_reason' must be 1 to {MAX_FINISH_REASON_CHARS} characters")
+    if (
+        not isinstance(usage, Mapping)
+        or len(usage) > MAX_USAGE_FIELDS
+        or not all(isinstance(k, str) and cbor.is_int_in(v, 0, 2**32) for k, v in usage.items())
+    ):
+        raise error(f"'usage' must map at most {MAX_USAGE_FIELDS} names to non-negative integers")

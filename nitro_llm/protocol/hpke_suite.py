@@ -1,0 +1,102 @@
+"""The two HPKE suites the "attested" protocol offers, by name, and their key encodings.
+
+RFC 9180 base mode with HKDF-SHA256 and AES-256-GCM in both; only the KEM differs:
+``x25519`` (DHKEM(X25519), the default) and ``mlkem768-x25519`` (the ML-KEM-768 + X25519 hybrid, for
+questions that must stay secret even against a future quantum computer recording traffic today).
+``cryptography``'s hybrid key objects do not expose their halves, so this module keeps the halves it
+generated and defines the public key's bytes itself: the ML-KEM-768 encapsulation key (1184 bytes)
+followed by the X25519 public key (32 bytes), the order the hybrid KEM drafts use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
+from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, MLKEM768X25519PrivateKey, Suite
+from cryptography.hazmat.primitives.hpke import MLKEM768X25519PublicKey as _HybridPublicKey
+
+from nitro_llm.protocol.attested_errors import DescriptorError, HpkeOpenError, SuiteError
+
+X25519 = "x25519"
+MLKEM768_X25519 = "mlkem768-x25519"
+SUITES: tuple[str, ...] = (X25519, MLKEM768_X25519)
+DEFAULT_SUITE = X25519
+
+_MLKEM768_PUBLIC_SIZE = 1184
+_X25519_PUBLIC_SIZE = 32
+
+
+@dataclass(frozen=True)
+class SuiteInfo:
+    name: str
+    public_key_size: int
+    enc_size: int
+
+
+@cache
+def _suite(name: str) -> Suite:
+    kem = KEM.X25519 if name == X25519 else KEM.MLKEM768_X25519
+    return Suite(kem, KDF.HKDF_SHA256, AEAD.AES_256_GCM)
+
+
+def suite_info(name: Any) -> SuiteInfo:
+    if name == X25519:
+        return SuiteInfo(X25519, _X25519_PUBLIC_SIZE, KEM.X25519.enc_length())
+    if name == MLKEM768_X25519:
+        return SuiteInfo(
+            MLKEM768_X25519, _MLKEM768_PUBLIC_SIZE + _X25519_PUBLIC_SIZE, KEM.MLKEM768_X25519.enc_length()
+        )
+    raise SuiteError("unknown HPKE suite name")
+
+
+def load_public_key(name: str, data: bytes) -> x25519.X25519PublicKey | _HybridPublicKey:
+    """Decode a descriptor's public key; a malformed key is a descriptor error, found before sealing."""
+    info = suite_info(name)
+    if not isinstance(data, bytes) or len(data) != info.public_key_size:
+        raise DescriptorError(f"an {name} public key must be {info.public_key_size} bytes")
+    try:
+        if name == X25519:
+            return x25519.X25519PublicKey.from_public_bytes(data)
+        pq = mlkem.MLKEM768PublicKey.from_public_bytes(data[:_MLKEM768_PUBLIC_SIZE])
+        return _HybridPublicKey(pq, x25519.X25519PublicKey.from_public_bytes(data[_MLKEM768_PUBLIC_SIZE:]))
+    except ValueError:
+        raise DescriptorError(f"the {name} public key is not a valid encoding") from None
+
+
+def seal(name: str, public_key: bytes, plaintext: bytes, *, info: bytes) -> tuple[bytes, bytes]:
+    """Single-shot HPKE to ``public_key``; returns (enc, ciphertext) so the envelope can check each."""
+    sealed = _suite(name).encrypt(plaintext, load_public_key(name, public_key), info=info)
+    enc_size = suite_info(name).enc_size
+    return sealed[:enc_size], sealed[enc_size:]
+
+
+@dataclass(frozen=True)
+class HpkeKeyPair:
+    """The enclave's session key: created in enclave memory, never serialised, gone on restart."""
+
+    suite: str
+    public_key: bytes
+    _private: Any = field(repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        return f"HpkeKeyPair(suite={self.suite!r}, public_key=<{len(self.public_key)} bytes>)"
+
+    @classmethod
+    def generate(cls, suite: str = DEFAULT_SUITE) -> HpkeKeyPair:
+        suite_info(suite)
+        classical = x25519.X25519PrivateKey.generate()
+        classical_public = classical.public_key().public_bytes_raw()
+        if suite == X25519:
+            return cls(suite, classical_public, classical)
+        pq = mlkem.MLKEM768PrivateKey.generate()
+        public = pq.public_key().public_bytes_raw() + classical_public
+        return cls(suite, public, MLKEM768X25519PrivateKey(pq, classical))
+
+    def open(self, enc: bytes, ct: bytes, *, info: bytes) -> bytes:
+        try:
+            return _suite(self.suite).decrypt(enc + ct, self._private, info=info)
+        except Exception:  # InvalidTag, or ValueError for an enc that is not a valid KEM ciphertext
+            raise HpkeOpenError("the request did not open under this enclave's session key") from None
