@@ -18,6 +18,7 @@ import os
 import socket
 import threading
 
+from nitro_llm.transport.acceptor import ThreadedAcceptor
 from nitro_llm.transport.address import Address, parse_address
 from nitro_llm.transport.errors import TransportError
 from nitro_llm.transport.link import connect, listen
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONNECTIONS = 64
 _BUFFER = 64 * 1024
-_POLL_SECONDS = 0.2  # how quickly the accept loop notices stop()
 
 
 class Relay:
@@ -46,15 +46,12 @@ class Relay:
         self.upstream_address = (
             upstream_address if isinstance(upstream_address, Address) else parse_address(upstream_address)
         )
-        self._slots = threading.BoundedSemaphore(max_connections)
+        self._max_connections = max_connections
         self._connect_timeout = connect_timeout
-        self._stop = threading.Event()
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
-        self._threads: set[threading.Thread] = set()
         self._listener: socket.socket | None = None
-        self._acceptor: threading.Thread | None = None
-        self.connections_total = 0
+        self._acceptor: ThreadedAcceptor | None = None
 
     @property
     def bound_address(self) -> str:
@@ -67,34 +64,36 @@ class Relay:
         return str(self.listen_address)
 
     @property
+    def connections_total(self) -> int:
+        return self._acceptor.accepted if self._acceptor else 0
+
+    @property
     def active_connections(self) -> int:
         with self._lock:
             return len(self._open) // 2
 
     def start(self) -> Relay:
         self._listener = listen(self.listen_address)
-        self._listener.settimeout(_POLL_SECONDS)
-        self._acceptor = threading.Thread(target=self._accept_loop, name="relay-accept", daemon=True)
+        self._acceptor = ThreadedAcceptor(
+            self._listener, self._serve, max_connections=self._max_connections, name="relay"
+        )
         self._acceptor.start()
         log.info("relay %s -> %s started", self.bound_address, self.upstream_address)
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._acceptor:
-            self._acceptor.join(timeout)
+        if self._acceptor is None or self._listener is None:
+            return
+        self._acceptor.stop_accepting(timeout)
         with self._lock:
             for sock in self._open:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)  # wakes pumps blocked in recv
-            threads = list(self._threads)
-        for thread in threads:
-            thread.join(timeout)
-        if self._listener:
-            self._listener.close()
-            if self.listen_address.kind == "unix":
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.listen_address.path)
+        self._acceptor.join(timeout)
+        self._listener.close()
+        if self.listen_address.kind == "unix":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.listen_address.path)
         log.info("relay %s stopped", self.listen_address)
 
     def __enter__(self) -> Relay:
@@ -103,55 +102,27 @@ class Relay:
     def __exit__(self, *_exc: object) -> None:
         self.stop()
 
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        while not self._stop.is_set():
-            if not self._slots.acquire(timeout=_POLL_SECONDS):
-                continue  # at the bound: leave new connections in the backlog
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                self._slots.release()
-                continue
-            except OSError:
-                self._slots.release()
-                if self._stop.is_set():
-                    return
-                raise
-            client.settimeout(None)
-            thread = threading.Thread(target=self._serve, args=(client,), name="relay-conn", daemon=True)
-            with self._lock:
-                self._threads.add(thread)
-                self.connections_total += 1
-            thread.start()
-
     def _serve(self, client: socket.socket) -> None:
-        upstream: socket.socket | None = None
         try:
-            try:
-                upstream = connect(self.upstream_address, self._connect_timeout)
-            except TransportError as exc:
-                log.warning("relay upstream %s unavailable: %s", self.upstream_address, exc.code)
-                return
+            upstream = connect(self.upstream_address, self._connect_timeout)
+        except TransportError as exc:
+            log.warning("relay upstream %s unavailable: %s", self.upstream_address, exc.code)
+            return
+        with upstream:
             upstream.settimeout(None)
             with self._lock:
-                if self._stop.is_set():
+                if self._acceptor is not None and self._acceptor.stopping:
                     return
                 self._open.update((client, upstream))
-            back = threading.Thread(target=_pump, args=(upstream, client), name="relay-pump", daemon=True)
-            back.start()
-            _pump(client, upstream)
-            back.join()
-        finally:
-            with self._lock:
-                self._open.discard(client)
-                if upstream is not None:
+            try:
+                back = threading.Thread(target=_pump, args=(upstream, client), name="relay-pump", daemon=True)
+                back.start()
+                _pump(client, upstream)
+                back.join()
+            finally:
+                with self._lock:
+                    self._open.discard(client)
                     self._open.discard(upstream)
-                self._threads.discard(threading.current_thread())
-            client.close()
-            if upstream is not None:
-                upstream.close()
-            self._slots.release()
 
 
 def _pump(source: socket.socket, sink: socket.socket) -> None:
