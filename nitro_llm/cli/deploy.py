@@ -1,0 +1,309 @@
+"""`nitro-llm deploy ...` (build the EIF, run it, configure the parent) and `nitro-llm kms-policy`.
+
+Every command first computes what it will do (argv lists, file texts) with the pure functions in
+``nitro_llm.deploy``; ``--dry-run``/``--print`` show exactly that without touching the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+from nitro_llm.deploy import host_files, nitro_cli, runner
+from nitro_llm.deploy.config import DeployConfig
+from nitro_llm.deploy.errors import DeployConfigError, DeployError
+from nitro_llm.deploy.measurements import load_measurements, parse_measurements
+from nitro_llm.errors import NitroLLMError
+
+err = Console(stderr=True)
+
+DEFAULT_CONFIGS = (Path("/etc/nitro-llm/deploy.toml"), Path("deploy/nitro-llm.toml"))
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Deployment config (default: $NITRO_LLM_DEPLOY_CONFIG, /etc/nitro-llm/deploy.toml, "
+        "then ./deploy/nitro-llm.toml).",
+    ),
+]
+RegionOption = Annotated[str | None, typer.Option(help="Override the config's AWS region.")]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the commands instead of running them.")]
+RootOption = Annotated[
+    Path, typer.Option(help="Write files under this root instead of / (to review them before installing).")
+]
+PrintOption = Annotated[bool, typer.Option("--print", help="Print the files instead of writing them.")]
+
+
+def resolve_config_path(explicit: Path | None, env: dict[str, str] | None = None) -> Path:
+    env = dict(os.environ) if env is None else env
+    if explicit is not None:
+        return explicit
+    if env.get("NITRO_LLM_DEPLOY_CONFIG"):
+        return Path(env["NITRO_LLM_DEPLOY_CONFIG"])
+    for candidate in DEFAULT_CONFIGS:
+        if candidate.is_file():
+            return candidate
+    raise DeployConfigError(
+        "no deployment config found",
+        hint="pass --config, or copy deploy/nitro-llm.toml and set its region",
+    )
+
+
+def _load(config: Path | None, region: str | None = None) -> tuple[DeployConfig, Path]:
+    path = resolve_config_path(config)
+    return DeployConfig.load(path, region=region), path.resolve()
+
+
+def _fail(exc: NitroLLMError) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc.message}")
+    if exc.hint:
+        err.print(f"[yellow]hint:[/] {exc.hint}")
+    return typer.Exit(code=2)
+
+
+def _show(argv: list[str]) -> None:
+    err.print("[dim]$[/] " + " ".join(argv), highlight=False, soft_wrap=True)
+
+
+def build_eif(
+    config: ConfigOption = None, region: RegionOption = None, dry_run: DryRunOption = False
+) -> None:
+    """Build the enclave image with docker, turn it into an EIF with nitro-cli, save its PCRs."""
+    try:
+        cfg, _ = _load(config, region)
+        steps = [nitro_cli.docker_build_argv(cfg), nitro_cli.build_enclave_argv(cfg)]
+        if dry_run:
+            for argv in steps:
+                typer.echo(" ".join(argv))
+            return
+        for tool in ("docker", "nitro-cli"):  # both, before a long docker build
+            runner.require_tool(tool)
+        _show(steps[0])
+        runner.run(steps[0])
+        cfg.path(cfg.enclave.eif).parent.mkdir(parents=True, exist_ok=True)
+        _show(steps[1])
+        measurements = parse_measurements(runner.run(steps[1], capture_stdout=True))
+        out = cfg.path(cfg.build.measurements)
+        measurements.save(out)
+        eif_bytes = cfg.path(cfg.enclave.eif).stat().st_size
+    except NitroLLMError as exc:
+        raise _fail(exc) from None
+    for index, value in sorted(measurements.pcrs.items()):
+        typer.echo(f"PCR{index}: {value}")
+    err.print(f"measurements saved to {out}")
+    err.print(
+        f"EIF {eif_bytes / nitro_cli.MIB:.1f} MiB: the enclave needs enclave.memory_mib >= "
+        f"{nitro_cli.required_memory_mib(eif_bytes)} (configured: {cfg.enclave.memory_mib})"
+    )
+    err.print("next: nitro-llm kms-policy --measurements " + str(out) + " ... > key-policy.json")
+
+
+def read_allocator(text: str) -> dict[str, int]:
+    """The two numbers we write into allocator.yaml (a full YAML parser is not needed for them)."""
+    values: dict[str, int] = {}
+    for key in ("memory_mib", "cpu_count"):
+        match = re.search(rf"^{key}:\s*(\d+)\s*(#.*)?$", text, re.MULTILINE)
+        if match:
+            values[key] = int(match.group(1))
+    return values
+
+
+def check_allocator(cfg: DeployConfig, allocator_text: str | None) -> None:
+    """The allocator reserves what run-enclave may take: a smaller reservation fails at launch."""
+    if allocator_text is None:
+        return
+    have = read_allocator(allocator_text)
+    for key, want in (("memory_mib", cfg.enclave.memory_mib), ("cpu_count", cfg.enclave.cpu_count)):
+        if key in have and have[key] < want:
+            raise DeployConfigError(
+                f"the allocator reserves {key}={have[key]} but the enclave asks for {want}",
+                hint="run 'sudo nitro-llm deploy allocator' and "
+                f"'sudo systemctl restart {host_files.ALLOCATOR_UNIT}'",
+            )
+
+
+def run(
+    config: ConfigOption = None,
+    debug_mode: Annotated[
+        bool,
+        typer.Option(
+            "--debug-mode",
+            help="UNSAFE: console attached, PCRs read as zero, so KMS refuses the enclave. "
+            "Never with real data.",
+        ),
+    ] = False,
+    dry_run: DryRunOption = False,
+) -> None:
+    """Start the enclave with nitro-cli, in production mode unless --debug-mode is given."""
+    try:
+        cfg, _ = _load(config)
+        argv = nitro_cli.run_enclave_argv(cfg, debug_mode=debug_mode)
+        if debug_mode:
+            err.print(Panel(nitro_cli.DEBUG_MODE_WARNING, title="WARNING", style="bold red"))
+        if dry_run:
+            typer.echo(" ".join(argv))
+            return
+        eif = cfg.path(cfg.enclave.eif)
+        if not eif.is_file():
+            raise DeployError(f"no EIF at {eif}", hint="run 'nitro-llm deploy build-eif' first")
+        nitro_cli.check_enclave_memory(cfg.enclave.memory_mib, eif.stat().st_size)
+        allocator = host_files.ALLOCATOR_PATH
+        check_allocator(cfg, allocator.read_text() if allocator.is_file() else None)
+        _show(argv)
+        out = runner.run(argv, capture_stdout=True)
+    except NitroLLMError as exc:
+        raise _fail(exc) from None
+    typer.echo(out.strip())
+
+
+def stop(config: ConfigOption = None, dry_run: DryRunOption = False) -> None:
+    """Terminate the enclave started by 'deploy run'."""
+    try:
+        cfg, _ = _load(config)
+        argv = nitro_cli.terminate_enclave_argv(cfg)
+        if dry_run:
+            typer.echo(" ".join(argv))
+            return
+        _show(argv)
+        typer.echo(runner.run(argv, capture_stdout=True).strip())
+    except NitroLLMError as exc:
+        raise _fail(exc) from None
+
+
+def _emit(files: dict[Path, str], root: Path, print_only: bool) -> None:
+    if print_only:
+        for path, text in files.items():
+            typer.echo(f"# ---- {path}")
+            typer.echo(text, nl=False)
+        return
+    try:
+        written = host_files.write_files(files, root)
+    except OSError as exc:
+        raise _fail(
+            DeployError(
+                f"cannot write {exc.filename} ({exc.strerror})",
+                hint="run with sudo on the parent instance, or pass --root DIR / --print to review",
+            )
+        ) from None
+    for path in written:
+        err.print(f"wrote {path}")
+
+
+def allocator(
+    config: ConfigOption = None, root: RootOption = Path("/"), print_only: PrintOption = False
+) -> None:
+    """Render /etc/nitro_enclaves/allocator.yaml (the CPUs and memory reserved for the enclave)."""
+    try:
+        cfg, _ = _load(config)
+    except NitroLLMError as exc:
+        raise _fail(exc) from None
+    _emit(host_files.render_allocator(cfg), root, print_only)
+    if not print_only:
+        err.print(f"next: sudo systemctl enable --now {host_files.ALLOCATOR_UNIT} (restart it after changes)")
+
+
+def systemd(
+    config: ConfigOption = None, root: RootOption = Path("/"), print_only: PrintOption = False
+) -> None:
+    """Render the systemd units (gateway, vsock-proxy, enclave) and the vsock-proxy allowlist."""
+    try:
+        cfg, path = _load(config)
+    except NitroLLMError as exc:
+        raise _fail(exc) from None
+    _emit(host_files.render_systemd(cfg, path), root, print_only)
+    if not print_only:
+        units = " ".join((host_files.VSOCK_PROXY_UNIT, host_files.ENCLAVE_UNIT, host_files.GATEWAY_UNIT))
+        err.print(
+            f"next: sudo systemctl disable --now {host_files.STOCK_VSOCK_PROXY_UNIT}; "
+            f"sudo systemctl daemon-reload && sudo systemctl enable --now {units}"
+        )
+
+
+_ACCOUNT = re.compile(r"^\d{12}$")
+_ARN = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:[A-Za-z0-9+=,.@_/:-]+$")
+
+
+def _check_arn(kind: str, arn: str) -> str:
+    if not _ARN.fullmatch(arn):
+        raise DeployConfigError(
+            f"{kind} {arn!r} is not an IAM ARN",
+            hint="use a full ARN such as arn:aws:iam::123456789012:role/NAME",
+        )
+    return arn
+
+
+def kms_policy(
+    measurements: Annotated[
+        Path, typer.Option(help="The measurements JSON saved by 'deploy build-eif' (or nitro-cli's output).")
+    ],
+    account: Annotated[str, typer.Option(help="The 12-digit AWS account that owns the key.")],
+    enclave_role: Annotated[str, typer.Option(help="ARN of the instance role the enclave uses for KMS.")],
+    client: Annotated[
+        list[str], typer.Option(help="ARN allowed to GenerateDataKey and Decrypt (repeatable).")
+    ],
+    admin: Annotated[str, typer.Option(help="ARN that manages the key (cannot decrypt).")],
+    image_sha384: Annotated[
+        bool,
+        typer.Option(
+            "--image-sha384",
+            help="Pin the image digest as kms:RecipientAttestation:ImageSha384 (equal to PCR0) "
+            "instead of PCR0.",
+        ),
+    ] = False,
+    output: Annotated[Path | None, typer.Option(help="Write the policy here instead of stdout.")] = None,
+) -> None:
+    """Print the KMS key policy for this enclave: only an attested enclave with these PCRs decrypts."""
+    from nitro_llm.kms.key_policy import build_key_policy
+
+    try:
+        if not _ACCOUNT.fullmatch(account):
+            raise DeployConfigError(f"{account!r} is not a 12-digit AWS account id")
+        for kind, arn in (
+            ("--enclave-role", enclave_role),
+            ("--admin", admin),
+            *(("--client", c) for c in client),
+        ):
+            _check_arn(kind, arn)
+        found = load_measurements(measurements)
+        pcrs = found.policy_pcrs()
+        image = pcrs.pop(0) if image_sha384 else None  # ImageSha384 is PCR0 under another name
+        policy = build_key_policy(
+            account=account,
+            admin_arn=admin,
+            client_arns=list(client),
+            enclave_role_arn=enclave_role,
+            pcrs=pcrs,
+            image_sha384=image,
+        )
+    except NitroLLMError as exc:
+        raise _fail(exc) from None
+    text = json.dumps(policy, indent=2) + "\n"
+    if output:
+        output.write_text(text)
+        err.print(f"key policy written to {output}")
+    else:
+        sys.stdout.write(text)
+
+
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(
+        name="deploy",
+        help="Deploy on real Nitro Enclaves: build the EIF, run it, configure the parent instance.",
+        no_args_is_help=True,
+    )
+    group.command("build-eif")(build_eif)
+    group.command("run")(run)
+    group.command("stop")(stop)
+    group.command("allocator")(allocator)
+    group.command("systemd")(systemd)
+    app.add_typer(group)
+    app.command("kms-policy")(kms_policy)

@@ -1,0 +1,41 @@
+"""Errors of the deployment tools. Each hint says what to install, fix or run next; none carries
+secrets (deployment handles none: measurements, ARNs and sizes are public)."""
+
+from __future__ import annotations
+
+from nitro_llm.errors import ConfigError, NitroLLMError
+
+
+class DeployError(NitroLLMError):
+    code = "deploy_error"
+
+
+class DeployConfigError(ConfigError):
+    code = "deploy_config_error"
+    default_hint = "fix the deployment config (see deploy/nitro-llm.toml for every key and its meaning)"
+
+
+class ToolMissing(DeployError):
+    code = "tool_missing"
+
+
+class ToolFailed(DeployError):
+    code = "tool_failed"
+
+
+class MeasurementsError(DeployError):
+    code = "measurements_invalid"
+    default_hint = (
+        "pass the JSON that 'nitro-cli build-enclave' or 'nitro-cli describe-eif' printed, or the file "
+        "'nitro-llm deploy build-eif' saved"
+    )
+
+
+class EnclaveMemoryTooSmall(DeployError):
+    code = "enclave_memory_too_small"
+
+
+class EnclaveInitError(DeployError):
+    """The enclave image's init could not prepare the enclave; it stops rather than serve half-set-up."""
+
+    code = "enclave_init_failed"

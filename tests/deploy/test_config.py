@@ -1,0 +1,74 @@
+"""The deployment config: one file, strictly validated, paths relative to the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nitro_llm.deploy.config import DeployConfig
+from nitro_llm.deploy.errors import DeployConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "deploy" / "nitro-llm.toml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "deploy.toml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_example_loads_and_points_into_the_repo():
+    cfg = DeployConfig.load(EXAMPLE)
+    assert cfg.region == "us-east-1"
+    assert cfg.path(cfg.build.dockerfile) == REPO / "deploy" / "enclave" / "Dockerfile"
+    assert cfg.path(cfg.build.dockerfile).is_file()
+    assert cfg.path(cfg.build.context) == REPO
+    assert cfg.path(cfg.enclave.eif) == REPO / "build" / "nitro-llm.eif"
+    assert cfg.kms_host == "kms.us-east-1.amazonaws.com"
+
+
+def test_paths_are_relative_to_the_file_not_the_cwd(tmp_path, monkeypatch):
+    path = write(tmp_path, 'region = "eu-west-1"\n[enclave]\neif = "out/x.eif"\n')
+    monkeypatch.chdir("/")
+    cfg = DeployConfig.load(path)
+    assert cfg.path(cfg.enclave.eif) == tmp_path / "out" / "x.eif"
+    assert cfg.path(Path("/abs/y.eif")) == Path("/abs/y.eif")
+
+
+def test_typo_in_a_key_is_refused(tmp_path):
+    path = write(tmp_path, 'region = "eu-west-1"\n[enclave]\nmemroy_mib = 8192\n')
+    with pytest.raises(DeployConfigError) as info:
+        DeployConfig.load(path)
+    assert "enclave.memroy_mib" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('region = "Ireland"\n', "region"),
+        ('region = "eu-west-1"\n[enclave]\ncid = 3\n', "enclave.cid"),
+        ('region = "eu-west-1"\n[enclave]\ncpu_count = 1\n', "enclave.cpu_count"),
+        ('region = "eu-west-1"\n[gateway]\nport = 70000\n', "gateway.port"),
+        ("[enclave]\ncpu_count = 2\n", "region"),
+    ],
+)
+def test_invalid_values_name_the_key(tmp_path, text, where):
+    with pytest.raises(DeployConfigError) as info:
+        DeployConfig.load(write(tmp_path, text))
+    assert where in info.value.message
+
+
+def test_missing_file_and_bad_toml(tmp_path):
+    with pytest.raises(DeployConfigError) as info:
+        DeployConfig.load(tmp_path / "nope.toml")
+    assert "--config" in info.value.hint
+    with pytest.raises(DeployConfigError):
+        DeployConfig.load(write(tmp_path, "region = \n"))
+
+
+def test_region_override_and_china_partition(tmp_path):
+    cfg = DeployConfig.load(write(tmp_path, 'region = "eu-west-1"\n'), region="cn-north-1")
+    assert cfg.kms_host == "kms.cn-north-1.amazonaws.com.cn"
+    assert cfg.inference_threads == cfg.enclave.cpu_count == 2
