@@ -31,7 +31,8 @@ def _refuse_semantic(_decoder: object) -> NoReturn:
 _REFUSE_ALL = dict.fromkeys(_SEMANTIC_TAGS, _refuse_semantic)
 
 
-def _only_cose_tag(_decoder: object, tag: cbor2.CBORTag) -> cbor2.CBORTag:
+def _only_cose_tag(tag: cbor2.CBORTag, _immutable: bool) -> cbor2.CBORTag:
+    """cbor2 6 calls tag hooks as ``(tag, immutable)``."""
     if tag.tag != COSE_SIGN1_TAG:
         raise SchemaError(f"unexpected CBOR tag {tag.tag}")
     return tag

@@ -31,6 +31,7 @@ from nitro_llm.attestation.errors import (
     PcrMismatchError,
     PolicyError,
     PublicKeyMismatchError,
+    SignatureError,
     StaleDocumentError,
     UntrustedRootError,
     UserDataMismatchError,
@@ -192,7 +193,11 @@ class CoseSignature:
     name = "cose.signature"
 
     def run(self, ctx: Context) -> str:
-        ctx.document.cose.verify(ctx.document.leaf.public_key())
+        try:
+            key = ctx.document.leaf.public_key()
+        except (ValueError, TypeError):  # e.g. a point not on the curve, or an unsupported algorithm
+            raise SignatureError("the leaf certificate's public key cannot be loaded") from None
+        ctx.document.cose.verify(key)
         return "ES384 signature over the payload verifies with the leaf certificate's key"
 
 

@@ -9,6 +9,7 @@ some tools wrap the NSM's bytes in it; the signed bytes are the same.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import cbor2
@@ -69,12 +70,13 @@ def cose_from_decoded(value: object) -> CoseSign1:
         if value.tag != COSE_SIGN1_TAG:
             raise SchemaError(f"expected COSE_Sign1 (tag 18), got tag {value.tag}")
         tagged, value = True, value.value
-    if not isinstance(value, list) or len(value) != 4:
+    # cbor2 hands tag contents over immutable (tuple, frozendict); untagged items arrive as list / dict
+    if not isinstance(value, list | tuple) or len(value) != 4:
         raise SchemaError("a COSE_Sign1 is an array of 4 items: protected, unprotected, payload, signature")
     protected, unprotected, payload, signature = value
     if type(protected) is not bytes or type(payload) is not bytes or type(signature) is not bytes:
         raise SchemaError("COSE_Sign1 protected header, payload and signature must be byte strings")
-    if not isinstance(unprotected, dict):
+    if not isinstance(unprotected, Mapping):
         raise SchemaError("the COSE_Sign1 unprotected header must be a map")
     if unprotected:
         raise SchemaError("the COSE_Sign1 unprotected header must be empty, as the NSM sends it")

@@ -190,10 +190,15 @@ def _cert_bytes(value: object, name: str) -> bytes:
 
 
 def _load_cert(der: bytes, name: str) -> x509.Certificate:
+    """Parse a certificate and every field the checks read: pyca parses fields lazily, so a malformed
+    name or extension would otherwise surface later as a ValueError in the middle of a check."""
     try:
-        return x509.load_der_x509_certificate(der)
+        cert = x509.load_der_x509_certificate(der)
+        _ = (cert.subject, cert.issuer, cert.serial_number, cert.signature_algorithm_oid)
+        _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.extensions, cert.public_key())
     except Exception:
-        raise SchemaError(f"{name} is not a DER X.509 certificate") from None
+        raise SchemaError(f"{name} is not a well-formed DER X.509 certificate") from None
+    return cert
 
 
 def encode_payload(

