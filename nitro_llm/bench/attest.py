@@ -24,8 +24,9 @@ class BenchResult:
 
     def summary(self) -> str:
         return (
-            f"verify one document, {self.runs} runs: median {self.wall_median_ms:.2f} ms wall "
-            f"({self.cpu_median_ms:.2f} ms CPU), p99 {self.wall_p99_ms:.2f} ms wall ({self.cpu_p99_ms:.2f} ms CPU)"
+            f"verify one document, {self.runs} runs: "
+            f"median {self.wall_median_ms:.2f} ms wall ({self.cpu_median_ms:.2f} ms CPU), "
+            f"p99 {self.wall_p99_ms:.2f} ms wall ({self.cpu_p99_ms:.2f} ms CPU)"
         )
 
 
