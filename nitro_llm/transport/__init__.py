@@ -6,6 +6,6 @@ the in-enclave forwarder to KMS).
 """
 
 from nitro_llm.transport.address import Address, parse_address
-from nitro_llm.transport.link import connect, listen
+from nitro_llm.transport.link import close_listener, connect, listen
 
-__all__ = ["Address", "connect", "listen", "parse_address"]
+__all__ = ["Address", "close_listener", "connect", "listen", "parse_address"]

@@ -56,6 +56,15 @@ def listen(address: str | Address, *, backlog: int = DEFAULT_BACKLOG) -> socket.
     return sock
 
 
+def close_listener(sock: socket.socket, address: str | Address) -> None:
+    """Close a socket made by :func:`listen`, removing its Unix socket file so the path is free."""
+    sock.close()
+    addr = _as_address(address)
+    if addr.kind == "unix":
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(addr.path)
+
+
 def connect(address: str | Address, timeout: float | None) -> socket.socket:
     """A connected socket; ``timeout`` bounds the connect and stays as the socket's I/O timeout."""
     addr = _as_address(address)

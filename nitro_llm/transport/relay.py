@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import socket
 import threading
 
 from nitro_llm.transport.acceptor import ThreadedAcceptor
 from nitro_llm.transport.address import Address, parse_address
 from nitro_llm.transport.errors import TransportError
-from nitro_llm.transport.link import connect, listen
+from nitro_llm.transport.link import close_listener, connect, listen
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +89,7 @@ class Relay:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)  # wakes pumps blocked in recv
         self._acceptor.join(timeout)
-        self._listener.close()
-        if self.listen_address.kind == "unix":
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.listen_address.path)
+        close_listener(self._listener, self.listen_address)
         log.info("relay %s stopped", self.listen_address)
 
     def __enter__(self) -> Relay:

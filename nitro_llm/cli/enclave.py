@@ -1,0 +1,134 @@
+"""`nitro-llm enclave serve|pcrs`: run the enclave server, or print the PCRs it will attest to.
+
+Both commands take the same measured options, so the PCRs printed by ``pcrs`` (used to write the
+KMS key policy) are exactly those ``serve`` reports for the same arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from nitro_llm.enclave.config import EnclaveConfig
+from nitro_llm.enclave.data_keys import DEFAULT_TTL_SECONDS
+from nitro_llm.enclave.freshness import DEFAULT_WINDOW_SECONDS
+from nitro_llm.errors import NitroLLMError
+from nitro_llm.inference.llama_engine import DEFAULT_CTX
+
+enclave_app = typer.Typer(help="The enclave: decrypts, answers, encrypts.", no_args_is_help=True)
+
+ModelOpt = Annotated[Path | None, typer.Option("--model", help="GGUF model (default: the packaged SmolLM2).")]
+EngineOpt = Annotated[
+    str, typer.Option("--engine", help="llama (the model) or echo (deterministic, for tests).")
+]
+ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="Inference threads.")]
+CtxOpt = Annotated[int, typer.Option("--ctx", min=64, help="Context window in tokens.")]
+DebugOpt = Annotated[bool, typer.Option("--debug-mode", help="Attest as a debug enclave: all-zero PCR0-2.")]
+WindowOpt = Annotated[
+    float, typer.Option("--freshness-window", min=1.0, help="Accepted request clock skew, seconds.")
+]
+TtlOpt = Annotated[
+    float, typer.Option("--data-key-ttl", min=0.0, help="Seconds a released data key is cached (0: never).")
+]
+
+
+def _config(
+    model: Path | None, engine: str, threads: int, ctx: int, debug_mode: bool, window: float, ttl: float
+) -> EnclaveConfig:
+    if engine not in ("llama", "echo"):
+        raise typer.BadParameter("--engine must be llama or echo")
+    kind: Literal["llama", "echo"] = "llama" if engine == "llama" else "echo"
+    return EnclaveConfig(
+        engine=kind,
+        model_path=model,
+        threads=threads,
+        ctx=ctx,
+        debug_mode=debug_mode,
+        freshness_window_seconds=window,
+        data_key_ttl_seconds=ttl,
+    )
+
+
+def _fail(exc: NitroLLMError) -> typer.Exit:
+    typer.echo(f"error [{exc.code}]: {exc.message}", err=True)
+    if exc.hint:
+        typer.echo(f"hint: {exc.hint}", err=True)
+    return typer.Exit(1)
+
+
+@enclave_app.command("serve")
+def serve(
+    listen: Annotated[
+        str, typer.Option("--listen", help="unix:PATH (local mode) or vsock:any:PORT (Nitro).")
+    ],
+    region: Annotated[str, typer.Option("--region", help="AWS region of the KMS key.")],
+    kms_endpoint: Annotated[
+        str | None, typer.Option("--kms-endpoint", help="KMS URL as seen from inside the enclave.")
+    ] = None,
+    kms_forward_to: Annotated[
+        str | None,
+        typer.Option(
+            "--kms-forward-to", help="Forward --kms-endpoint's loopback port here (the gateway's relay)."
+        ),
+    ] = None,
+    nsm: Annotated[str, typer.Option("--nsm", help="device (/dev/nsm) or emulated (local mode).")] = "device",
+    dev_ca: Annotated[
+        Path | None, typer.Option("--dev-ca", help="Dev CA directory for the emulated NSM.")
+    ] = None,
+    model: ModelOpt = None,
+    engine: EngineOpt = "llama",
+    threads: ThreadsOpt = 1,
+    ctx: CtxOpt = DEFAULT_CTX,
+    debug_mode: DebugOpt = False,
+    freshness_window: WindowOpt = DEFAULT_WINDOW_SECONDS,
+    data_key_ttl: TtlOpt = DEFAULT_TTL_SECONDS,
+) -> None:
+    """Serve requests until SIGTERM. The socket appears once the model is loaded."""
+    from nitro_llm.enclave.runtime import KmsSettings
+    from nitro_llm.enclave.runtime import serve as run
+
+    if nsm not in ("device", "emulated"):
+        raise typer.BadParameter("--nsm must be device or emulated")
+    if kms_forward_to and not kms_endpoint:
+        raise typer.BadParameter("--kms-forward-to needs --kms-endpoint (the loopback URL to forward)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s enclave %(levelname)s %(message)s")
+    config = _config(model, engine, threads, ctx, debug_mode, freshness_window, data_key_ttl)
+    try:
+        run(
+            config,
+            listen_address=listen,
+            kms=KmsSettings(endpoint=kms_endpoint, region=region, forward_to=kms_forward_to),
+            nsm_kind=nsm,
+            dev_ca=dev_ca,
+        )
+    except NitroLLMError as exc:
+        raise _fail(exc) from None
+
+
+@enclave_app.command("pcrs")
+def pcrs(
+    model: ModelOpt = None,
+    engine: EngineOpt = "llama",
+    threads: ThreadsOpt = 1,
+    ctx: CtxOpt = DEFAULT_CTX,
+    debug_mode: DebugOpt = False,
+    freshness_window: WindowOpt = DEFAULT_WINDOW_SECONDS,
+    data_key_ttl: TtlOpt = DEFAULT_TTL_SECONDS,
+) -> None:
+    """Print PCR0-2 (hex) of an emulated enclave with these options, as JSON {"0": ..., "2": ...}."""
+    from nitro_llm.enclave.runtime import measure
+
+    config = _config(model, engine, threads, ctx, debug_mode, freshness_window, data_key_ttl)
+    try:
+        measured = measure(config)
+    except NitroLLMError as exc:
+        raise _fail(exc) from None
+    typer.echo(json.dumps({str(i): value.hex() for i, value in sorted(measured.items())}))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(enclave_app, name="enclave")

@@ -1,0 +1,69 @@
+"""Errors the enclave reports to its peers as ``{"t": "error"}`` frames.
+
+They cross into the untrusted gateway and its logs: messages name what failed (a request id, a
+KMS error code, a count), never the content of a request, an answer, a key or a credential.
+"""
+
+from __future__ import annotations
+
+from nitro_llm.errors import NitroLLMError
+
+
+class EnclaveError(NitroLLMError):
+    code = "enclave_error"
+
+
+class InternalError(EnclaveError):
+    """Anything unexpected. Its cause stays inside the enclave (only its type name is logged there)."""
+
+    code = "internal_error"
+    retryable = True
+    default_hint = "retry; if it persists, the enclave's log has the error type"
+
+
+class StaleRequestError(EnclaveError):
+    code = "stale_request"
+    retryable = True
+    default_hint = "check the client's clock, then resend the request (a fresh timestamp and request id)"
+
+
+class ReplayedRequestError(EnclaveError):
+    code = "replayed_request"
+    default_hint = "every request needs a new request id; resend as a new request"
+
+
+class ModelNotServedError(EnclaveError):
+    code = "model_not_served"
+    default_hint = (
+        "ask for the model this enclave serves (see 'nitro-llm' client config 'model'), or 'default'"
+    )
+
+
+class NoCredentialsError(EnclaveError):
+    code = "no_credentials"
+    retryable = True
+    default_hint = "the gateway has not handed the enclave its role credentials yet; retry in a moment"
+
+
+class KeyReleaseDeniedError(EnclaveError):
+    """KMS refused to release the data key: the policy does not match this enclave, or the blob is bad."""
+
+    code = "kms_denied"
+    default_hint = "check the key policy's PCR conditions match this enclave ('nitro-llm enclave pcrs')"
+
+
+class KmsUnavailableError(EnclaveError):
+    code = "kms_unavailable"
+    retryable = True
+    default_hint = "KMS could not be reached through the relay; check the gateway's KMS relay and retry"
+
+
+class BusyError(EnclaveError):
+    code = "enclave_busy"
+    retryable = True
+    default_hint = "the enclave is answering other requests; retry after a short wait"
+
+
+class ReplayCacheFullError(BusyError):
+    code = "replay_cache_full"
+    default_hint = "too many requests inside the freshness window; retry after a short wait"

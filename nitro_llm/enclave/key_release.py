@@ -1,0 +1,158 @@
+"""Getting a data key out of KMS the only way the key policy allows: by attestation.
+
+The enclave asks KMS to Decrypt the client's encrypted data key with a ``Recipient``: an NSM
+attestation document that carries the public half of an RSA-2048 key made at start-up. KMS checks
+the document's PCRs against the key policy and answers with the data key encrypted to that public
+key (CMS EnvelopedData), which only this process can open. The plaintext data key never crosses
+the gateway. The parent holds the same role credentials but cannot produce such a document.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from nitro_llm.enclave.errors import KeyReleaseDeniedError, KmsUnavailableError, NoCredentialsError
+from nitro_llm.errors import NitroLLMError
+from nitro_llm.protocol.frames import Credentials
+from nitro_llm.protocol.kms_envelope import DATA_KEY_SIZE
+
+log = logging.getLogger(__name__)
+
+RECIPIENT_ALGORITHM = "RSAES_OAEP_SHA_256"
+RSA_BITS = 2048
+# KMS error codes that mean "this will not work as sent": retrying the same request cannot help.
+_DENIALS = frozenset(
+    {
+        "AccessDeniedException",
+        "InvalidCiphertextException",
+        "IncorrectKeyException",
+        "NotFoundException",
+        "DisabledException",
+        "KMSInvalidStateException",
+        "InvalidKeyUsageException",
+        "ValidationException",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "IncompleteSignatureException",
+        "MissingAuthenticationTokenException",
+        "ExpiredTokenException",
+    }
+)
+
+
+class AttestationSource(Protocol):
+    """The NSM seam: a device NSM in a real enclave, the emulated one in local mode."""
+
+    def attest(
+        self, user_data: bytes | None = None, nonce: bytes | None = None, public_key: bytes | None = None
+    ) -> bytes: ...
+
+
+KmsClientFactory = Callable[[Credentials], Any]
+"""Builds a boto3-compatible KMS client (anything with ``decrypt(**kwargs)``) for the given credentials."""
+
+EnvelopeOpener = Callable[[bytes, rsa.RSAPrivateKey], bytes]
+"""Opens a CiphertextForRecipient (CMS EnvelopedData) with the recipient key: kms.cms.open_enveloped_data."""
+
+
+class RecipientKey:
+    """The RSA key KMS encrypts data keys to. Made once per process and never leaves its memory."""
+
+    def __init__(self) -> None:
+        self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+        self.public_der = self.private_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+
+class KeyRelease:
+    """Decrypt-with-Recipient, counted (the count is published in pong frames)."""
+
+    def __init__(
+        self,
+        *,
+        nsm: AttestationSource,
+        kms_client_factory: KmsClientFactory,
+        open_envelope: EnvelopeOpener,
+        recipient: RecipientKey | None = None,
+    ) -> None:
+        self._nsm = nsm
+        self._factory = kms_client_factory
+        self._open_envelope = open_envelope
+        self._recipient = recipient or RecipientKey()
+        self._lock = threading.Lock()
+        self._credentials: Credentials | None = None
+        self._client: Any = None
+        self.decrypt_calls = 0
+
+    @property
+    def has_credentials(self) -> bool:
+        with self._lock:
+            return self._credentials is not None
+
+    def set_credentials(self, credentials: Credentials) -> None:
+        """Kept in memory only; the client is rebuilt on next use (boto3 clients are not cheap)."""
+        with self._lock:
+            if credentials != self._credentials:
+                self._credentials = credentials
+                self._client = None
+
+    def _kms(self) -> Any:
+        with self._lock:
+            if self._credentials is None:
+                raise NoCredentialsError("the enclave has no KMS credentials")
+            if self._client is None:
+                self._client = self._factory(self._credentials)
+            return self._client
+
+    def decrypt(self, edk: bytes, encryption_context: dict[str, str], *, request_id: str) -> bytes:
+        kms = self._kms()
+        document = self._nsm.attest(public_key=self._recipient.public_der)
+        with self._lock:
+            self.decrypt_calls += 1
+        try:
+            response = kms.decrypt(
+                CiphertextBlob=edk,
+                EncryptionContext=encryption_context,
+                Recipient={"KeyEncryptionAlgorithm": RECIPIENT_ALGORITHM, "AttestationDocument": document},
+            )
+        except Exception as exc:
+            raise _translate(exc, request_id) from None
+        if response.get("Plaintext"):
+            # With a Recipient, KMS must not return the key in the clear: something between us and
+            # KMS is not KMS, or the request lost its Recipient. Refuse rather than use it.
+            raise KeyReleaseDeniedError(
+                f"KMS answered request {request_id} with a plaintext key; refusing it"
+            )
+        blob = response.get("CiphertextForRecipient")
+        if not isinstance(blob, bytes | bytearray) or not blob:
+            raise KeyReleaseDeniedError(f"KMS answered request {request_id} without CiphertextForRecipient")
+        try:
+            data_key = self._open_envelope(bytes(blob), self._recipient.private_key)
+        except NitroLLMError as exc:
+            raise KeyReleaseDeniedError(
+                f"the key KMS released for request {request_id} could not be opened ({exc.code})"
+            ) from None
+        if len(data_key) != DATA_KEY_SIZE:
+            raise KeyReleaseDeniedError(f"KMS released a {len(data_key)}-byte key for request {request_id}")
+        log.info("request=%s kms_decrypt=ok", request_id)
+        return data_key
+
+
+def _translate(exc: Exception, request_id: str) -> NitroLLMError:
+    """botocore's errors -> ours. Only AWS's error code is kept: its message may quote the request."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = str(response.get("Error", {}).get("Code", "Unknown"))
+        log.info("request=%s kms_decrypt=refused code=%s", request_id, code)
+        if code in _DENIALS:
+            return KeyReleaseDeniedError(f"KMS refused to release the key for request {request_id}: {code}")
+        return KmsUnavailableError(f"KMS failed for request {request_id}: {code}")
+    log.info("request=%s kms_decrypt=unreachable error=%s", request_id, type(exc).__name__)
+    return KmsUnavailableError(f"KMS could not be reached for request {request_id} ({type(exc).__name__})")

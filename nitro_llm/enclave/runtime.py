@@ -1,0 +1,122 @@
+"""Assemble and run the enclave process from its configuration.
+
+Start-up order matters: check and measure the model, load the engine, open the NSM, start the
+in-enclave KMS forwarder, and only then listen, so that the socket appearing means "ready".
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from nitro_llm.enclave.config import EnclaveConfig
+from nitro_llm.enclave.key_release import KeyRelease
+from nitro_llm.enclave.server import EnclaveServer
+from nitro_llm.errors import ConfigError
+from nitro_llm.inference.engine import Engine
+from nitro_llm.inference.model import DEFAULT_MODEL_NAME, check_model, default_model_path
+from nitro_llm.protocol.frames import Credentials
+from nitro_llm.transport import close_listener, listen
+from nitro_llm.transport.relay import Relay
+
+log = logging.getLogger(__name__)
+
+
+def model_path(config: EnclaveConfig) -> Path:
+    return config.model_path if config.model_path is not None else default_model_path()
+
+
+def measure(config: EnclaveConfig) -> dict[int, bytes]:
+    """PCR0-2 of an emulated enclave running this code with this model and config."""
+    from nitro_llm.attestation.measure import measure_enclave
+
+    return measure_enclave(None, model_path(config), config.measured(), debug=config.debug_mode)
+
+
+def build_engine(config: EnclaveConfig) -> Engine:
+    if config.engine == "echo":
+        from nitro_llm.inference.echo_engine import EchoEngine
+
+        return EchoEngine()
+    from nitro_llm.inference.llama_engine import LlamaEngine
+
+    info = check_model(config.model_path)  # the default model is held to its pinned SHA-256
+    name = DEFAULT_MODEL_NAME if config.model_path is None else info.path.stem.lower()
+    log.info("model %s size=%d sha256=%s", info.path.name, info.size, info.sha256)
+    return LlamaEngine(info.path, name=name, n_threads=config.threads, n_ctx=config.ctx)
+
+
+@dataclass(frozen=True)
+class KmsSettings:
+    endpoint: str | None  # None: the real AWS endpoint for the region
+    region: str
+    forward_to: str | None = None  # the gateway's relay, reached from inside the enclave
+
+
+def forwarder_listen_address(endpoint: str) -> str:
+    """The loopback TCP address boto3 will connect to for ``endpoint``."""
+    parts = urlsplit(endpoint)
+    if parts.hostname not in ("127.0.0.1", "localhost") or parts.port is None:
+        raise ConfigError(
+            "with --kms-forward-to, --kms-endpoint must be http(s)://127.0.0.1:PORT",
+            hint="the forwarder listens on the enclave's loopback, the only interface it has",
+        )
+    return f"tcp:127.0.0.1:{parts.port}"
+
+
+def open_key_release(kms: KmsSettings, nsm: Any) -> KeyRelease:
+    from nitro_llm.kms.client import make_kms_client
+    from nitro_llm.kms.cms import open_enveloped_data
+
+    def factory(credentials: Credentials) -> Any:
+        return make_kms_client(kms.endpoint, credentials.to_boto(), kms.region)
+
+    return KeyRelease(nsm=nsm, kms_client_factory=factory, open_envelope=open_enveloped_data)
+
+
+def serve(
+    config: EnclaveConfig,
+    *,
+    listen_address: str,
+    kms: KmsSettings,
+    nsm_kind: str,
+    dev_ca: Path | None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT (or ``stop`` is set)."""
+    from nitro_llm.attestation.nsm import open_nsm
+
+    stop = stop or threading.Event()
+    engine = build_engine(config)
+    pcrs: dict[int, bytes] | None = None
+    if nsm_kind == "emulated":
+        pcrs = measure(config)
+        nsm = open_nsm("emulated", ca_path=dev_ca, pcrs=pcrs, debug=config.debug_mode)
+        log.warning("emulated NSM: attestation documents are signed by the local dev CA (local mode only)")
+    else:
+        nsm = open_nsm("device")
+    relay = None
+    if kms.forward_to:
+        relay = Relay(forwarder_listen_address(kms.endpoint or ""), kms.forward_to).start()
+    server = EnclaveServer(engine=engine, key_release=open_key_release(kms, nsm), config=config, pcrs=pcrs)
+    listener = listen(listen_address)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    server.start(listener)
+    log.info("enclave listening on %s (engine=%s, nsm=%s)", listen_address, config.engine, nsm_kind)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        server.stop()
+        close_listener(listener, listen_address)
+        if relay:
+            relay.stop()
+        nsm.close()
+        log.info("enclave stopped")
