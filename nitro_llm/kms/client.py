@@ -47,7 +47,8 @@ def make_kms_client(endpoint_url: str | None, credentials: Mapping[str, Any] | N
     config_args: dict[str, Any] = {
         "connect_timeout": CONNECT_TIMEOUT_S,
         "read_timeout": READ_TIMEOUT_S,
-        "retries": {"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+        # total attempts, first one included (botocore's "max_attempts" would count retries only)
+        "retries": {"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},
     }
     if endpoint_url is not None:
         _check_endpoint(endpoint_url)
