@@ -1,0 +1,271 @@
+"""The enclave process against the real KMS emulator process: attestation decides who gets the key.
+
+Real processes, as in local mode: the KMS emulator; a relay standing in for the gateway's
+vsock-proxy; the enclave started through its CLI with the echo engine, its in-enclave forwarder on
+loopback, the emulated NSM signing with a dev CA the emulator trusts. The key policy is built from
+the PCRs ``nitro-llm enclave pcrs`` prints. The client side is plain boto3 + the protocol module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import nitro_llm
+from nitro_llm.attestation.devca import DevCA
+from nitro_llm.kms.client import make_kms_client
+from nitro_llm.kms.key_policy import build_key_policy
+from nitro_llm.protocol import frames
+from nitro_llm.protocol.errors import RemoteError
+from nitro_llm.protocol.framing import encode_frame, read_frame
+from nitro_llm.protocol.kms_envelope import KmsHeader, ResponseOpener, new_id, seal_request
+from nitro_llm.transport import connect
+from nitro_llm.transport.relay import Relay
+
+pytestmark = pytest.mark.slow
+
+REGION = "us-east-1"
+ALIAS = "alias/enclave-test"
+CLI = [sys.executable, "-m", "nitro_llm.cli.main"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(predicate, what: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"{what}: process exited {proc.returncode}\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: timed out\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)
+
+
+def snapshot_code(root: Path) -> dict[str, str]:
+    """Run the processes from a frozen copy of the package: PCRs measure the code tree, and a
+    shared checkout may change under a running test. Returns the environment that selects it."""
+    shutil.copytree(
+        Path(nitro_llm.__file__).parent,
+        root / "code" / "nitro_llm",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    return {**os.environ, "PYTHONPATH": str(root / "code")}
+
+
+class Proc:
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str], cwd: Path):
+        self.log = log
+        self._file = log.open("wb")
+        self.popen = subprocess.Popen(argv, stdout=self._file, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+
+    def stop(self) -> None:
+        self.popen.terminate()
+        try:
+            self.popen.wait(10)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
+        self._file.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stack")
+    ca = DevCA.load_or_create(root / "dev-ca")
+    env = snapshot_code(root)
+    port_file = root / "kms.port"
+    kms = Proc(
+        [
+            *CLI,
+            "kms-emulator",
+            "--port",
+            "0",
+            "--state-dir",
+            str(root / "kms"),
+            "--trust-root",
+            str(ca.root_pem_path),
+            "--port-file",
+            str(port_file),
+            "--region",
+            REGION,
+        ],
+        root / "kms.log",
+        env,
+        root,
+    )
+    procs = [kms]
+    relay = None
+    try:
+        _wait(
+            lambda: port_file.exists() and port_file.read_text().strip().isdigit(), "kms", kms.popen, kms.log
+        )
+        kms_url = f"http://127.0.0.1:{port_file.read_text().strip()}"
+        creds = json.loads((root / "kms" / "credentials.json").read_text())
+        pcrs = json.loads(
+            subprocess.run(
+                [*CLI, "enclave", "pcrs", "--engine", "echo"], capture_output=True, check=True
+            ).stdout
+        )
+        policy = build_key_policy(
+            account=creds["account"],
+            admin_arn=creds["admin"]["arn"],
+            client_arns=[creds["client"]["arn"]],
+            enclave_role_arn=creds["enclave_role"]["arn"],
+            pcrs={i: pcrs[str(i)] for i in (0, 1, 2)},
+        )
+        admin = make_kms_client(kms_url, creds["admin"], REGION)
+        key = admin.create_key(Policy=json.dumps(policy))["KeyMetadata"]
+        admin.create_alias(AliasName=ALIAS, TargetKeyId=key["KeyId"])
+        relay = Relay(f"unix:{root / 'kms-relay.sock'}", "tcp:" + kms_url.removeprefix("http://")).start()
+
+        def start_enclave(name: str, *extra: str) -> str:
+            sock = root / f"{name}.sock"
+            proc = Proc(
+                [
+                    *CLI,
+                    "enclave",
+                    "serve",
+                    "--listen",
+                    f"unix:{sock}",
+                    "--kms-endpoint",
+                    f"http://127.0.0.1:{_free_port()}",
+                    "--kms-forward-to",
+                    f"unix:{root / 'kms-relay.sock'}",
+                    "--region",
+                    REGION,
+                    "--nsm",
+                    "emulated",
+                    "--dev-ca",
+                    str(root / "dev-ca"),
+                    "--engine",
+                    "echo",
+                    *extra,
+                ],
+                root / f"{name}.log",
+                env,
+                root,
+            )
+            procs.append(proc)
+            _wait(sock.exists, name, proc.popen, proc.log)
+            address = f"unix:{sock}"
+            role = creds["enclave_role"]
+            handoff = frames.Credentials(
+                role["access_key_id"], role["secret_access_key"], role.get("session_token"), None
+            )
+            assert call(address, frames.credentials_frame(handoff)) == [{"t": "ok"}]
+            return address
+
+        yield {
+            "client": make_kms_client(kms_url, creds["client"], REGION),
+            "parent": make_kms_client(kms_url, creds["enclave_role"], REGION),
+            "start_enclave": start_enclave,
+            "root": root,
+            "procs": procs,
+            "secrets": [c["secret_access_key"] for c in creds.values() if isinstance(c, dict)],
+        }
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        if relay:
+            relay.stop()
+
+
+def call(address: str, frame: dict) -> list[dict]:
+    with connect(address, 30) as sock:
+        sock.sendall(encode_frame(frame))
+        out = []
+        while (reply := read_frame(sock)) is not None:
+            out.append(reply)
+        return out
+
+
+class Chat:
+    def __init__(self, kms):
+        self.conversation_id = new_id()
+        self.header_for_context = KmsHeader.new(
+            model="default", conversation_id=self.conversation_id, key_id=ALIAS
+        )
+        key = kms.generate_data_key(
+            KeyId=ALIAS, KeySpec="AES_256", EncryptionContext=self.header_for_context.encryption_context()
+        )
+        self.data_key, self.edk = key["Plaintext"], key["CiphertextBlob"]
+
+    def ask(self, address: str, messages: list[dict]) -> str:
+        header = KmsHeader.new(model="default", conversation_id=self.conversation_id, key_id=ALIAS)
+        envelope = seal_request(
+            self.data_key, header, {"messages": messages, "max_tokens": 256, "temperature": 0.0}, edk=self.edk
+        )
+        replies = call(address, frames.infer_frame(envelope.to_cbor()))
+        if replies[-1]["t"] == "error":
+            raise frames.read_error(replies[-1])
+        opener = ResponseOpener(self.data_key, header)
+        text = "".join(opener.open(f)["text"] for f in replies)
+        opener.finish()
+        return text
+
+
+def _pong(address: str) -> dict:
+    (pong,) = call(address, frames.ping_frame())
+    return pong
+
+
+def test_attested_enclave_answers_and_ten_turns_cost_one_decrypt(stack):
+    address = stack["start_enclave"]("good")
+    chat = Chat(stack["client"])
+    before = _pong(address)["kms_decrypt_calls"]
+    messages = []
+    for turn in range(10):
+        messages.append({"role": "user", "content": f"turn {turn}: my MRN is 12345"})
+        answer = chat.ask(address, messages)
+        assert answer == messages[-1]["content"]
+        messages.append({"role": "assistant", "content": answer})
+    assert _pong(address)["kms_decrypt_calls"] - before == 1
+
+
+def test_enclave_with_other_config_gets_no_key(stack):
+    """Same code, one measured setting changed: other PCR0, and KMS refuses by policy."""
+    address = stack["start_enclave"]("other-config", "--threads", "2")
+    with pytest.raises(RemoteError) as err:
+        Chat(stack["client"]).ask(address, [{"role": "user", "content": "hi"}])
+    assert err.value.code == "kms_denied" and "AccessDenied" in err.value.message
+
+
+def test_debug_mode_enclave_gets_no_key(stack):
+    address = stack["start_enclave"]("debug", "--debug-mode")
+    assert _pong(address)["debug_mode"] is True
+    with pytest.raises(RemoteError) as err:
+        Chat(stack["client"]).ask(address, [{"role": "user", "content": "hi"}])
+    assert err.value.code == "kms_denied"
+
+
+def test_parent_with_role_credentials_but_no_attestation_is_denied(stack):
+    from botocore.exceptions import ClientError
+
+    chat = Chat(stack["client"])
+    with pytest.raises(ClientError) as err:
+        stack["parent"].decrypt(
+            CiphertextBlob=chat.edk, EncryptionContext={"nitro-llm:conversation": chat.conversation_id}
+        )
+    assert err.value.response["Error"]["Code"] == "AccessDeniedException"
+
+
+def test_enclave_logs_hold_no_content(stack):
+    address = stack["start_enclave"]("logs")
+    Chat(stack["client"]).ask(address, [{"role": "user", "content": "CANARY-7f3a blood type AB-"}])
+    assert stack["secrets"]
+    for proc in stack["procs"]:
+        log = proc.log.read_text()
+        assert "CANARY" not in log
+        assert not any(secret in log for secret in stack["secrets"])
