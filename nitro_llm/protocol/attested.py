@@ -169,6 +169,44 @@ def decode_attestation_bundle(data: bytes) -> tuple[bytes, bytes]:
     return document, descriptor
 
 
+# --- gateway <-> enclave frames for GET /v1/attestation -------------------------------------
+
+MIN_NONCE_SIZE = 16
+MAX_NONCE_SIZE = 512  # the NSM's limit for the nonce field
+
+
+def attest_frame(nonce: bytes, suite: str = DEFAULT_SUITE) -> dict[str, Any]:
+    """Gateway -> enclave: "attest your current session of this suite, with this client's nonce"."""
+    return {"t": "attest", "nonce": nonce, "suite": suite}
+
+
+def read_attest_frame(frame: Mapping[str, Any]) -> tuple[bytes, str]:
+    if frame.get("t") != "attest" or set(frame) != {"t", "nonce", "suite"}:
+        raise FrameError("an 'attest' frame has exactly t, nonce and suite")
+    nonce, suite = frame["nonce"], frame["suite"]
+    if not isinstance(nonce, bytes) or not MIN_NONCE_SIZE <= len(nonce) <= MAX_NONCE_SIZE:
+        raise FrameError(f"'attest' nonce must be {MIN_NONCE_SIZE} to {MAX_NONCE_SIZE} bytes")
+    if suite not in SUITES:
+        raise FrameError(f"'attest' suite must be one of {', '.join(SUITES)}")
+    return nonce, suite
+
+
+def attestation_frame(document: bytes, descriptor: bytes) -> dict[str, Any]:
+    """Enclave -> gateway; the gateway sends ``encode_attestation_bundle`` of the two as the HTTP body."""
+    return {"t": "attestation", "document": document, "descriptor": descriptor}
+
+
+def read_attestation_frame(frame: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    if frame.get("t") != "attestation" or set(frame) != {"t", "document", "descriptor"}:
+        raise FrameError("an 'attestation' frame has exactly t, document and descriptor")
+    document, descriptor = frame["document"], frame["descriptor"]
+    if not isinstance(document, bytes) or not 0 < len(document) <= MAX_DOCUMENT_SIZE:
+        raise FrameError(f"'attestation' document must be 1 to {MAX_DOCUMENT_SIZE} bytes")
+    if not isinstance(descriptor, bytes) or not 0 < len(descriptor) <= MAX_DESCRIPTOR_SIZE:
+        raise FrameError(f"'attestation' descriptor must be 1 to {MAX_DESCRIPTOR_SIZE} bytes")
+    return document, descriptor
+
+
 # --- request envelope ------------------------------------------------------------------------
 
 
