@@ -64,9 +64,10 @@ def _load(config: Path | None, region: str | None = None) -> tuple[DeployConfig,
 
 
 def _fail(exc: NitroLLMError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc.message}")
+    # soft_wrap: errors and hints stay on one line, so commands in them can be copied whole.
+    err.print(f"[bold red]error:[/] {exc.message}", soft_wrap=True, highlight=False)
     if exc.hint:
-        err.print(f"[yellow]hint:[/] {exc.hint}")
+        err.print(f"[yellow]hint:[/] {exc.hint}", soft_wrap=True, highlight=False)
     return typer.Exit(code=2)
 
 
@@ -228,6 +229,9 @@ def systemd(
         )
 
 
+CFN_PARAMETER_LIMIT = 4096
+"""Bytes a CloudFormation parameter value may hold; the template takes the policy as one."""
+
 _ACCOUNT = re.compile(r"^\d{12}$")
 _ARN = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:[A-Za-z0-9+=,.@_/:-]+$")
 
@@ -260,6 +264,7 @@ def kms_policy(
         ),
     ] = False,
     output: Annotated[Path | None, typer.Option(help="Write the policy here instead of stdout.")] = None,
+    compact: Annotated[bool, typer.Option(help="One line of JSON (for a CloudFormation parameter).")] = False,
 ) -> None:
     """Print the KMS key policy for this enclave: only an attested enclave with these PCRs decrypts."""
     from nitro_llm.kms.key_policy import build_key_policy
@@ -286,7 +291,15 @@ def kms_policy(
         )
     except NitroLLMError as exc:
         raise _fail(exc) from None
-    text = json.dumps(policy, indent=2) + "\n"
+    one_line = json.dumps(policy, separators=(",", ":"))
+    if len(one_line.encode()) > CFN_PARAMETER_LIMIT:
+        err.print(
+            f"[yellow]warning:[/] the policy is {len(one_line.encode())} bytes; a CloudFormation "
+            f"parameter holds {CFN_PARAMETER_LIMIT}: attach it with 'aws kms put-key-policy' "
+            "instead of the KeyPolicy parameter",
+            soft_wrap=True,
+        )
+    text = (one_line if compact else json.dumps(policy, indent=2)) + "\n"
     if output:
         output.write_text(text)
         err.print(f"key policy written to {output}")

@@ -1,0 +1,187 @@
+"""The CloudFormation template: cfn-lint clean, only the gateway port open, an enclave-enabled
+IMDSv2-only instance, the key policy as a parameter, and a UserData script that is valid shell,
+passes shellcheck and writes a deployment config our commands accept."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from nitro_llm.cli import deploy as deploy_cli
+from nitro_llm.deploy import host_files
+from nitro_llm.deploy.config import DeployConfig
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = REPO / "deploy" / "cloudformation" / "nitro-llm.yaml"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short-form tags (!Ref, !Sub, ...) read as their long forms."""
+
+
+def _construct(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _construct)
+TEMPLATE_DATA = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)  # a SafeLoader subclass
+RESOURCES = TEMPLATE_DATA["Resources"]
+PARAMETERS = TEMPLATE_DATA["Parameters"]
+
+
+def _cfn_lint() -> str:
+    beside = Path(sys.executable).with_name("cfn-lint")
+    found = str(beside) if beside.exists() else shutil.which("cfn-lint")
+    if not found:
+        pytest.fail("cfn-lint is not installed: pip install -e '.[dev]' (it is a dev dependency)")
+    return found
+
+
+def test_cfn_lint_reports_nothing():
+    done = subprocess.run([_cfn_lint(), str(TEMPLATE)], capture_output=True, text=True, timeout=300)
+    # cfn-lint's exit code is a bit mask: 2 errors, 4 warnings, 8 informational.
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_cfn_lint_catches_a_broken_template(tmp_path):
+    """The lint test above can fail: the same linter rejects a template with a wrong property."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(TEMPLATE.read_text().replace("EnclaveOptions:", "EnclaveOption:"))
+    done = subprocess.run([_cfn_lint(), str(broken)], capture_output=True, text=True, timeout=300)
+    assert done.returncode & 2, done.stdout
+
+
+def test_instance_is_enclave_enabled_imdsv2_only_al2023():
+    props = RESOURCES["ParentInstance"]["Properties"]
+    assert props["EnclaveOptions"] == {"Enabled": True}
+    assert props["MetadataOptions"]["HttpTokens"] == "required"
+    assert props["IamInstanceProfile"] == {"Ref": "EnclaveInstanceProfile"}
+    assert "KeyName" not in props  # no SSH key: admin access goes through SSM
+    image = PARAMETERS["ImageId"]
+    assert image["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
+    assert image["Default"].startswith("/aws/service/ami-amazon-linux-latest/al2023-ami")
+    itype = PARAMETERS["InstanceType"]
+    assert itype["Default"] in itype["AllowedValues"]
+    # Nitro Enclaves need >= 4 vCPUs and exclude burstable (t*) types.
+    assert not any(t.startswith("t") or t.endswith(".large") for t in itype["AllowedValues"])
+
+
+def test_security_group_opens_only_the_gateway_port_from_the_cidr():
+    props = RESOURCES["GatewaySecurityGroup"]["Properties"]
+    (rule,) = props["SecurityGroupIngress"]
+    assert rule["FromPort"] == rule["ToPort"] == {"Ref": "GatewayPort"}
+    assert rule["CidrIp"] == {"Ref": "GatewayCidr"}
+    assert rule["IpProtocol"] == "tcp"
+    (egress,) = props["SecurityGroupEgress"]
+    assert egress["FromPort"] == egress["ToPort"] == 443
+    assert "Default" not in PARAMETERS["GatewayCidr"]  # the operator must choose who may connect
+
+
+def test_key_and_alias_take_the_generated_policy_as_a_parameter():
+    key = RESOURCES["DataKey"]
+    assert key["Type"] == "AWS::KMS::Key"
+    assert key["Properties"]["KeyPolicy"] == {"Ref": "KeyPolicy"}
+    assert key["Condition"] == "HasKeyPolicy"
+    assert key["DependsOn"] == "EnclaveRole"  # the policy names the role: it must exist first
+    assert PARAMETERS["KeyPolicy"]["Type"] == "String"
+    alias = RESOURCES["DataKeyAlias"]
+    assert alias["Properties"]["TargetKeyId"] == {"Ref": "DataKey"}
+    role = RESOURCES["EnclaveRole"]["Properties"]
+    assert role["RoleName"] == {"Ref": "EnclaveRoleName"}
+    (statement,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "ec2.amazonaws.com"}
+    assert "Policies" not in role  # no IAM grant on KMS: only the key policy decides
+
+
+def test_generated_policy_fits_the_parameter(tmp_path):
+    import hashlib
+
+    measurements = tmp_path / "m.json"
+    pcrs = {f"PCR{i}": hashlib.sha384(bytes([i])).hexdigest() for i in (0, 1, 2, 8)}
+    measurements.write_text(json.dumps({"Measurements": {"HashAlgorithm": "Sha384 { ... }", **pcrs}}))
+    app = typer.Typer()
+    deploy_cli.register(app)
+    acct = "123456789012"
+    args = ["kms-policy", "--measurements", str(measurements), "--account", acct, "--compact"]
+    args += [
+        "--enclave-role",
+        f"arn:aws:iam::{acct}:role/nitro-llm-enclave",
+        "--admin",
+        f"arn:aws:iam::{acct}:role/A",
+    ]
+    for i in range(5):
+        args += ["--client", f"arn:aws:iam::{acct}:user/client-{i}"]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.strip().splitlines()) == 1
+    assert len(result.stdout.strip().encode()) <= deploy_cli.CFN_PARAMETER_LIMIT
+    assert "warning" not in result.output
+
+
+def _user_data() -> str:
+    sub = RESOURCES["ParentInstance"]["Properties"]["UserData"]["Fn::Base64"]["Fn::Sub"]
+    values = {
+        "AWS::Region": "eu-west-1",
+        "AWS::StackName": "nitro-llm",
+        "SourceRepository": "https://example.invalid/nitro-llm.git",
+        "SourceRef": "0123456789abcdef0123456789abcdef01234567",
+        "EnclaveCpuCount": "2",
+        "EnclaveMemoryMiB": "4096",
+        "GatewayPort": "8080",
+    }
+    used = set(re.findall(r"\$\{([^!}][^}]*)\}", sub))
+    assert used <= set(values), used - set(values)
+    for param in used - {"AWS::Region", "AWS::StackName"}:
+        assert param in PARAMETERS, param
+    return re.sub(r"\$\{([^!}][^}]*)\}", lambda m: values[m.group(1)], sub).replace("${!", "${")
+
+
+def test_user_data_is_valid_bash():
+    done = subprocess.run(["bash", "-n"], input=_user_data(), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("shellcheck") is None, reason="shellcheck not installed (apt-get install shellcheck)"
+)
+def test_user_data_passes_shellcheck():
+    done = subprocess.run(
+        ["shellcheck", "-s", "bash", "-"], input=_user_data(), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout
+
+
+def test_user_data_config_is_accepted_and_units_match(tmp_path):
+    script = _user_data()
+    match = re.search(r"cat > /etc/nitro-llm/deploy.toml <<'EOF'\n(.*?)\nEOF\n", script, re.DOTALL)
+    assert match, "the bootstrap must write /etc/nitro-llm/deploy.toml"
+    cfg = DeployConfig.from_mapping(tomllib.loads(match.group(1)), Path("/etc/nitro-llm"))
+    assert cfg.region == "eu-west-1"
+    assert (cfg.enclave.cpu_count, cfg.enclave.memory_mib, cfg.gateway.port) == (2, 4096, 8080)
+    assert cfg.path(cfg.build.dockerfile) == Path("/opt/nitro-llm/src/deploy/enclave/Dockerfile")
+    for unit in (host_files.VSOCK_PROXY_UNIT, host_files.GATEWAY_UNIT, host_files.ENCLAVE_UNIT):
+        assert unit in script
+    assert f"disable --now {host_files.STOCK_VSOCK_PROXY_UNIT}" in script
+    for command in ("deploy allocator", "deploy systemd"):
+        assert f"nitro-llm {command} --config /etc/nitro-llm/deploy.toml" in script
+    assert f"useradd --system --shell /sbin/nologin {cfg.gateway.user}" in script  # the units' user
