@@ -25,6 +25,7 @@ _GROUPS: list[str] = [
     "nitro_llm.cli.kms",
     "nitro_llm.cli.local",
     "nitro_llm.cli.model",
+    "nitro_llm.cli.proxy",
     "nitro_llm.cli.enclave",
 ]
 

@@ -1,0 +1,116 @@
+"""`nitro-llm proxy`: the local OpenAI-compatible proxy and web chat, on the user's machine.
+
+Point any OpenAI client at ``http://127.0.0.1:8000/v1`` (any API key) and its questions are sealed
+here, answered inside the enclave, and opened here. The protocol is chosen once, at start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from nitro_llm.errors import NitroLLMError
+
+if TYPE_CHECKING:
+    from nitro_llm.proxy.backend import ConfidentialBackend
+
+err = Console(stderr=True)
+
+PROTOCOLS = ("kms", "attested")
+
+
+def default_policy_path() -> Path:
+    from nitro_llm.client.config import local_stack_dir
+
+    return local_stack_dir() / "policy.json"
+
+
+def _backend(
+    protocol: str, config_path: Path | None, policy_path: Path | None, gateway: str | None, suite: str
+) -> ConfidentialBackend:
+    from nitro_llm.client.config import ClientConfig, default_config_path
+
+    if protocol == "kms":
+        from nitro_llm.proxy.backends import KmsBackend
+
+        return KmsBackend(ClientConfig.load(config_path or default_config_path()))
+    from nitro_llm.client.policy import ClientPolicy
+    from nitro_llm.proxy.backends import AttestedBackend
+
+    policy = ClientPolicy.load(policy_path or default_policy_path())
+    if gateway is None:
+        config = ClientConfig.load(config_path or default_config_path())
+        gateway, model = config.gateway_url, config.model
+    else:
+        model = "default"
+    return AttestedBackend(gateway, policy, suite=suite, model_id=model)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def proxy(
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (loopback).")] = 8000,
+    protocol: Annotated[
+        str, typer.Option(help="kms: KMS key policy checks the enclave. attested: this machine checks it.")
+    ] = "kms",
+    policy: Annotated[
+        Path | None,
+        typer.Option(help="Attestation policy (JSON) for --protocol attested. Default: the local stack's."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Client configuration (JSON). Default: the one 'nitro-llm up' writes.")
+    ] = None,
+    gateway: Annotated[
+        str | None, typer.Option(help="Gateway URL (attested); default from --config.")
+    ] = None,
+    hybrid: Annotated[
+        bool, typer.Option(help="Attested: seal with ML-KEM-768+X25519 (post-quantum hybrid) HPKE.")
+    ] = False,
+    host: Annotated[
+        str, typer.Option(help="Address to bind. Keep it on loopback: the proxy sees plaintext.")
+    ] = ("127.0.0.1"),
+) -> None:
+    """Run a local OpenAI-compatible API (/v1/chat/completions, /v1/models) and a web chat at /."""
+    if protocol not in PROTOCOLS:
+        raise typer.BadParameter(f"--protocol must be one of {', '.join(PROTOCOLS)}")
+    if not _is_loopback(host):
+        raise typer.BadParameter(
+            "the proxy holds plaintext questions and answers; bind it to loopback (127.0.0.1 or ::1)"
+        )
+    suite = "mlkem768-x25519" if hybrid else "x25519"
+    try:
+        backend = _backend(protocol, config, policy, gateway, suite)
+        state = backend.describe()
+    except NitroLLMError as exc:
+        err.print(f"[bold red]error[/] [{exc.code}] {exc}")
+        raise typer.Exit(code=2) from None
+    import uvicorn
+
+    from nitro_llm.proxy.app import create_app
+
+    if state.get("verified") is False:
+        err.print(f"[bold red]BLOCKED[/] the enclave is not verified: {state.get('failure_reason')}")
+        err.print("[dim]the proxy starts anyway so the web chat can show why; nothing will be sent[/]")
+    else:
+        err.print(f"[green]{protocol}[/] protocol ready: {state.get('verified_by', '')}")
+    for reason in state.get("unsafe", []) or []:
+        err.print(f"[bold yellow]{reason}[/]")
+    shown = f"[{host}]" if ":" in host else host
+    err.print(f"web chat:   http://{shown}:{port}/")
+    err.print(f"OpenAI API: http://{shown}:{port}/v1  (any API key)")
+    uvicorn.run(create_app(backend), host=host, port=port, log_level="warning")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("proxy")(proxy)
