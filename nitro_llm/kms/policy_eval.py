@@ -174,7 +174,7 @@ def parse_policy(
     if unknown:
         raise PolicyError(f"the policy has unknown top-level element(s): {sorted(unknown)}")
     version = doc.get("Version", "2008-10-17")
-    if version not in _VERSIONS:
+    if not isinstance(version, str) or version not in _VERSIONS:
         raise PolicyError("the policy Version must be 2012-10-17 or 2008-10-17")
     raw = doc.get("Statement")
     if isinstance(raw, Mapping):

@@ -384,3 +384,120 @@ def test_principal_existence_check():
 def test_principals_lists_normalised_names():
     pol = parse_policy({"Statement": [allow({"AWS": [ACCT, ROLE]})]})
     assert pol.principals() == {f"arn:aws:iam::{ACCT}:root", ROLE}
+
+
+# ---- property: hostile documents only ever raise PolicyError -----------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=8)
+    | st.sampled_from(["*", "Allow", "Deny", "kms:*", "kms:Decrypt", ACCT, ALICE.arn, ROLE, PCR0, "true"]),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "Version",
+                    "Statement",
+                    "Effect",
+                    "Principal",
+                    "AWS",
+                    "Action",
+                    "NotAction",
+                    "Resource",
+                    "Condition",
+                    "StringEquals",
+                    "Null",
+                    "ForAllValues:StringLike",
+                    "Sid",
+                    PCR0,
+                    "x",
+                ]
+            ),
+            children,
+            max_size=5,
+        )
+    ),
+    max_leaves=25,
+)
+
+
+_statement = st.fixed_dictionaries(
+    {
+        "Effect": st.sampled_from(["Allow", "Deny"]),
+        "Principal": st.sampled_from(
+            ["*", {"AWS": ALICE.arn}, {"AWS": [ROLE, BOB.arn]}, {"AWS": ACCT}, {"AWS": "*"}]
+        ),
+        "Action": st.sampled_from(
+            ["kms:*", "kms:Decrypt", ["kms:Encrypt", "kms:Decrypt"], "kms:?ecrypt", "*"]
+        ),
+        "Resource": st.sampled_from(["*", KEY, "arn:aws:kms:*:*:key/*"]),
+    },
+    optional={
+        "Sid": st.text(alphabet="abcXYZ019", min_size=1, max_size=6),
+        "Condition": st.dictionaries(
+            st.sampled_from(
+                [
+                    "StringEquals",
+                    "StringEqualsIgnoreCase",
+                    "StringNotEquals",
+                    "StringLike",
+                    "Null",
+                    "Bool",
+                    "ForAnyValue:StringEquals",
+                    "ForAllValues:StringNotLike",
+                    "StringEqualsIfExists",
+                    "ArnLike",
+                ]
+            ),
+            st.dictionaries(
+                st.sampled_from([PCR0, KEYS, "kms:CallerAccount", "aws:PrincipalArn", "kms:ViaService"]),
+                st.sampled_from(["true", "false", HEX, HEX.upper(), "a", ["a", "b"], ACCT, ROLE, "*"]),
+                min_size=1,
+                max_size=3,
+            ),
+            min_size=1,
+            max_size=3,
+        ),
+    },
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(_statement, min_size=1, max_size=4), st.sampled_from([{}, {PCR0: HEX}, {PCR0: HEX, KEYS: ["a"]}])
+)
+def test_fuzz_structured_policies_decide_consistently(statements, context):
+    try:
+        pol = parse_policy({"Version": "2012-10-17", "Statement": statements})
+    except PolicyError:
+        return  # e.g. Null with a non-boolean value, or duplicate Sids
+    for caller in (ALICE, SESSION, STRANGER):
+        decision = decide(pol, caller, context=context)
+        assert not (decision.allowed and decision.explicit_deny)
+        # Deny statements can only take permissions away: dropping them never reduces what is allowed.
+        allows = [st_ for st_ in statements if st_["Effect"] == "Allow"]
+        if allows:
+            only_allows = parse_policy({"Version": "2012-10-17", "Statement": allows})
+            if decision.allowed:
+                assert decide(only_allows, caller, context=context).allowed
+        elif decision.allowed:
+            raise AssertionError("allowed without any Allow statement")
+
+
+@settings(max_examples=400, deadline=None)
+@given(_json)
+def test_fuzz_parse_then_evaluate(document):
+    try:
+        pol = parse_policy(document if isinstance(document, dict) else {"Statement": document})
+    except PolicyError:
+        return
+    for caller in (ALICE, SESSION, STRANGER):
+        decision = decide(pol, caller, context={PCR0: HEX, KEYS: ["a"]})
+        assert decision.allowed in (True, False)
+        assert not (decision.allowed and decision.explicit_deny)
