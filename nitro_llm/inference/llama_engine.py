@@ -17,7 +17,7 @@ from nitro_llm.inference.engine import FinishReason, TokenChunk, Usage
 from nitro_llm.inference.errors import ContextOverflowError, EngineUnavailableError, InferenceError
 from nitro_llm.protocol.messages import Message
 
-DEFAULT_CTX = 2048
+DEFAULT_CTX = 8192  # SmolLM2 was trained at 8k: a 20 KB question (~4.5k tokens) fits
 
 
 class LlamaEngine:
