@@ -8,7 +8,6 @@ credentials without attestation, and an enclave whose code was changed by one li
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -101,17 +100,17 @@ def show_tampered_refused(stack: LocalStack, console: Console) -> tuple[str, str
     from nitro_llm.transport import connect
 
     with tempfile.TemporaryDirectory(prefix="nitro-llm-tampered-") as tmp:
-        code_dir = make_tampered_copy(Path(tmp))
-        env = {"PYTHONPATH": str(code_dir) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        pcrs = stack.measure_pcrs(stack.enclave, code_env=env)
+        code = make_tampered_copy(Path(tmp))
+        pcrs = stack.measure_pcrs(stack.enclave, code)
         sock_path = stack.run_dir / "tampered-enclave.sock"
         sock_path.unlink(missing_ok=True)
-        argv = stack.enclave_argv(stack.enclave, sock_path)
+        argv = stack.enclave_argv(stack.enclave, sock_path, code)
         proc = ManagedProcess(
             "tampered-enclave",
             isolated_argv(argv) if stack.isolated else argv,
             stack.logs / "tampered-enclave.log",
-            env=env,
+            env=code.env,
+            cwd=code.cwd,
         )
         proc.start()
         try:

@@ -24,8 +24,8 @@ class StackError(NitroLLMError):
     code = "local_stack_error"
 
 
-def cli_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "nitro_llm.cli.main", *args]
+def cli_argv(*args: str, python_flags: tuple[str, ...] = ()) -> list[str]:
+    return [sys.executable, *python_flags, "-m", "nitro_llm.cli.main", *args]
 
 
 def network_isolation_available() -> bool:
@@ -59,6 +59,7 @@ class ManagedProcess:
     argv: list[str]
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -70,6 +71,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **self.env},
+                cwd=self.cwd,
                 start_new_session=True,  # its own process group: stop() reaches its children too
             )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from nitro_llm.local.processes import (
     network_isolation_available,
     wait_until,
 )
+from nitro_llm.local.tampered import CodeOverride
 
 log = logging.getLogger("nitro_llm.local")
 
@@ -183,17 +185,18 @@ class LocalStack:
         )
         self.kms_url = f"http://127.0.0.1:{port_file.read_text().strip()}"
 
-    def measure_pcrs(self, options: EnclaveOptions, code_env: dict[str, str] | None = None) -> dict[str, str]:
+    def measure_pcrs(self, options: EnclaveOptions, code: CodeOverride | None = None) -> dict[str, str]:
         """The PCRs the enclave process will report, measured by the same code in a child process."""
         import subprocess
 
         self.progress("measuring the enclave (code, model, config) into PCRs")
         out = subprocess.run(
-            cli_argv("enclave", "pcrs", *options.args()),
+            cli_argv("enclave", "pcrs", *options.args(), python_flags=code.python_flags if code else ()),
             capture_output=True,
             text=True,
             timeout=300,
-            env=_merged_env(code_env),
+            env={**os.environ, **(code.env if code else {})},
+            cwd=code.cwd if code else None,
         )
         if out.returncode != 0:
             raise StackError(f"measuring the enclave failed: {out.stderr.strip()[-500:]}")
@@ -227,7 +230,9 @@ class LocalStack:
             self.key_arn = meta["Arn"]
         self.policy = policy
 
-    def enclave_argv(self, options: EnclaveOptions, listen: Path) -> list[str]:
+    def enclave_argv(
+        self, options: EnclaveOptions, listen: Path, code: CodeOverride | None = None
+    ) -> list[str]:
         return cli_argv(
             "enclave",
             "serve",
@@ -244,6 +249,7 @@ class LocalStack:
             "--dev-ca",
             str(self.dev_ca_dir),
             *options.args(),
+            python_flags=code.python_flags if code else (),
         )
 
     def _start_enclave(self) -> None:
@@ -317,11 +323,3 @@ class LocalStack:
             kms_endpoint=self.kms_url,
             credentials={k: v for k, v in creds.items() if k != "arn"},
         )
-
-
-def _merged_env(extra: dict[str, str] | None) -> dict[str, str] | None:
-    if not extra:
-        return None
-    import os
-
-    return {**os.environ, **extra}

@@ -7,16 +7,32 @@ real enclave process, not with a made-up PCR value.
 
 from __future__ import annotations
 
+import os
 import shutil
+import site
+from dataclasses import dataclass
 from pathlib import Path
 
 import nitro_llm
 
 
-def make_tampered_copy(dest: Path) -> Path:
+@dataclass(frozen=True)
+class CodeOverride:
+    """How to start a Python process that runs another copy of nitro_llm than the installed one.
+
+    ``-S`` skips site-packages' .pth hooks, because an editable install's import hook would otherwise
+    win over PYTHONPATH; the site-packages folders are then put back on PYTHONPATH, after the copy.
+    The working directory is the copy's folder, because ``python -m`` puts it first on sys.path.
+    """
+
+    python_flags: tuple[str, ...]
+    env: dict[str, str]
+    cwd: Path
+
+
+def make_tampered_copy(dest: Path) -> CodeOverride:
     """Copy the installed nitro_llm package under ``dest`` and append a harmless line to the enclave
-    server module (what a malicious operator's "small patch" would look like). Returns the directory
-    to put first on PYTHONPATH."""
+    package (what a malicious operator's "small patch" would look like)."""
     src = Path(nitro_llm.__file__).resolve().parent
     target = dest / "nitro_llm"
     if target.exists():
@@ -24,4 +40,5 @@ def make_tampered_copy(dest: Path) -> Path:
     shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     patched = target / "enclave" / "__init__.py"
     patched.write_text(patched.read_text() + "\n# operator patch: exfiltrate nothing (yet)\n")
-    return dest
+    path = os.pathsep.join([str(dest), *site.getsitepackages()])
+    return CodeOverride(python_flags=("-S",), env={"PYTHONPATH": path}, cwd=dest)
