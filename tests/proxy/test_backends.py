@@ -1,0 +1,249 @@
+"""The real backends against an in-process gateway + enclave built from the protocol's own pieces.
+
+The "enclave" here is the attested protocol's enclave side (EnclaveSession, the emulated NSM, the
+response sealer) behind an httpx MockTransport standing where the gateway's HTTP API stands; it
+records every request, so the tests can assert on exactly what the gateway received.
+"""
+
+import hashlib
+import os
+
+import cbor2
+import httpx
+import openai
+import pytest
+
+from nitro_llm.attestation import DebugModeError, PcrMismatchError, UntrustedRootError
+from nitro_llm.attestation.devca import DevCA
+from nitro_llm.attestation.nsm import open_nsm
+from nitro_llm.client.config import ClientConfig
+from nitro_llm.client.policy import ClientPolicy, TrustRoot
+from nitro_llm.protocol.attested import EnclaveSession, encode_attestation_bundle
+from nitro_llm.protocol.attested_errors import UnknownDescriptorError
+from nitro_llm.protocol.errors import ChunkGapError, ChunkReplayError, ResponseTruncatedError
+from nitro_llm.protocol.framing import encode_frame
+from nitro_llm.protocol.kms_envelope import KmsEnvelope, ResponseSealer, open_request
+from nitro_llm.proxy.app import create_app
+from nitro_llm.proxy.backends import AttestedBackend, KmsBackend
+
+PCRS = {i: hashlib.sha384(f"measured pcr{i}".encode()).digest() for i in (0, 1, 2)}
+MODEL = hashlib.sha256(b"smollm2.gguf").hexdigest()
+CANARY = "CANARY-PATIENT-4471"
+GATEWAY = "http://gateway.test"
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory):
+    return DevCA.load_or_create(tmp_path_factory.mktemp("ca") / "dev-ca")
+
+
+@pytest.fixture(scope="module")
+def other_ca(tmp_path_factory):
+    return DevCA.load_or_create(tmp_path_factory.mktemp("other") / "dev-ca")
+
+
+class FakeGatewayEnclave:
+    """Gateway HTTP API + attested enclave in one object; ``tamper`` rewrites the answer frames."""
+
+    def __init__(self, ca, *, pcrs=PCRS, debug=False):
+        self.nsm = open_nsm("emulated", ca=ca, pcrs=pcrs, debug=debug)
+        self.sessions = {}
+        self.requests = []
+        self.tamper = None
+        self.rotate()
+
+    def rotate(self):
+        self.sessions = {
+            suite: EnclaveSession.generate(model_digest=MODEL, config_digest="c" * 64, suite=suite)
+            for suite in ("x25519", "mlkem768-x25519")
+        }
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append((request.method, request.url.path, request.content))
+        if request.method == "GET" and request.url.path == "/v1/attestation":
+            session = self.sessions[request.url.params["suite"]]
+            nonce = bytes.fromhex(request.url.params["nonce"])
+            document = self.nsm.attest(user_data=session.user_data(), nonce=nonce)
+            return httpx.Response(200, content=encode_attestation_bundle(document, session.descriptor_bytes))
+        if request.method == "POST" and request.url.path == "/v1/infer":
+            suite = cbor2.loads(request.content)["suite"]
+            try:
+                opened = self.sessions[suite].open_request(request.content)
+            except UnknownDescriptorError as exc:
+                return httpx.Response(200, content=encode_frame({"t": "error", **exc.to_wire()}))
+            sealer = opened.response_sealer()
+            words = ("answer to: " + opened.request.messages[-1].content).split(" ")
+            frames = [sealer.seal(w if i == 0 else " " + w) for i, w in enumerate(words)]
+            frames.append(
+                sealer.seal({"text": "", "finish_reason": "stop", "usage": {"completion_tokens": 3}}, True)
+            )
+            if self.tamper:
+                frames = self.tamper(frames)
+            return httpx.Response(200, content=b"".join(encode_frame(f) for f in frames))
+        return httpx.Response(404, json={"code": "not_found", "message": "no such route"})
+
+    def paths(self):
+        return [(method, path) for method, path, _ in self.requests]
+
+
+def _policy(ca, **over):
+    fields = {
+        "expected_pcrs": dict(PCRS),
+        "trust_root": TrustRoot(pem=ca.root_pem.decode()),
+        "unsafe_dev_root": True,
+    }
+    fields.update(over)
+    return ClientPolicy(**fields)
+
+
+def _backend(gateway, policy, suite="x25519"):
+    http = httpx.Client(transport=httpx.MockTransport(gateway.handler))
+    return AttestedBackend(GATEWAY, policy, suite=suite, http=http, model_id="smollm2")
+
+
+def _ask(backend, text):
+    return list(
+        backend.stream([{"role": "user", "content": text}], max_tokens=16, temperature=0.0, seed=None)
+    )
+
+
+@pytest.mark.parametrize("suite", ["x25519", "mlkem768-x25519"])
+def test_attested_answer_round_trip(ca, suite):
+    gateway = FakeGatewayEnclave(ca)
+    backend = _backend(gateway, _policy(ca), suite)
+    chunks = _ask(backend, f"my id is {CANARY}")
+    assert "".join(c.text for c in chunks) == f"answer to: my id is {CANARY}"
+    assert chunks[-1].finish_reason == "stop" and chunks[-1].usage == {"completion_tokens": 3}
+    assert gateway.paths() == [("GET", "/v1/attestation"), ("POST", "/v1/infer")]
+    assert all(CANARY.encode() not in body for _, _, body in gateway.requests)
+    _ask(backend, "second question")  # the verified key is cached: no second attestation
+    assert gateway.paths().count(("GET", "/v1/attestation")) == 1
+    panel = backend.describe()
+    assert panel["verified"] is True and panel["hpke_suite"] == suite and panel["model_digest"] == MODEL
+
+
+@pytest.mark.parametrize(
+    ("make_gateway", "error"),
+    [
+        (
+            lambda ca, other: FakeGatewayEnclave(ca, pcrs={**PCRS, 0: hashlib.sha384(b"evil").digest()}),
+            PcrMismatchError,
+        ),
+        (lambda ca, other: FakeGatewayEnclave(ca, debug=True), (DebugModeError, PcrMismatchError)),
+        (lambda ca, other: FakeGatewayEnclave(other), UntrustedRootError),
+    ],
+    ids=["different-pcr0", "debug-mode", "another-root"],
+)
+def test_refused_enclave_never_receives_the_question(ca, other_ca, make_gateway, error):
+    gateway = make_gateway(ca, other_ca)
+    backend = _backend(gateway, _policy(ca))
+    with pytest.raises(error):
+        _ask(backend, f"my id is {CANARY}")
+    assert gateway.paths() == [("GET", "/v1/attestation")]  # no /v1/infer: not one byte of the question
+    assert all(CANARY.encode() not in body for _, _, body in gateway.requests)
+    panel = backend.describe()
+    assert panel["verified"] is False and panel["failure_reason"].startswith("[attestation_")
+
+
+def test_key_rotation_is_followed_by_one_re_attestation(ca):
+    gateway = FakeGatewayEnclave(ca)
+    backend = _backend(gateway, _policy(ca))
+    _ask(backend, "first")
+    gateway.rotate()
+    chunks = _ask(backend, "after rotation")
+    assert "".join(c.text for c in chunks) == "answer to: after rotation"
+    assert gateway.paths() == [
+        ("GET", "/v1/attestation"),
+        ("POST", "/v1/infer"),
+        ("POST", "/v1/infer"),  # refused: sealed to the old key
+        ("GET", "/v1/attestation"),
+        ("POST", "/v1/infer"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "error"),
+    [
+        (lambda frames: frames[:-1], ResponseTruncatedError),
+        (lambda frames: [frames[0], frames[0], *frames[1:]], ChunkReplayError),
+        (lambda frames: [frames[1], frames[0], *frames[2:]], ChunkGapError),
+    ],
+    ids=["cut-short", "replayed", "swapped"],
+)
+def test_gateway_tampering_with_the_answer_is_detected(ca, tamper, error):
+    gateway = FakeGatewayEnclave(ca)
+    gateway.tamper = tamper
+    with pytest.raises(error):
+        _ask(_backend(gateway, _policy(ca)), "a question with several words")
+
+
+def test_openai_sdk_through_the_proxy_with_the_attested_protocol(ca, serve):
+    gateway = FakeGatewayEnclave(ca)
+    backend = _backend(gateway, _policy(ca), "mlkem768-x25519")
+    with serve(create_app(backend)) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        reply = client.chat.completions.create(
+            model="smollm2", messages=[{"role": "user", "content": "hi there"}]
+        )
+        stream = client.chat.completions.create(
+            model="smollm2", messages=[{"role": "user", "content": "stream this"}], stream=True
+        )
+        streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert reply.choices[0].message.content == "answer to: hi there"
+    assert streamed == "answer to: stream this"
+
+
+def test_openai_sdk_is_refused_when_the_enclave_is_not_verified(ca, serve):
+    gateway = FakeGatewayEnclave(ca, pcrs={**PCRS, 0: hashlib.sha384(b"evil").digest()})
+    backend = _backend(gateway, _policy(ca))
+    with serve(create_app(backend)) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        with pytest.raises(openai.PermissionDeniedError) as info:
+            client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": CANARY}])
+    assert info.value.code == "enclave_not_verified"
+    assert ("POST", "/v1/infer") not in gateway.paths()
+
+
+# --- kms ---------------------------------------------------------------------------------------
+
+
+class ToyKms:
+    """Stands in for KMS GenerateDataKey; the "enclave" below decrypts the edk with the same table."""
+
+    def __init__(self):
+        self.keys = {}
+        self.calls = []
+
+    def generate_data_key(self, *, KeyId, KeySpec, EncryptionContext):
+        self.calls.append(EncryptionContext)
+        key, edk = os.urandom(32), os.urandom(64)
+        self.keys[edk] = key
+        return {"Plaintext": key, "CiphertextBlob": edk}
+
+
+def test_kms_backend_streams_through_kms_conversation_one_conversation_per_request():
+    kms = ToyKms()
+    seen = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        envelope = KmsEnvelope.from_cbor(request.content)
+        seen.append(envelope.header.conversation_id)
+        key = kms.keys[envelope.edk]
+        question = open_request(key, envelope)["messages"][-1]["content"]
+        sealer = ResponseSealer(key, envelope.header)
+        frames = [sealer.seal("kms says: "), sealer.seal(question)]
+        frames.append(
+            sealer.seal({"text": "", "finish_reason": "length", "usage": {"completion_tokens": 2}}, True)
+        )
+        return httpx.Response(200, content=b"".join(encode_frame(f) for f in frames))
+
+    config = ClientConfig(gateway_url=GATEWAY, key_id="alias/test", model="smollm2")
+    backend = KmsBackend(config, http=httpx.Client(transport=httpx.MockTransport(gateway)), kms=kms)
+    for question in ("one", "two"):
+        chunks = list(
+            backend.stream([{"role": "user", "content": question}], max_tokens=8, temperature=0, seed=1)
+        )
+        assert "".join(c.text for c in chunks) == f"kms says: {question}"
+        assert chunks[-1].finish_reason == "length" and chunks[-1].usage == {"completion_tokens": 2}
+    assert len(set(seen)) == 2 and len(kms.calls) == 2  # unlinkable: a data key per request
+    assert backend.describe()["protocol"] == "kms" and backend.model_id == "smollm2"
