@@ -77,6 +77,7 @@ def test_instance_is_enclave_enabled_imdsv2_only_al2023():
     assert props["MetadataOptions"]["HttpTokens"] == "required"
     assert props["IamInstanceProfile"] == {"Ref": "EnclaveInstanceProfile"}
     assert "KeyName" not in props  # no SSH key: admin access goes through SSM
+    assert props["ImageId"] == {"Fn::If": ["HasPinnedImage", {"Ref": "PinnedImageId"}, {"Ref": "ImageId"}]}
     image = PARAMETERS["ImageId"]
     assert image["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
     assert image["Default"].startswith("/aws/service/ami-amazon-linux-latest/al2023-ami")
