@@ -112,7 +112,6 @@ def render_vsock_proxy_unit(cfg: DeployConfig) -> str:
         + "RestartSec=2\n"
         + "DynamicUser=yes\n"
         + "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_VSOCK\n"
-        + "PrivateDevices=yes\n"
         + "MemoryDenyWriteExecute=yes\n"
         + _HARDENING
         + "\n[Install]\n"
