@@ -77,6 +77,11 @@ class ImdsBadResponse(ImdsError):
     default_hint = "retry; if it persists, check that the base URL points at the EC2 metadata service"
 
 
+class ImdsNotFound(ImdsBadResponse):
+    code = "imds_not_found"
+    retryable = False
+
+
 @dataclass
 class _Token:
     value: str
@@ -171,7 +176,7 @@ class ImdsClient:
                     self._token = None
                 continue
             if resp.status_code == 404:
-                raise ImdsBadResponse(f"the metadata path {path} does not exist (HTTP 404)")
+                raise ImdsNotFound(f"the metadata path {path} does not exist (HTTP 404)")
             if resp.status_code == 403:
                 raise ImdsForbidden(f"the metadata service refused {path} (HTTP 403)")
             if resp.status_code != 200:
@@ -190,7 +195,7 @@ class ImdsClient:
     def role_name(self) -> str:
         try:
             text = self.get(_CREDENTIALS_PATH)
-        except ImdsBadResponse as exc:
+        except ImdsNotFound as exc:
             raise ImdsNoRole("this instance has no IAM role attached") from exc
         names = [line.strip() for line in text.splitlines() if line.strip()]
         if not names:

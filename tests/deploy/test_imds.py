@@ -148,3 +148,22 @@ def test_proxy_environment_is_ignored(fake_imds, monkeypatch, free_port):
     monkeypatch.setenv("ALL_PROXY", f"http://127.0.0.1:{free_port}")
     with ImdsClient(fake_imds.url) as client:
         assert client.instance_id() == "i-0123456789abcdef0"
+
+
+def test_server_error_is_not_mistaken_for_a_missing_role(fake_imds):
+    fake_imds.state.role = "role-that-500s"
+
+    original = fake_imds.server.RequestHandlerClass.do_GET
+
+    def do_get(handler):
+        if handler.path.endswith("/security-credentials/"):
+            handler.state.requests.append(("GET", handler.path, dict(handler.headers)))
+            handler._send(500)
+            return
+        original(handler)
+
+    fake_imds.server.RequestHandlerClass.do_GET = do_get
+    with ImdsClient(fake_imds.url) as client, pytest.raises(ImdsError) as info:
+        client.role_name()
+    assert not isinstance(info.value, ImdsNoRole)
+    assert info.value.retryable and "500" in info.value.message
