@@ -199,23 +199,32 @@ def _find_recipient(
 
 
 def _decrypt(env: EnvelopedData, recipient: KeyTransRecipient, private_key: rsa.RSAPrivateKey) -> bytes:
-    """OAEP unwrap, then CBC and unpad; every failure reads the same from outside."""
+    """OAEP unwrap, then CBC and unpad; every failure reads the same from outside.
+
+    A failed unwrap does not return early: the CBC step still runs, under a random key, so that an
+    observer timing the enclave cannot tell an OAEP failure from a padding failure (the recipient key
+    lives as long as the enclave process, so such an oracle could be queried many times).
+    """
     content = env.encrypted_content
     if not content or len(content) % _AES_BLOCK:
         raise CmsError(_UNDECRYPTABLE)
+    unwrapped = True
     try:
         cek = private_key.decrypt(recipient.encrypted_key, _oaep())
     except ValueError:
-        raise CmsError(_UNDECRYPTABLE) from None
+        cek, unwrapped = b"", False
     if len(cek) != _CEK_BYTES:
-        raise CmsError(_UNDECRYPTABLE)
+        cek, unwrapped = os.urandom(_CEK_BYTES), False
     decryptor = Cipher(algorithms.AES(cek), modes.CBC(env.iv)).decryptor()
     padded = decryptor.update(content) + decryptor.finalize()
     unpadder = padding.PKCS7(_AES_BLOCK * 8).unpadder()
     try:
-        return unpadder.update(padded) + unpadder.finalize()
+        plaintext = unpadder.update(padded) + unpadder.finalize()
     except ValueError:
-        raise CmsError(_UNDECRYPTABLE) from None
+        plaintext, unwrapped = b"", False
+    if not unwrapped:
+        raise CmsError(_UNDECRYPTABLE)
+    return plaintext
 
 
 def _oaep() -> OAEP:
