@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from nitro_llm.protocol.attested import EnclaveSession, SessionDescriptor, seal_request
@@ -43,7 +44,8 @@ def bench_suite(suite: str, *, question_bytes: int = 2048, iterations: int = 200
         raise ValueError("iterations must be 1 to 100000")
     session = EnclaveSession.generate(model_digest=_DIGEST, config_digest=_DIGEST, suite=suite)
     descriptor = SessionDescriptor.from_cbor(session.descriptor_bytes)
-    request = chat_request([{"role": "user", "content": "q" * question_bytes}], max_tokens=64)
+    question: list[Mapping[str, str]] = [{"role": "user", "content": "q" * question_bytes}]
+    request = chat_request(question, max_tokens=64)
     seal_s: list[float] = []
     open_s: list[float] = []
     wire = 0

@@ -100,13 +100,13 @@ def create_app(
                 f"the enclave is not verified: {state.get('failure_reason') or 'unknown reason'}",
                 hint="nothing was sent; fix the policy or the deployment, then restart the proxy",
             )
-        messages = [m.to_dict() for m in parsed.chat.messages]
-        sampling = {
-            "max_tokens": parsed.chat.max_tokens,
-            "temperature": parsed.chat.temperature,
-            "seed": parsed.chat.seed,
-        }
-        chunks = backend.stream(messages, **sampling)
+        chat = parsed.chat
+        chunks = backend.stream(
+            [m.to_dict() for m in chat.messages],
+            max_tokens=chat.max_tokens,
+            temperature=chat.temperature,
+            seed=chat.seed,
+        )
         # Pull the first piece before answering, so a refusal (verification, gateway, enclave) is an
         # HTTP error the client can act on, not a 200 with an error buried in the stream.
         first = await run_in_threadpool(_next_or_none, chunks)

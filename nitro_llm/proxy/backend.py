@@ -39,7 +39,7 @@ class ConfidentialBackend(Protocol):
 
     def stream(
         self,
-        messages: list[dict[str, str]],
+        messages: list[Mapping[str, str]],
         *,
         max_tokens: int,
         temperature: float,

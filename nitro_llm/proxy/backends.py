@@ -74,7 +74,7 @@ class KmsBackend:
             return self._http, self._kms
 
     def stream(
-        self, messages: list[dict[str, str]], *, max_tokens: int, temperature: float, seed: int | None
+        self, messages: list[Mapping[str, str]], *, max_tokens: int, temperature: float, seed: int | None
     ) -> Iterator[BackendChunk]:
         from nitro_llm.client.kms_conversation import KmsConversation
 
@@ -173,7 +173,7 @@ class AttestedBackend:
     # --- answering ---------------------------------------------------------------------------
 
     def stream(
-        self, messages: list[dict[str, str]], *, max_tokens: int, temperature: float, seed: int | None
+        self, messages: list[Mapping[str, str]], *, max_tokens: int, temperature: float, seed: int | None
     ) -> Iterator[BackendChunk]:
         request = chat_request(messages, max_tokens=max_tokens, temperature=temperature, seed=seed)
         enclave = self.verify()

@@ -72,10 +72,10 @@ def parse_request(body: Any) -> CompletionRequest:
     return CompletionRequest(chat=chat, stream=stream, include_usage=include_usage, requested_model=model)
 
 
-def _messages(raw: Any) -> list[dict[str, str]]:
+def _messages(raw: Any) -> list[Mapping[str, str]]:
     if not isinstance(raw, list) or not raw:
         raise InvalidRequestError("'messages' must be a non-empty list")
-    out = []
+    out: list[Mapping[str, str]] = []
     for i, message in enumerate(raw):
         if not isinstance(message, Mapping):
             raise InvalidRequestError(f"messages[{i}] must be an object")
