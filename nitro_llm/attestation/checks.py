@@ -10,13 +10,17 @@ chain is established before the key it certifies is used for the COSE signature.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import hmac
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import SignatureAlgorithmOID
 from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
@@ -158,21 +162,85 @@ class Validity:
         )
 
 
+class VerifiedBundles:
+    """Remembers CA bundles (root .. instance CA) that already passed full path validation.
+
+    Every document from one enclave carries the same four CA certificates and a fresh leaf, so after
+    the first document only the leaf's signature by the instance CA is new work. What is cached is
+    time-independent (signatures, CA profile, path lengths, pinned root), keyed by the exact DER of
+    the bundle and the trusted roots; validity periods are still checked on every document by
+    ``Validity``. Bounded and thread-safe: the KMS emulator verifies from several threads.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[bytes, ...], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(ctx: Context) -> tuple[bytes, ...]:
+        roots = sorted(hashlib.sha256(r.public_bytes(serialization.Encoding.DER)).digest() for r in ctx.roots)
+        bundle = [hashlib.sha256(der).digest() for der in ctx.document.cabundle]
+        return (*roots, b"|", *bundle)
+
+    def __contains__(self, key: tuple[bytes, ...]) -> bool:
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return True
+            return False
+
+    def add(self, key: tuple[bytes, ...]) -> None:
+        with self._lock:
+            self._entries[key] = None
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+#: Process-wide; ``verified_bundles.clear()`` forgets everything (benchmarks measure the cold path so).
+verified_bundles = VerifiedBundles()
+
+
 class ChainSignatures:
     """X.509 path validation from the leaf through the cabundle to the pinned root (RFC 5280 via pyca).
 
     CA certificates get the Web PKI CA profile (basic constraints, key usage, path length); the leaf gets
     ``permit_all`` because Nitro leaves carry no Authority Key Identifier. All signatures must be
-    ECDSA with SHA-384, the only algorithm the Nitro PKI uses.
+    ECDSA with SHA-384, the only algorithm the Nitro PKI uses, and the leaf must not be a CA. A bundle
+    that passed once is remembered (see ``VerifiedBundles``) and then only the leaf's signature by
+    the instance CA is checked.
     """
 
     name = "chain.signatures"
+
+    def __init__(self, cache: VerifiedBundles | None = None) -> None:
+        self._cache = verified_bundles if cache is None else cache
 
     def run(self, ctx: Context) -> str:
         doc = ctx.document
         for cert in [doc.leaf, *doc.chain]:
             if cert.signature_algorithm_oid != SignatureAlgorithmOID.ECDSA_WITH_SHA384:
                 raise ChainError(f"{_name(cert)} is not signed with ECDSA SHA-384")
+        try:
+            leaf_constraints = doc.leaf.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            leaf_constraints = None
+        if leaf_constraints is not None and leaf_constraints.ca:
+            raise ChainError("the leaf certificate is a CA certificate; Nitro leaves are not")
+        key = VerifiedBundles.key(ctx)
+        if key in self._cache:
+            try:
+                doc.leaf.verify_directly_issued_by(doc.chain[-1])
+            except (InvalidSignature, ValueError, TypeError):
+                raise ChainError(
+                    "certificate path validation failed: the leaf's signature is invalid"
+                ) from None
+            return "leaf signed by the instance CA of a bundle already verified to the pinned root"
         verifier = (
             PolicyBuilder()
             .store(Store(ctx.roots))
@@ -186,6 +254,8 @@ class ChainSignatures:
             verified = verifier.verify(doc.leaf, doc.chain[1:])
         except VerificationError as exc:
             raise ChainError(f"certificate path validation failed: {str(exc)[:200]}") from None
+        if verified.chain[1:] == list(reversed(doc.chain)):  # the path is exactly the bundle: remember it
+            self._cache.add(key)
         return f"path of {len(verified.chain)} certificates verified to the pinned root"
 
 

@@ -230,6 +230,10 @@ def _build_chain(region: str, instance_id: str, now: dt.datetime) -> dict[str, _
             builder = builder.add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(keys[parent].public_key()), critical=False
             )
+        if name in ("regional", "zonal"):  # AWS's carry a CRL URL; ours points into the reserved .invalid TLD
+            url = f"http://crl.{region}.{_DOMAIN}.invalid/crl/{secrets.token_hex(16)}.crl"
+            point = x509.DistributionPoint([x509.UniformResourceIdentifier(url)], None, None, None)
+            builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
         levels[name] = _Level(builder.sign(issuer_key, hashes.SHA384()), keys[name])
         parent = name
     return levels

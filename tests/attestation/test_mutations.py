@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from nitro_llm.attestation import (
     AttestationError,
     ChainError,
+    ExpiredError,
     NonceMismatchError,
     PcrMismatchError,
     PublicKeyMismatchError,
@@ -314,3 +315,56 @@ def test_document_dated_in_the_future_fails_freshness(forger, dev_ca):
         verify_document(claiming(dt.timedelta(minutes=10)), roots=roots, at=now, policy=policy)
     # within the default 60 s allowance for clock skew
     assert verify_document(claiming(dt.timedelta(seconds=30)), roots=roots, at=now, policy=policy).ok
+
+
+# --- the verified-bundle cache never replaces a per-document check ------------------------------
+
+
+def _leaf_signed_by_impostor(dev_ca, *, ca: bool = False):
+    """A leaf naming the dev instance CA as issuer but signed by another key (or flagged as a CA)."""
+    instance = x509.load_der_x509_certificate(dev_ca.cabundle[-1])
+    leaf_key = ec.generate_private_key(ec.SECP384R1())
+    signer = ec.generate_private_key(ec.SECP384R1())
+    now = dt.datetime.now(dt.UTC)
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "impostor")]))
+        .issuer_name(instance.subject)
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), True)
+        .sign(signer, hashes.SHA384())
+    )
+    return leaf, leaf_key
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["cached-bundle", "cold"])
+def test_impostor_leaf_fails_whether_or_not_the_bundle_was_verified_before(forger, dev_ca, warm):
+    from nitro_llm.attestation.checks import verified_bundles
+
+    roots = [dev_ca.root_certificate]
+    verified_bundles.clear()
+    if warm:
+        assert verify_document(forger.document(), roots=roots, policy=ANY).ok  # caches the dev bundle
+    leaf, key = _leaf_signed_by_impostor(dev_ca)
+    forged = forger.document(certificate=_der(leaf), signing_key=key)
+    with pytest.raises(ChainError, match="path validation"):
+        verify_document(forged, roots=roots, policy=ANY)
+
+
+def test_leaf_that_is_a_ca_is_refused(forger, dev_ca):
+    leaf, key = _leaf_signed_by_impostor(dev_ca, ca=True)
+    with pytest.raises(ChainError, match="is a CA"):
+        verify_document(
+            forger.document(certificate=_der(leaf), signing_key=key),
+            roots=[dev_ca.root_certificate],
+            policy=ANY,
+        )
+
+
+def test_cached_bundle_does_not_skip_validity(veracruz):
+    assert verify_document(veracruz.data, at=veracruz.issued_at, policy=ANY).ok
+    with pytest.raises(ExpiredError):
+        verify_document(veracruz.data, policy=ANY)
