@@ -7,6 +7,7 @@ once, the rest wait in the listen backlog, and a stop that does not hang in acce
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import socket
 import threading
@@ -70,9 +71,15 @@ class ThreadedAcceptor:
                 continue
             except OSError as exc:
                 self._slots.release()
-                if not self._stop.is_set():
-                    log.warning("%s: accept failed (%s); stopping", self._name, type(exc).__name__)
-                return
+                if self._stop.is_set() or exc.errno in (errno.EBADF, errno.EINVAL):
+                    return  # the listener is closed: nothing more to accept
+                # Transient (EMFILE, ENOBUFS, ECONNABORTED...): a burst of connections must not
+                # stop the server for good. Pause so a persistent error does not spin.
+                log.warning(
+                    "%s: accept failed (%s); retrying", self._name, errno.errorcode.get(exc.errno or 0, "?")
+                )
+                self._stop.wait(_POLL_SECONDS)
+                continue
             conn.settimeout(None)
             thread = threading.Thread(
                 target=self._serve, args=(conn,), name=f"{self._name}-conn", daemon=True

@@ -100,9 +100,9 @@ def test_upstream_down_closes_client_and_relay_keeps_serving(tmp_path):
         dead_port = s.getsockname()[1]
     with Relay(f"unix:{tmp_path / 'r.sock'}", f"tcp:127.0.0.1:{dead_port}", connect_timeout=1) as relay:
         for _ in range(2):
-            try:  # closed, not hung; unread bytes make the kernel send a reset instead of a FIN
+            try:  # closed, not hung; a reset or broken pipe (we wrote to a closed peer) says the same
                 assert _exchange(relay.bound_address, b"hello") == b""
-            except ConnectionResetError:
+            except (ConnectionResetError, BrokenPipeError):
                 pass
         assert relay.active_connections == 0
 
