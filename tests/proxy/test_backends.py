@@ -221,10 +221,7 @@ class ToyKms:
         return {"Plaintext": key, "CiphertextBlob": edk}
 
 
-def test_kms_backend_streams_through_kms_conversation_one_conversation_per_request():
-    kms = ToyKms()
-    seen = []
-
+def _kms_gateway(kms, seen):
     def gateway(request: httpx.Request) -> httpx.Response:
         envelope = KmsEnvelope.from_cbor(request.content)
         seen.append(envelope.header.conversation_id)
@@ -237,8 +234,19 @@ def test_kms_backend_streams_through_kms_conversation_one_conversation_per_reque
         )
         return httpx.Response(200, content=b"".join(encode_frame(f) for f in frames))
 
+    return gateway
+
+
+def _kms_backend(kms, seen):
     config = ClientConfig(gateway_url=GATEWAY, key_id="alias/test", model="smollm2")
-    backend = KmsBackend(config, http=httpx.Client(transport=httpx.MockTransport(gateway)), kms=kms)
+    return KmsBackend(
+        config, http=httpx.Client(transport=httpx.MockTransport(_kms_gateway(kms, seen))), kms=kms
+    )
+
+
+def test_kms_backend_streams_through_kms_conversation_one_conversation_per_request():
+    kms, seen = ToyKms(), []
+    backend = _kms_backend(kms, seen)
     for question in ("one", "two"):
         chunks = list(
             backend.stream([{"role": "user", "content": question}], max_tokens=8, temperature=0, seed=1)
@@ -247,3 +255,20 @@ def test_kms_backend_streams_through_kms_conversation_one_conversation_per_reque
         assert chunks[-1].finish_reason == "length" and chunks[-1].usage == {"completion_tokens": 2}
     assert len(set(seen)) == 2 and len(kms.calls) == 2  # unlinkable: a data key per request
     assert backend.describe()["protocol"] == "kms" and backend.model_id == "smollm2"
+
+
+def test_openai_sdk_through_the_proxy_with_the_kms_protocol(serve):
+    kms, seen = ToyKms(), []
+    with serve(create_app(_kms_backend(kms, seen))) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        reply = client.chat.completions.create(
+            model="smollm2", messages=[{"role": "user", "content": "plain"}]
+        )
+        stream = client.chat.completions.create(
+            model="smollm2", messages=[{"role": "user", "content": "streamed"}], stream=True
+        )
+        streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert reply.choices[0].message.content == "kms says: plain"
+    assert reply.choices[0].finish_reason == "length"
+    assert streamed == "kms says: streamed"
+    assert len(seen) == 2
