@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 
@@ -23,11 +24,13 @@ def enclave_stats(stack) -> dict:
 
 def test_question_in_streamed_answer_out(stack):
     conv = KmsConversation(stack.client_config())
-    chunks = list(conv.stream([{"role": "user", "content": "What is the capital of France?"}], max_tokens=24))
+    chunks = list(
+        conv.stream([{"role": "user", "content": "What color is the sky on a clear day?"}], max_tokens=24)
+    )
     text = "".join(c.text for c in chunks)
     assert len(chunks) >= 3, "the answer should arrive as a stream of chunks"
     assert chunks[-1].final and chunks[-1].finish_reason in ("stop", "length")
-    assert "paris" in text.lower()
+    assert "blue" in text.lower()
 
 
 def test_twenty_kilobyte_question(stack):
@@ -106,9 +109,7 @@ def _read_process_memory(pid: int) -> bytes:
 
 def test_canary_never_reaches_gateway_logs_or_memory(stack):
     conv = KmsConversation(stack.client_config())
-    answer = conv.ask(
-        [{"role": "user", "content": f"Repeat this code exactly: {CANARY}"}], max_tokens=48
-    )
+    answer = conv.ask([{"role": "user", "content": f"Repeat this code exactly: {CANARY}"}], max_tokens=48)
     assert answer  # the enclave really handled it
     gateway_log = stack.gateway.log_path.read_bytes()
     assert b"infer outcome=ok" in gateway_log  # the log is the real one, and it did see the request
@@ -130,7 +131,7 @@ def test_gateway_refuses_garbage_with_typed_error(stack):
 
 def test_remote_errors_are_typed(stack):
     conv = KmsConversation(stack.client_config())
-    conv.config = type(conv.config)(**{**conv.config.__dict__, "model": "no-such-model"})
+    conv.config = dataclasses.replace(conv.config, model="no-such-model")
     with pytest.raises(RemoteError) as info:
         conv.ask([{"role": "user", "content": "hello"}], max_tokens=4)
     assert info.value.code
