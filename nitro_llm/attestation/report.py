@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -79,6 +80,11 @@ class VerificationReport:
         return table
 
 
+def printable(text: str) -> str:
+    """Untrusted text (module IDs, certificate names) made safe for a terminal: no control characters."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
 def _escape(text: str) -> str:
-    """Details may quote certificate names; keep rich from reading brackets in them as markup."""
-    return text.replace("[", r"\[")
+    """Details quote names taken from the document: neutralise control characters and rich markup."""
+    return escape(printable(text))

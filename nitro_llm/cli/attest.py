@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from nitro_llm.attestation import (
@@ -29,6 +30,7 @@ from nitro_llm.attestation.document import MAX_DOCUMENT_SIZE, AttestationDocumen
 from nitro_llm.attestation.measure import default_model_path, measure_enclave_detail
 from nitro_llm.attestation.pcr import load_eif_measurements, pcr3_for_role_arn, pcr4_for_instance_id
 from nitro_llm.attestation.policy import parse_hex, parse_pcr_expectation
+from nitro_llm.attestation.report import printable
 from nitro_llm.errors import NitroLLMError
 
 attest_app = typer.Typer(
@@ -94,7 +96,9 @@ def show(
     try:
         doc = parse_document(data)
     except AttestationError as exc:
-        _err.print(f"not a valid attestation document: {exc.message}", highlight=False, markup=False)
+        _err.print(
+            f"not a valid attestation document: {printable(exc.message)}", highlight=False, markup=False
+        )
         raise typer.Exit(1) from None
     if as_json:
         _out.print_json(json.dumps(doc.to_json()))
@@ -103,17 +107,29 @@ def show(
     _out.print("[yellow]not verified[/]: run 'nitro-llm attest verify' to check signature, chain and PCRs")
 
 
+def _text(value: str) -> str:
+    return escape(printable(value))
+
+
+def _bytes_field(value: bytes | None) -> str:
+    if value is None:
+        return "null"
+    shown = f"{value.hex()} ({len(value)} bytes)"
+    if value and value.isascii() and value.decode("ascii").isprintable():
+        shown += f' "{_text(value.decode("ascii"))}"'
+    return shown
+
+
 def _print_document(doc: AttestationDocument) -> None:
     fields = Table(title="attestation document (unverified)", show_header=False)
     fields.add_column("field", style="bold")
     fields.add_column("value", overflow="fold")
-    fields.add_row("module_id", doc.module_id)
+    fields.add_row("module_id", _text(doc.module_id))
     fields.add_row("digest", doc.digest)
     fields.add_row("timestamp", f"{doc.timestamp} ({doc.issued_at.isoformat(timespec='milliseconds')})")
     fields.add_row("debug mode", "[red]yes (PCR0-2 all zero)[/]" if doc.is_debug else "no")
     for name in ("public_key", "user_data", "nonce"):
-        value = getattr(doc, name)
-        fields.add_row(name, "null" if value is None else f"{value.hex()} ({len(value)} bytes)")
+        fields.add_row(name, _bytes_field(getattr(doc, name)))
     _out.print(fields)
     pcrs = Table(title="PCRs (zero registers omitted)")
     pcrs.add_column("index", justify="right")
@@ -128,7 +144,7 @@ def _print_document(doc: AttestationDocument) -> None:
     chain.add_column("valid (UTC)")
     for label, cert in [*((str(i), c) for i, c in enumerate(doc.chain)), ("leaf", doc.leaf)]:
         span = f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} → {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S}"
-        chain.add_row(label, cert.subject.rfc4514_string(), span)
+        chain.add_row(label, _text(cert.subject.rfc4514_string()), span)
     _out.print(chain)
 
 
@@ -187,7 +203,9 @@ def verify(
             _out.print_json(json.dumps({**exc.report.to_json(), "error": exc.to_wire()}))
         elif exc.report is not None:
             _out.print(exc.report.to_table())
-        _err.print(f"REJECTED ({exc.check}): {exc}", highlight=False, markup=False, soft_wrap=True)
+        _err.print(
+            f"REJECTED ({exc.check}): {printable(str(exc))}", highlight=False, markup=False, soft_wrap=True
+        )
         raise typer.Exit(1) from None
     if as_json:
         _out.print_json(report.to_json_text())

@@ -163,3 +163,14 @@ def test_measure_prints_the_emulated_pcrs(run, tmp_path):
     assert json.loads(result.stdout) == {f"PCR{i}": v.hex() for i, v in expected.items()}
     debug = json.loads(run(*args, "--debug").stdout)
     assert set(debug.values()) == {"00" * 48}
+
+
+def test_untrusted_text_cannot_drive_the_terminal(run, forger, dev_ca, tmp_path):
+    doc = tmp_path / "evil.cbor"
+    doc.write_bytes(forger.document(module_id="i-0\x1b[2J[bold red]pwned[/]", user_data=b"\x1b]0;title\x07"))
+    shown = run("show", str(doc))
+    assert shown.exit_code == 0
+    assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout
+    assert "[bold red]pwned[/]" in shown.stdout  # printed literally, not interpreted as markup
+    verified = run("verify", str(doc), "--root", str(dev_ca.root_pem_path))
+    assert verified.exit_code == 0 and "\x1b" not in verified.stdout
