@@ -7,7 +7,9 @@ in-enclave KMS forwarder, and only then listen, so that the socket appearing mea
 from __future__ import annotations
 
 import logging
+import re
 import signal
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,15 +60,46 @@ class KmsSettings:
     forward_to: str | None = None  # the gateway's relay, reached from inside the enclave
 
 
+_KMS_HOSTNAME = re.compile(r"kms(-fips)?\.[a-z]{2}(-[a-z]+)+-\d\.amazonaws\.com(\.cn)?")
+
+
 def forwarder_listen_address(endpoint: str) -> str:
-    """The loopback TCP address boto3 will connect to for ``endpoint``."""
+    """The loopback TCP address boto3 will connect to for ``endpoint``.
+
+    Locally that is ``http://127.0.0.1:PORT``. On Nitro it is the real KMS name
+    (``https://kms.<region>.amazonaws.com``), which the enclave's /etc/hosts maps to 127.0.0.1 so that
+    TLS runs end to end to KMS and is checked against KMS's real certificate name; the forwarder then
+    listens on 127.0.0.1:443.
+    """
     parts = urlsplit(endpoint)
-    if parts.hostname not in ("127.0.0.1", "localhost") or parts.port is None:
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not (
+        host in ("127.0.0.1", "localhost") or _KMS_HOSTNAME.fullmatch(host)
+    ):
         raise ConfigError(
-            "with --kms-forward-to, --kms-endpoint must be http(s)://127.0.0.1:PORT",
+            "with --kms-forward-to, --kms-endpoint must be http(s)://127.0.0.1:PORT or "
+            "https://kms.<region>.amazonaws.com",
             hint="the forwarder listens on the enclave's loopback, the only interface it has",
         )
-    return f"tcp:127.0.0.1:{parts.port}"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"tcp:127.0.0.1:{port}"
+
+
+def check_kms_name_is_local(endpoint: str) -> None:
+    """A KMS hostname endpoint only works through the forwarder if it resolves to loopback inside
+    the enclave; fail at start-up with the fix rather than at the first request."""
+    host = urlsplit(endpoint).hostname or ""
+    if host in ("127.0.0.1", "localhost"):
+        return
+    try:
+        resolved = socket.gethostbyname(host)
+    except OSError:
+        resolved = ""
+    if resolved != "127.0.0.1":
+        raise ConfigError(
+            f"{host} does not resolve to 127.0.0.1 inside the enclave",
+            hint=f"add '127.0.0.1 {host}' to /etc/hosts (the image's init does this)",
+        )
 
 
 def open_key_release(kms: KmsSettings, nsm: Any) -> KeyRelease:
@@ -102,6 +135,7 @@ def serve(
         nsm = open_nsm("device")
     relay = None
     if kms.forward_to:
+        check_kms_name_is_local(kms.endpoint or "")
         relay = Relay(forwarder_listen_address(kms.endpoint or ""), kms.forward_to).start()
     server = EnclaveServer(engine=engine, key_release=open_key_release(kms, nsm), config=config, pcrs=pcrs)
     listener = listen(listen_address)

@@ -196,11 +196,6 @@ def test_whole_init_in_a_namespace_then_execs_the_server_unprivileged():
     assert Path("/etc/hosts").read_text().find("kms.eu-west-1.amazonaws.com") == -1  # host untouched
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the enclave runtime's KMS forwarder accepts only http(s)://127.0.0.1:PORT endpoints; end-to-end "
-    "TLS to KMS needs https://kms.<region>.amazonaws.com (port 443) listened on 127.0.0.1 via /etc/hosts",
-)
 def test_enclave_runtime_accepts_the_kms_hostname_endpoint():
     from nitro_llm.enclave.runtime import forwarder_listen_address
 
