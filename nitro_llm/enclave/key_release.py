@@ -112,16 +112,34 @@ class KeyRelease:
             return self._client
 
     def decrypt(self, edk: bytes, encryption_context: dict[str, str], *, request_id: str) -> bytes:
-        kms = self._kms()
+        """The conversation's 32-byte data key, released only against this enclave's attestation."""
+        data_key = self.release(edk, encryption_context, request_id=request_id)
+        if len(data_key) != DATA_KEY_SIZE:
+            raise KeyReleaseDeniedError(f"KMS released a {len(data_key)}-byte key for request {request_id}")
+        return data_key
+
+    def release(
+        self,
+        ciphertext_blob: bytes,
+        encryption_context: dict[str, str] | None,
+        *,
+        request_id: str,
+        kms: Any = None,
+    ) -> bytes:
+        """KMS Decrypt with ``Recipient``: whatever the blob holds, opened only inside this process.
+        ``kms`` overrides the client built from the gateway's credentials (the seed route brings its own)."""
+        kms = kms if kms is not None else self._kms()
         document = self._nsm.attest(public_key=self._recipient.public_der)
         with self._lock:
             self.decrypt_calls += 1
+        recipient = {"KeyEncryptionAlgorithm": RECIPIENT_ALGORITHM, "AttestationDocument": document}
         try:
-            response = kms.decrypt(
-                CiphertextBlob=edk,
-                EncryptionContext=encryption_context,
-                Recipient={"KeyEncryptionAlgorithm": RECIPIENT_ALGORITHM, "AttestationDocument": document},
-            )
+            if encryption_context:
+                response = kms.decrypt(
+                    CiphertextBlob=ciphertext_blob, EncryptionContext=encryption_context, Recipient=recipient
+                )
+            else:
+                response = kms.decrypt(CiphertextBlob=ciphertext_blob, Recipient=recipient)
         except Exception as exc:
             raise _translate(exc, request_id) from None
         if response.get("Plaintext"):
@@ -134,15 +152,13 @@ class KeyRelease:
         if not isinstance(blob, bytes | bytearray) or not blob:
             raise KeyReleaseDeniedError(f"KMS answered request {request_id} without CiphertextForRecipient")
         try:
-            data_key = self._open_envelope(bytes(blob), self._recipient.private_key)
+            plaintext = self._open_envelope(bytes(blob), self._recipient.private_key)
         except NitroLLMError as exc:
             raise KeyReleaseDeniedError(
                 f"the key KMS released for request {request_id} could not be opened ({exc.code})"
             ) from None
-        if len(data_key) != DATA_KEY_SIZE:
-            raise KeyReleaseDeniedError(f"KMS released a {len(data_key)}-byte key for request {request_id}")
         log.info("request=%s kms_decrypt=ok", request_id)
-        return data_key
+        return plaintext
 
 
 def _translate(exc: Exception, request_id: str) -> NitroLLMError:
