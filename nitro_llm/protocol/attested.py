@@ -36,6 +36,18 @@ from nitro_llm.protocol.attested_errors import (
     ResponseKeyError,
     UnknownDescriptorError,
 )
+from nitro_llm.protocol.attested_wire import (  # the relayable parts, re-exported for one import site
+    MAX_DESCRIPTOR_SIZE,
+    MAX_DOCUMENT_SIZE,
+    MAX_NONCE_SIZE,
+    MIN_NONCE_SIZE,
+    attest_frame,
+    attestation_frame,
+    decode_attestation_bundle,
+    encode_attestation_bundle,
+    read_attest_frame,
+    read_attestation_frame,
+)
 from nitro_llm.protocol.errors import (
     ChunkAfterFinalError,
     ChunkGapError,
@@ -50,6 +62,28 @@ from nitro_llm.protocol.hpke_suite import seal as hpke_seal
 from nitro_llm.protocol.messages import ChatRequest
 from nitro_llm.protocol.padding import CHUNK_BUCKETS, REQUEST_BUCKETS, Buckets, pad, unpad
 
+__all__ = [
+    "MAX_DESCRIPTOR_SIZE",
+    "MAX_DOCUMENT_SIZE",
+    "MAX_NONCE_SIZE",
+    "MIN_NONCE_SIZE",
+    "AttestedEnvelope",
+    "EnclaveSession",
+    "OpenedRequest",
+    "ResponseOpener",
+    "ResponseSealer",
+    "SealedRequest",
+    "SessionDescriptor",
+    "attest_frame",
+    "attestation_frame",
+    "decode_attestation_bundle",
+    "descriptor_hash",
+    "encode_attestation_bundle",
+    "read_attest_frame",
+    "read_attestation_frame",
+    "seal_request",
+]
+
 VERSION = 1
 PROTOCOL = "attested"
 PROTOCOL_VERSION = 1
@@ -58,8 +92,6 @@ RESPONSE_KEY_SIZE = 32
 NONCE_SIZE = 12
 TAG_SIZE = 16
 MAX_CT_SIZE = 16 * 1024 * 1024
-MAX_DOCUMENT_SIZE = 64 * 1024  # real NSM documents are about 4.5 KB
-MAX_DESCRIPTOR_SIZE = 4096  # the hybrid public key (1216 bytes) plus two digests
 MAX_TIMESTAMP = 2**63 - 1
 REQUEST_INFO = b"nitro-llm/v1 attested request"
 RESPONSE_INFO = b"nitro-llm/v1 attested response"
@@ -71,7 +103,6 @@ _DESCRIPTOR_FIELDS = frozenset(
 )
 _ENVELOPE_FIELDS = frozenset({"v", "protocol", "suite", "descriptor_hash", "enc", "ct"})
 _SEALED_FIELDS = frozenset({"request", "response_key", "request_id", "timestamp"})
-_BUNDLE_FIELDS = frozenset({"v", "document", "descriptor"})
 _CHUNK_FIELDS = frozenset({"t", "seq", "final", "ct"})
 _FINAL_PAYLOAD_FIELDS = frozenset({"text", "finish_reason", "usage"})
 MAX_FINISH_REASON_CHARS = 32
@@ -146,65 +177,6 @@ def descriptor_hash(descriptor_bytes: bytes) -> bytes:
 
 def _request_info(digest: bytes) -> bytes:
     return REQUEST_INFO + b"\x00" + digest
-
-
-# --- attestation bundle (the body of GET /v1/attestation) ------------------------------------
-
-
-def encode_attestation_bundle(document: bytes, descriptor: bytes) -> bytes:
-    """Enclave side: the signed document and the descriptor it vouches for, travelling together."""
-    return cbor.dumps({"v": VERSION, "document": document, "descriptor": descriptor})
-
-
-def decode_attestation_bundle(data: bytes) -> tuple[bytes, bytes]:
-    """Client side: ``(document, descriptor)`` still to be verified; nothing here is trusted yet."""
-    raw = cbor.decode_map(data, what="attestation bundle", error=DescriptorError)
-    if set(raw) != _BUNDLE_FIELDS or raw["v"] != VERSION or isinstance(raw["v"], bool):
-        raise DescriptorError(f"attestation bundle must be v{VERSION} with exactly document and descriptor")
-    document, descriptor = raw["document"], raw["descriptor"]
-    if not isinstance(document, bytes) or not 0 < len(document) <= MAX_DOCUMENT_SIZE:
-        raise DescriptorError(f"attestation bundle 'document' must be 1 to {MAX_DOCUMENT_SIZE} bytes")
-    if not isinstance(descriptor, bytes) or not 0 < len(descriptor) <= MAX_DESCRIPTOR_SIZE:
-        raise DescriptorError(f"attestation bundle 'descriptor' must be 1 to {MAX_DESCRIPTOR_SIZE} bytes")
-    return document, descriptor
-
-
-# --- gateway <-> enclave frames for GET /v1/attestation -------------------------------------
-
-MIN_NONCE_SIZE = 16
-MAX_NONCE_SIZE = 512  # the NSM's limit for the nonce field
-
-
-def attest_frame(nonce: bytes, suite: str = DEFAULT_SUITE) -> dict[str, Any]:
-    """Gateway -> enclave: "attest your current session of this suite, with this client's nonce"."""
-    return {"t": "attest", "nonce": nonce, "suite": suite}
-
-
-def read_attest_frame(frame: Mapping[str, Any]) -> tuple[bytes, str]:
-    if frame.get("t") != "attest" or set(frame) != {"t", "nonce", "suite"}:
-        raise FrameError("an 'attest' frame has exactly t, nonce and suite")
-    nonce, suite = frame["nonce"], frame["suite"]
-    if not isinstance(nonce, bytes) or not MIN_NONCE_SIZE <= len(nonce) <= MAX_NONCE_SIZE:
-        raise FrameError(f"'attest' nonce must be {MIN_NONCE_SIZE} to {MAX_NONCE_SIZE} bytes")
-    if suite not in SUITES:
-        raise FrameError(f"'attest' suite must be one of {', '.join(SUITES)}")
-    return nonce, suite
-
-
-def attestation_frame(document: bytes, descriptor: bytes) -> dict[str, Any]:
-    """Enclave -> gateway; the gateway sends ``encode_attestation_bundle`` of the two as the HTTP body."""
-    return {"t": "attestation", "document": document, "descriptor": descriptor}
-
-
-def read_attestation_frame(frame: Mapping[str, Any]) -> tuple[bytes, bytes]:
-    if frame.get("t") != "attestation" or set(frame) != {"t", "document", "descriptor"}:
-        raise FrameError("an 'attestation' frame has exactly t, document and descriptor")
-    document, descriptor = frame["document"], frame["descriptor"]
-    if not isinstance(document, bytes) or not 0 < len(document) <= MAX_DOCUMENT_SIZE:
-        raise FrameError(f"'attestation' document must be 1 to {MAX_DOCUMENT_SIZE} bytes")
-    if not isinstance(descriptor, bytes) or not 0 < len(descriptor) <= MAX_DESCRIPTOR_SIZE:
-        raise FrameError(f"'attestation' descriptor must be 1 to {MAX_DESCRIPTOR_SIZE} bytes")
-    return document, descriptor
 
 
 # --- request envelope ------------------------------------------------------------------------

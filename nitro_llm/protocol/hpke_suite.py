@@ -19,11 +19,7 @@ from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, MLKEM768X25519Pr
 from cryptography.hazmat.primitives.hpke import MLKEM768X25519PublicKey as _HybridPublicKey
 
 from nitro_llm.protocol.attested_errors import DescriptorError, HpkeOpenError, SuiteError
-
-X25519 = "x25519"
-MLKEM768_X25519 = "mlkem768-x25519"
-SUITES: tuple[str, ...] = (X25519, MLKEM768_X25519)
-DEFAULT_SUITE = X25519
+from nitro_llm.protocol.attested_wire import DEFAULT_SUITE, MLKEM768_X25519, SUITES, X25519  # noqa: F401
 
 _MLKEM768_PUBLIC_SIZE = 1184
 _X25519_PUBLIC_SIZE = 32
