@@ -34,10 +34,23 @@ WindowOpt = Annotated[
 TtlOpt = Annotated[
     float, typer.Option("--data-key-ttl", min=0.0, help="Seconds a released data key is cached (0: never).")
 ]
+SeedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--seed-compat", help="Also accept the AWS sample's weaker wire format (changes the PCRs)."
+    ),
+]
 
 
 def _config(
-    model: Path | None, engine: str, threads: int, ctx: int, debug_mode: bool, window: float, ttl: float
+    model: Path | None,
+    engine: str,
+    threads: int,
+    ctx: int,
+    debug_mode: bool,
+    window: float,
+    ttl: float,
+    seed_compat: bool = False,
 ) -> EnclaveConfig:
     if engine not in ("llama", "echo"):
         raise typer.BadParameter("--engine must be llama or echo")
@@ -50,6 +63,7 @@ def _config(
         debug_mode=debug_mode,
         freshness_window_seconds=window,
         data_key_ttl_seconds=ttl,
+        seed_compat=seed_compat,
     )
 
 
@@ -86,6 +100,7 @@ def serve(
     debug_mode: DebugOpt = False,
     freshness_window: WindowOpt = DEFAULT_WINDOW_SECONDS,
     data_key_ttl: TtlOpt = DEFAULT_TTL_SECONDS,
+    seed_compat: SeedOpt = False,
 ) -> None:
     """Serve requests until SIGTERM. The socket appears once the model is loaded."""
     from nitro_llm.enclave.runtime import KmsSettings
@@ -96,7 +111,7 @@ def serve(
     if kms_forward_to and not kms_endpoint:
         raise typer.BadParameter("--kms-forward-to needs --kms-endpoint (the loopback URL to forward)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s enclave %(levelname)s %(message)s")
-    config = _config(model, engine, threads, ctx, debug_mode, freshness_window, data_key_ttl)
+    config = _config(model, engine, threads, ctx, debug_mode, freshness_window, data_key_ttl, seed_compat)
     try:
         run(
             config,
@@ -118,11 +133,12 @@ def pcrs(
     debug_mode: DebugOpt = False,
     freshness_window: WindowOpt = DEFAULT_WINDOW_SECONDS,
     data_key_ttl: TtlOpt = DEFAULT_TTL_SECONDS,
+    seed_compat: SeedOpt = False,
 ) -> None:
     """Print PCR0-2 (hex) of an emulated enclave with these options, as JSON {"0": ..., "2": ...}."""
     from nitro_llm.enclave.runtime import measure
 
-    config = _config(model, engine, threads, ctx, debug_mode, freshness_window, data_key_ttl)
+    config = _config(model, engine, threads, ctx, debug_mode, freshness_window, data_key_ttl, seed_compat)
     try:
         measured = measure(config)
     except NitroLLMError as exc:

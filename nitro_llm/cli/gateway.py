@@ -44,6 +44,13 @@ def gateway(
     max_body_bytes: Annotated[int, typer.Option(help="Largest sealed request accepted (413 above).")] = 8
     << 20,
     allow_remote: Annotated[bool, typer.Option(help="Allow listening on a non-loopback address.")] = False,
+    seed_route: Annotated[
+        bool,
+        typer.Option(
+            help="Accept the AWS sample's format on POST / (WEAKER: client credentials pass this host; "
+            "the enclave needs --seed-compat)."
+        ),
+    ] = False,
 ) -> None:
     """Run the gateway. It never sees plaintext: it relays sealed envelopes to the enclave and sealed
     answer chunks back, relays the enclave's TLS to KMS, and hands the enclave its role credentials."""
@@ -74,7 +81,7 @@ def gateway(
 
         relay = Relay(kms_relay_listen, kms_upstream)
         relay.start()
-    settings = GatewaySettings(enclave=enclave, max_body_bytes=max_body_bytes)
+    settings = GatewaySettings(enclave=enclave, max_body_bytes=max_body_bytes, seed_route=seed_route)
     try:
         uvicorn.run(create_app(settings, source), host=host, port=port, access_log=False, log_level="warning")
     finally:

@@ -35,6 +35,7 @@ class EnclaveConfig:
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     max_waiting: int = 8
     debug_mode: bool = False
+    seed_compat: bool = False  # the AWS sample's weaker wire format (enclave/seed_compat.py)
 
     def __post_init__(self) -> None:
         if self.engine not in ("llama", "echo"):
@@ -54,4 +55,5 @@ class EnclaveConfig:
             "data_key_ttl_seconds": self.data_key_ttl_seconds,
             "max_frame_size": self.max_frame_size,
             "max_waiting": self.max_waiting,
+            **({"seed_compat": True} if self.seed_compat else {}),
         }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
@@ -71,6 +72,12 @@ class RecipientKey:
         )
 
 
+@dataclass(frozen=True)
+class Released:
+    plaintext: bytes = field(repr=False)
+    key_id: str  # the key KMS used: where an answer to the same owner can be encrypted
+
+
 class KeyRelease:
     """Decrypt-with-Recipient, counted (the count is published in pong frames)."""
 
@@ -113,7 +120,7 @@ class KeyRelease:
 
     def decrypt(self, edk: bytes, encryption_context: dict[str, str], *, request_id: str) -> bytes:
         """The conversation's 32-byte data key, released only against this enclave's attestation."""
-        data_key = self.release(edk, encryption_context, request_id=request_id)
+        data_key = self.release(edk, encryption_context, request_id=request_id).plaintext
         if len(data_key) != DATA_KEY_SIZE:
             raise KeyReleaseDeniedError(f"KMS released a {len(data_key)}-byte key for request {request_id}")
         return data_key
@@ -125,7 +132,7 @@ class KeyRelease:
         *,
         request_id: str,
         kms: Any = None,
-    ) -> bytes:
+    ) -> Released:
         """KMS Decrypt with ``Recipient``: whatever the blob holds, opened only inside this process.
         ``kms`` overrides the client built from the gateway's credentials (the seed route brings its own)."""
         kms = kms if kms is not None else self._kms()
@@ -141,7 +148,7 @@ class KeyRelease:
             else:
                 response = kms.decrypt(CiphertextBlob=ciphertext_blob, Recipient=recipient)
         except Exception as exc:
-            raise _translate(exc, request_id) from None
+            raise translate_kms_error(exc, request_id) from None
         if response.get("Plaintext"):
             # With a Recipient, KMS must not return the key in the clear: something between us and
             # KMS is not KMS, or the request lost its Recipient. Refuse rather than use it.
@@ -158,10 +165,10 @@ class KeyRelease:
                 f"the key KMS released for request {request_id} could not be opened ({exc.code})"
             ) from None
         log.info("request=%s kms_decrypt=ok", request_id)
-        return plaintext
+        return Released(plaintext=plaintext, key_id=str(response.get("KeyId", "")))
 
 
-def _translate(exc: Exception, request_id: str) -> NitroLLMError:
+def translate_kms_error(exc: Exception, request_id: str) -> NitroLLMError:
     """botocore's errors -> ours. Only AWS's error code is kept: its message may quote the request."""
     response = getattr(exc, "response", None)
     if isinstance(response, dict):

@@ -137,7 +137,19 @@ def serve(
     if kms.forward_to:
         check_kms_name_is_local(kms.endpoint or "")
         relay = Relay(forwarder_listen_address(kms.endpoint or ""), kms.forward_to).start()
-    server = EnclaveServer(engine=engine, key_release=open_key_release(kms, nsm), config=config, pcrs=pcrs)
+    key_release = open_key_release(kms, nsm)
+    seed = None
+    if config.seed_compat:
+        from nitro_llm.enclave.seed_compat import SeedHandler
+        from nitro_llm.kms.client import make_kms_client
+
+        log.warning("seed-compatible wire format enabled: weaker (client credentials pass the parent)")
+        seed = SeedHandler(
+            release=key_release,
+            kms_client_for=lambda creds: make_kms_client(kms.endpoint, creds.to_boto(), kms.region),
+            region=kms.region,
+        )
+    server = EnclaveServer(engine=engine, key_release=key_release, config=config, pcrs=pcrs, seed=seed)
     listener = listen(listen_address)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):

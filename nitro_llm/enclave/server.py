@@ -16,7 +16,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from nitro_llm.enclave.config import EnclaveConfig
@@ -24,13 +24,14 @@ from nitro_llm.enclave.data_keys import DataKeyCache
 from nitro_llm.enclave.errors import BusyError, InternalError, ModelNotServedError
 from nitro_llm.enclave.freshness import FreshnessGuard, now_ms
 from nitro_llm.enclave.key_release import KeyRelease
+from nitro_llm.enclave.seed_compat import SeedDisabledError, SeedHandler
 from nitro_llm.errors import NitroLLMError
 from nitro_llm.inference.engine import Engine
 from nitro_llm.protocol import frames
 from nitro_llm.protocol.errors import FrameError
 from nitro_llm.protocol.framing import encode_frame, read_frame
 from nitro_llm.protocol.kms_envelope import KmsEnvelope, ResponseSealer, open_request
-from nitro_llm.protocol.messages import ChatRequest
+from nitro_llm.protocol.messages import ChatRequest, Message
 from nitro_llm.transport.acceptor import ThreadedAcceptor
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,9 @@ class EnclaveServer:
         clock_ms: Callable[[], int] = now_ms,
         io_timeout: float = DEFAULT_IO_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        seed: SeedHandler | None = None,
     ) -> None:
+        self._seed = seed
         self._engine = engine
         self._keys = key_release
         self._config = config
@@ -123,6 +126,15 @@ class EnclaveServer:
                 self._keys.set_credentials(frames.read_credentials(frame))
                 log.info("credentials received")
                 self._send(conn, frames.ok_frame())
+            elif kind == "seed":
+                if self._seed is None:
+                    raise SeedDisabledError("this enclave does not accept the seed's wire format")
+                body = frame.get("body")
+                if set(frame) != {"t", "body"} or not isinstance(body, bytes):
+                    raise FrameError("a seed frame has exactly 't' and 'body' (bytes)")
+                self._count("requests")
+                self._send(conn, self._seed.handle(body, self.complete_text))
+                self._count("answered")
             elif kind == "infer":
                 raw = frames.read_infer(frame)
                 envelope = KmsEnvelope.from_cbor(raw)
@@ -198,6 +210,14 @@ class EnclaveServer:
             chunks,
             time.monotonic() - started,
         )
+
+    def complete_text(self, messages: Sequence[Message], max_tokens: int, request_id: str) -> str:
+        """A whole answer, greedy, in the same generation slot as streamed requests (seed route)."""
+        with self._generation_slot(request_id):
+            chunks = self._engine.generate(
+                messages, max_tokens=max_tokens, temperature=0.0, seed=None, cancel=self._stop
+            )
+            return "".join(chunk.text for chunk in chunks)
 
     @contextlib.contextmanager
     def _generation_slot(self, request_id: str) -> Iterator[None]:

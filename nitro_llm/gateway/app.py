@@ -136,6 +136,25 @@ def create_app(settings: GatewaySettings, credentials: CredentialsSource | None 
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    if settings.seed_route:
+        log.warning("seed-compatible route POST / enabled: client AWS credentials will pass this host")
+
+        @app.post("/")
+        async def seed_compatible(request: Request) -> JSONResponse:
+            """The seed's request and response shapes, relayed to the enclave without being read
+            (they carry the client's credentials: never logged)."""
+            body = await _read_body_capped(request, min(settings.max_body_bytes, 64 * 1024))
+            reply = await link.call({"t": "seed", "body": body}, timeout=settings.first_frame_timeout)
+            if reply.get("t") == "seed_result" and isinstance(reply.get("encrypted_data"), str):
+                metrics.requests.labels(outcome="ok").inc()
+                return JSONResponse({"EncryptedData": reply["encrypted_data"]})
+            code = str(reply.get("code", "bad_enclave_reply"))
+            metrics.requests.labels(outcome=code).inc()
+            log.info("seed route refused code=%s", code)
+            status = 503 if reply.get("retryable") else 403 if code == "kms_denied" else 400
+            wire = {k: reply.get(k) for k in ("code", "message", "hint", "retryable")}
+            return JSONResponse(wire, status_code=status)
+
     @app.post("/v1/infer")
     async def infer(request: Request) -> Response:
         started = time.monotonic()

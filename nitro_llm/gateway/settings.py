@@ -19,3 +19,6 @@ class GatewaySettings(BaseSettings):
     idle_timeout: float = 60.0
     """Longest silence allowed between two answer frames."""
     credentials_refresh_seconds: float = 300.0
+    seed_route: bool = False
+    """Accept the AWS sample's request format on POST / (weaker: the client's AWS credentials pass
+    through this host). Off by default; for migrating seed clients only."""

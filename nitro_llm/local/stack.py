@@ -53,6 +53,7 @@ class EnclaveOptions:
     threads: int = 1
     ctx: int = 8192
     debug_mode: bool = False
+    seed_compat: bool = False
 
     def args(self) -> list[str]:
         out = ["--engine", self.engine, "--threads", str(self.threads), "--ctx", str(self.ctx)]
@@ -60,6 +61,8 @@ class EnclaveOptions:
             out += ["--model", str(self.model)]
         if self.debug_mode:
             out.append("--debug-mode")
+        if self.seed_compat:
+            out.append("--seed-compat")
         return out
 
 
@@ -70,6 +73,8 @@ class LocalStack:
     isolate: bool | None = None
     """None: isolate the enclave's network when the OS allows; True: require it; False: never."""
     region: str = "us-east-1"
+    seed_route: bool = False
+    """Open the gateway's seed-compatible POST / (the enclave then needs ``seed_compat``)."""
     progress: Callable[[str], None] = lambda _msg: None
 
     kms: ManagedProcess | None = None
@@ -290,6 +295,7 @@ class LocalStack:
                 "tcp:" + self.kms_url.removeprefix("http://"),
                 "--credentials-file",
                 str(self.credentials_file),
+                *(["--seed-route"] if self.seed_route else []),
             ),
             self.logs / "gateway.log",
         )
