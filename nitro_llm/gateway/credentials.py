@@ -9,31 +9,14 @@ cannot decrypt. In local mode the KMS emulator issues the role's credentials int
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from nitro_llm.errors import ConfigError
+from nitro_llm.protocol.frames import Credentials
 
-
-@dataclass(frozen=True)
-class RoleCredentials:
-    access_key_id: str
-    secret_access_key: str
-    session_token: str | None = None
-    expiration: str | None = None
-
-    def to_frame(self) -> dict[str, object]:
-        return {
-            "t": "credentials",
-            "access_key_id": self.access_key_id,
-            "secret_access_key": self.secret_access_key,
-            "session_token": self.session_token,
-            "expiration": self.expiration,
-        }
-
-    def __repr__(self) -> str:  # never print the secret
-        return f"RoleCredentials(access_key_id={self.access_key_id!r}, ...)"
+RoleCredentials = Credentials
+"""The instance role's credentials, in the frame type the enclave reads (one definition for both ends)."""
 
 
 class CredentialsSource(Protocol):

@@ -15,6 +15,7 @@ from nitro_llm.gateway.imds import (
     ImdsUnreachable,
     ImdsV1Only,
 )
+from nitro_llm.protocol.frames import credentials_frame
 
 
 def test_token_first_then_role_then_credentials(fake_imds):
@@ -35,7 +36,7 @@ def test_token_first_then_role_then_credentials(fake_imds):
     assert creds.secret_access_key == "fake-secret-1"
     assert creds.session_token == "fake-session-token-1"
     assert timedelta(hours=5) < expires - datetime.now(UTC) <= timedelta(hours=6)
-    frame = creds.to_frame()
+    frame = credentials_frame(creds)
     assert frame["t"] == "credentials" and frame["expiration"] == creds.expiration
 
 
