@@ -22,6 +22,7 @@ from nitro_llm.gateway.credentials import CredentialsSource
 from nitro_llm.gateway.enclave_link import EnclaveLink
 from nitro_llm.gateway.errors import BadRequest, EnclaveUnavailable, GatewayError, RequestTooLarge
 from nitro_llm.gateway.settings import GatewaySettings
+from nitro_llm.protocol import frames
 from nitro_llm.protocol.framing import encode_frame
 
 log = logging.getLogger("nitro_llm.gateway")
@@ -78,7 +79,7 @@ async def _push_credentials_forever(
     while True:
         try:
             creds = await asyncio.to_thread(source.get)
-            reply = await link.call(creds.to_frame())
+            reply = await link.call(frames.credentials_frame(creds))
             ok = reply.get("t") == "ok"
         except NitroLLMError as exc:
             log.info("credentials hand-off pending: %s", exc.code)
@@ -119,7 +120,7 @@ def create_app(settings: GatewaySettings, credentials: CredentialsSource | None 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         try:
-            reply = await link.call({"t": "ping"}, timeout=5.0)
+            reply = await link.call(frames.ping_frame(), timeout=5.0)
             enclave = "ok" if reply.get("t") == "pong" else "unexpected-reply"
         except GatewayError as exc:
             enclave = exc.code
@@ -129,7 +130,7 @@ def create_app(settings: GatewaySettings, credentials: CredentialsSource | None 
     @app.get("/v1/enclave/stats")
     async def enclave_stats() -> JSONResponse:
         """Counters the enclave publishes (no content): requests served, KMS calls made."""
-        reply = await link.call({"t": "ping"}, timeout=5.0)
+        reply = await link.call(frames.ping_frame(), timeout=5.0)
         return JSONResponse({k: v for k, v in reply.items() if k != "t"})
 
     @app.get("/metrics")
