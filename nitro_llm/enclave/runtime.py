@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from nitro_llm.enclave.attested_handler import AttestedHandler, config_digest
 from nitro_llm.enclave.config import EnclaveConfig
 from nitro_llm.enclave.key_release import KeyRelease
 from nitro_llm.enclave.server import EnclaveServer
 from nitro_llm.errors import ConfigError
 from nitro_llm.inference.engine import Engine
-from nitro_llm.inference.model import DEFAULT_MODEL_NAME, check_model, default_model_path
+from nitro_llm.inference.model import DEFAULT_MODEL_NAME, ModelInfo, check_model, default_model_path
 from nitro_llm.protocol.frames import Credentials
 from nitro_llm.transport import close_listener, listen
 from nitro_llm.transport.relay import Relay
@@ -40,14 +41,15 @@ def measure(config: EnclaveConfig) -> dict[int, bytes]:
     return measure_enclave(None, model_path(config), config.measured(), debug=config.debug_mode)
 
 
-def build_engine(config: EnclaveConfig) -> Engine:
+def build_engine(config: EnclaveConfig, info: ModelInfo | None = None) -> Engine:
+    """``info``: the model already checked by the caller (saves hashing the file twice)."""
     if config.engine == "echo":
         from nitro_llm.inference.echo_engine import EchoEngine
 
         return EchoEngine()
     from nitro_llm.inference.llama_engine import LlamaEngine
 
-    info = check_model(config.model_path)  # the default model is held to its pinned SHA-256
+    info = info or check_model(config.model_path)  # the default model is held to its pinned SHA-256
     name = DEFAULT_MODEL_NAME if config.model_path is None else info.path.stem.lower()
     log.info("model %s size=%d sha256=%s", info.path.name, info.size, info.sha256)
     return LlamaEngine(info.path, name=name, n_threads=config.threads, n_ctx=config.ctx)
@@ -125,7 +127,8 @@ def serve(
     from nitro_llm.attestation.nsm import open_nsm
 
     stop = stop or threading.Event()
-    engine = build_engine(config)
+    model = check_model(config.model_path)  # its SHA-256 is the attested descriptor's model digest
+    engine = build_engine(config, model)
     pcrs: dict[int, bytes] | None = None
     if nsm_kind == "emulated":
         pcrs = measure(config)
@@ -149,7 +152,12 @@ def serve(
             kms_client_for=lambda creds: make_kms_client(kms.endpoint, creds.to_boto(), kms.region),
             region=kms.region,
         )
-    server = EnclaveServer(engine=engine, key_release=key_release, config=config, pcrs=pcrs, seed=seed)
+    attested = AttestedHandler.generate(
+        nsm, model_digest=model.sha256, config_digest=config_digest(config.measured())
+    )
+    server = EnclaveServer(
+        engine=engine, key_release=key_release, config=config, pcrs=pcrs, seed=seed, attested=attested
+    )
     listener = listen(listen_address)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -17,8 +17,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
+from nitro_llm.enclave.attested_handler import AttestedHandler
 from nitro_llm.enclave.config import EnclaveConfig
 from nitro_llm.enclave.data_keys import DataKeyCache
 from nitro_llm.enclave.errors import BusyError, InternalError, ModelNotServedError
@@ -41,6 +42,12 @@ DEFAULT_MAX_CONNECTIONS = 32
 GENERIC_MODEL = "default"
 
 
+class _Sealer(Protocol):
+    """The answer sealer of either protocol (kms_envelope.ResponseSealer, attested.ResponseSealer)."""
+
+    def seal(self, content: str | Mapping[str, Any], final: bool = False) -> dict[str, Any]: ...
+
+
 class _PeerGone(Exception):
     """The gateway stopped reading; nothing more can be sent on this connection."""
 
@@ -57,8 +64,10 @@ class EnclaveServer:
         io_timeout: float = DEFAULT_IO_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         seed: SeedHandler | None = None,
+        attested: AttestedHandler | None = None,
     ) -> None:
         self._seed = seed
+        self._attested = attested
         self._engine = engine
         self._keys = key_release
         self._config = config
@@ -135,6 +144,15 @@ class EnclaveServer:
                 self._count("requests")
                 self._send(conn, self._seed.handle(body, self.complete_text))
                 self._count("answered")
+            elif kind == "attest" and self._attested is not None:
+                self._send(conn, self._attested.attest(frame))
+            elif kind == "infer" and self._attested is not None and self._attested.claims(frame):
+                raw, started = frames.read_infer(frame), time.monotonic()
+                self._count("requests")
+                opened = self._attested.open(raw, self._freshness)
+                request_id = opened.request_id
+                self._answer(conn, opened.request, opened.response_sealer(), request_id, len(raw), started)
+                self._count("answered")
             elif kind == "infer":
                 raw = frames.read_infer(frame)
                 envelope = KmsEnvelope.from_cbor(raw)
@@ -143,7 +161,7 @@ class EnclaveServer:
                 self._infer(conn, envelope, len(raw))
                 self._count("answered")
             else:
-                raise FrameError("unknown frame type", hint="send one of: infer, credentials, ping")
+                raise FrameError("unknown frame type", hint="send one of: infer, attest, credentials, ping")
         except _PeerGone:
             log.info("request=%s peer_gone", request_id)
             self._count("errors")
@@ -176,9 +194,20 @@ class EnclaveServer:
             self._count("data_key_cache_hits")
         request = ChatRequest.from_dict(open_request(data_key, envelope))
         self._freshness.claim(header.request_id, header.timestamp)
-        sealer = ResponseSealer(data_key, header)
+        self._answer(conn, request, ResponseSealer(data_key, header), header.request_id, size, started)
+
+    def _answer(
+        self,
+        conn: socket.socket,
+        request: ChatRequest,
+        sealer: _Sealer,
+        request_id: str,
+        size: int,
+        started: float,
+    ) -> None:
+        """Generate in the single slot and send each piece sealed as it comes (either protocol)."""
         chunks = 0
-        with self._generation_slot(header.request_id):
+        with self._generation_slot(request_id):
             tokens = self._engine.generate(
                 request.messages,
                 max_tokens=request.max_tokens,
@@ -204,7 +233,7 @@ class EnclaveServer:
                     close()  # stops the engine if we left early (peer gone, stop)
         log.info(
             "request=%s answered envelope_bytes=%d messages=%d chunks=%d seconds=%.2f",
-            header.request_id,
+            request_id,
             size,
             len(request.messages),
             chunks,
