@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from nitro_llm.errors import NitroLLMError
+from nitro_llm.gateway.attestation import ATTESTATION_MEDIA_TYPE, DEFAULT_SUITE, fetch_attestation
 from nitro_llm.gateway.credentials import CredentialsSource
 from nitro_llm.gateway.enclave_link import EnclaveLink
 from nitro_llm.gateway.errors import BadRequest, EnclaveUnavailable, GatewayError, RequestTooLarge
@@ -132,6 +133,11 @@ def create_app(settings: GatewaySettings, credentials: CredentialsSource | None 
         """Counters the enclave publishes (no content): requests served, KMS calls made."""
         reply = await link.call(frames.ping_frame(), timeout=5.0)
         return JSONResponse({k: v for k, v in reply.items() if k != "t"})
+
+    @app.get("/v1/attestation")
+    async def attestation(nonce: str = "", suite: str = DEFAULT_SUITE) -> Response:
+        """A fresh attestation of the enclave's session key, for the client to verify (we cannot)."""
+        return Response(await fetch_attestation(link, nonce, suite), media_type=ATTESTATION_MEDIA_TYPE)
 
     @app.get("/metrics")
     async def prometheus() -> Response:

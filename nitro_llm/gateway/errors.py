@@ -38,3 +38,30 @@ class BadRequest(GatewayError):
     code = "bad_request"
     status_code = 400
     default_hint = "send the sealed envelope produced by the nitro-llm client as the request body"
+
+
+class EnclaveRefused(GatewayError):
+    """The enclave answered with a typed error frame; its code, message and hint are passed on as they
+    are (they are content-free by the enclave's own rule)."""
+
+    code = "enclave_refused"
+    status_code = 400
+
+    @classmethod
+    def from_frame(cls, frame: dict[str, object]) -> EnclaveRefused:
+        error = cls(
+            str(frame.get("message", "the enclave refused the request")), hint=str(frame.get("hint", ""))
+        )
+        error.code = str(frame.get("code", cls.code))
+        error.retryable = bool(frame.get("retryable", False))
+        error.status_code = 503 if error.retryable else 400
+        error.retry_after = 2 if error.retryable else None
+        return error
+
+
+class BadEnclaveReply(GatewayError):
+    code = "bad_enclave_reply"
+    status_code = 502
+    default_hint = (
+        "the enclave answered with a frame of the wrong shape; check that gateway and enclave match"
+    )
