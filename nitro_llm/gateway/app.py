@@ -18,11 +18,14 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from nitro_llm.errors import NitroLLMError
+from nitro_llm.gateway.admission import AccessSettings, Admission
 from nitro_llm.gateway.attestation import ATTESTATION_MEDIA_TYPE, DEFAULT_SUITE, fetch_attestation
 from nitro_llm.gateway.credentials import CredentialsSource
 from nitro_llm.gateway.enclave_link import EnclaveLink
 from nitro_llm.gateway.errors import BadRequest, EnclaveUnavailable, GatewayError, RequestTooLarge
+from nitro_llm.gateway.ratelimit import Limiter
 from nitro_llm.gateway.settings import GatewaySettings
+from nitro_llm.gateway.supervisor import EnclaveMonitor
 from nitro_llm.protocol import frames
 from nitro_llm.protocol.framing import encode_frame
 
@@ -90,9 +93,14 @@ async def _push_credentials_forever(
         await asyncio.sleep(settings.credentials_refresh_seconds if ok else 1.0)
 
 
-def create_app(settings: GatewaySettings, credentials: CredentialsSource | None = None) -> FastAPI:
+def create_app(
+    settings: GatewaySettings,
+    credentials: CredentialsSource | None = None,
+    access: AccessSettings | None = None,
+) -> FastAPI:
     link = EnclaveLink(settings)
     metrics = _Metrics()
+    monitor = EnclaveMonitor(link, credentials=credentials)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -101,9 +109,13 @@ def create_app(settings: GatewaySettings, credentials: CredentialsSource | None 
             if credentials
             else None
         )
+        watch = asyncio.create_task(monitor.run())
         try:
             yield
         finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
             if task:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -111,27 +123,35 @@ def create_app(settings: GatewaySettings, credentials: CredentialsSource | None 
 
     app = FastAPI(title="nitro-llm gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.link = link
+    app.state.monitor = monitor
+    # Tokens, enclave availability (503), per-client rate and concurrency (429), body deadline (408).
+    app.add_middleware(Admission, settings=access or AccessSettings(), limiter=Limiter(), monitor=monitor)
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
         metrics.requests.labels(outcome=exc.code).inc()
         log.info("refused status=%d code=%s", exc.status_code, exc.code)
+        if isinstance(exc, EnclaveUnavailable):
+            monitor.link_failed()
         return _error_response(exc)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         try:
-            reply = await link.call(frames.ping_frame(), timeout=5.0)
+            reply = await monitor.pong(max_age=1.0)
             enclave = "ok" if reply.get("t") == "pong" else "unexpected-reply"
         except GatewayError as exc:
             enclave = exc.code
         status = 200 if enclave == "ok" else 503
-        return JSONResponse({"gateway": "ok", "enclave": enclave}, status_code=status)
+        body: dict[str, object] = {"gateway": "ok", "enclave": enclave}
+        if status != 200 or monitor.outages or monitor.restarts_seen:
+            body["supervision"] = monitor.snapshot()  # Nitro mode: the operator's signal to restart
+        return JSONResponse(body, status_code=status)
 
     @app.get("/v1/enclave/stats")
     async def enclave_stats() -> JSONResponse:
         """Counters the enclave publishes (no content): requests served, KMS calls made."""
-        reply = await link.call(frames.ping_frame(), timeout=5.0)
+        reply = await monitor.pong(max_age=0.0)  # fresh, but one ping for concurrent callers
         return JSONResponse({k: v for k, v in reply.items() if k != "t"})
 
     @app.get("/v1/attestation")
@@ -184,6 +204,7 @@ def create_app(settings: GatewaySettings, credentials: CredentialsSource | None 
             except GatewayError as exc:
                 # Never a silent truncation: the client gets a typed error frame it can act on.
                 outcome = exc.code
+                monitor.link_failed()
                 yield encode_frame({"t": "error", **exc.to_wire()})
             finally:
                 await frames.aclose()
