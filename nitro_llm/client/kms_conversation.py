@@ -8,37 +8,25 @@ nonce per turn. Everything is decrypted here; the gateway and the network see ci
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from nitro_llm.client.config import ClientConfig
-from nitro_llm.client.errors import GatewayUnreachable, RemoteError
+from nitro_llm.client.errors import GatewayUnreachable
+from nitro_llm.client.wire import (  # AnswerChunk and WireRecord are re-exported: callers import them here
+    FRAMES_MEDIA_TYPE,
+    AnswerChunk,
+    WireRecord,
+    frame_error,
+    response_error,
+)
 from nitro_llm.kms.client import make_kms_client
 from nitro_llm.protocol.framing import FrameDecoder
 from nitro_llm.protocol.kms_envelope import KmsEnvelope, KmsHeader, ResponseOpener, new_id, seal_request
 from nitro_llm.protocol.messages import chat_request
 
-FRAMES_MEDIA_TYPE = "application/x-nitro-llm-frames"
-
-
-@dataclass
-class AnswerChunk:
-    text: str
-    final: bool = False
-    finish_reason: str | None = None
-    usage: Mapping[str, Any] | None = None
-
-
-@dataclass
-class WireRecord:
-    """What crossed the untrusted network for one turn (for `demo` and the leak tests)."""
-
-    envelope: bytes = b""
-    answer_bytes: int = 0
-    frames: int = 0
-    header: Mapping[str, Any] = field(default_factory=dict)
+__all__ = ["AnswerChunk", "KmsConversation", "WireRecord"]
 
 
 class KmsConversation:
@@ -88,18 +76,13 @@ class KmsConversation:
                 headers={"content-type": "application/cbor", "accept": FRAMES_MEDIA_TYPE},
             ) as response:
                 if response.status_code != 200:
-                    raise _remote_error(response)
+                    raise response_error(response)
                 for piece in response.iter_bytes():
                     self.last_wire.answer_bytes += len(piece)
                     for frame in decoder.feed(piece):
                         self.last_wire.frames += 1
                         if frame.get("t") == "error":
-                            raise RemoteError(
-                                str(frame.get("code", "remote_error")),
-                                str(frame.get("message", "the enclave refused the request")),
-                                str(frame.get("hint", "")),
-                                bool(frame.get("retryable", False)),
-                            )
+                            raise frame_error(frame)
                         payload = opener.open(frame)
                         final = opener.finished
                         yield AnswerChunk(
@@ -120,17 +103,3 @@ class KmsConversation:
 
     def close(self) -> None:
         self._http.close()
-
-
-def _remote_error(response: httpx.Response) -> RemoteError:
-    response.read()
-    try:
-        data = response.json()
-    except ValueError:
-        data = {}
-    return RemoteError(
-        str(data.get("code", f"http_{response.status_code}")),
-        str(data.get("message", f"the gateway answered HTTP {response.status_code}")),
-        str(data.get("hint", "")),
-        bool(data.get("retryable", response.status_code in (429, 503, 504))),
-    )

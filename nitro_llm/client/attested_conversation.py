@@ -1,0 +1,191 @@
+"""The data owner's side of the "attested" protocol: verify the enclave here, then seal to it.
+
+Before any byte of a question leaves this machine, the client fetches ``GET /v1/attestation`` with
+a fresh nonce and checks the answer against the user's :class:`ClientPolicy`
+(:func:`verify_attestation`: trust root, PCRs, debug mode, nonce, age, descriptor binding). Only a
+session that passed is sealed to; a refused enclave gets nothing but the nonce. The verified session
+is cached until its leaf certificate expires, so a chat costs one attestation, not one per turn.
+Each request carries a fresh response key; the answer chunks are opened strictly in order, and a
+stream that is cut, replayed or reordered raises instead of presenting a partial answer.
+
+If the enclave says it no longer holds the key (restart, rotation) before answering, the client
+forgets that session, verifies the new one and sends once more.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import httpx
+
+from nitro_llm.client.attested_verify import (
+    VerifiedEnclave,
+    VerifiedEnclaveCache,
+    new_nonce,
+    verify_attestation,
+)
+from nitro_llm.client.errors import GatewayUnreachable, RemoteError
+from nitro_llm.client.policy import ClientPolicy
+from nitro_llm.client.wire import (
+    CBOR_MEDIA_TYPE,
+    FRAMES_MEDIA_TYPE,
+    AnswerChunk,
+    WireRecord,
+    frame_error,
+    response_error,
+)
+from nitro_llm.errors import NitroLLMError
+from nitro_llm.protocol.attested import seal_request
+from nitro_llm.protocol.attested_errors import UnknownDescriptorError
+from nitro_llm.protocol.attested_wire import DEFAULT_SUITE, decode_attestation_bundle
+from nitro_llm.protocol.framing import FrameDecoder
+from nitro_llm.protocol.messages import ChatRequest, chat_request
+
+MAX_BUNDLE_BYTES = 128 * 1024
+VERIFIED_BY = "this machine (client policy)"
+
+
+class AttestedConversation:
+    """Questions to one gateway's enclave, each sealed to a session this client verified itself."""
+
+    def __init__(
+        self,
+        gateway_url: str,
+        policy: ClientPolicy,
+        *,
+        suite: str = DEFAULT_SUITE,
+        http: httpx.Client | None = None,
+        cache: VerifiedEnclaveCache | None = None,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        if suite not in policy.accepted_suites:
+            raise ValueError(f"the policy does not accept the {suite} suite")
+        self.gateway_url = gateway_url.rstrip("/")
+        self.policy = policy
+        self.suite = suite
+        self._http = http or httpx.Client(timeout=httpx.Timeout(10.0, read=300.0))
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._cache = cache or VerifiedEnclaveCache(clock=self._clock)
+        self._lock = threading.Lock()
+        self.last_wire = WireRecord()
+
+    # --- verification ------------------------------------------------------------------------
+
+    def verify(self, *, refresh: bool = False) -> VerifiedEnclave:
+        """The verified session to seal to: cached, or fetched and verified now. Raises if refused."""
+        with self._lock:
+            if not refresh and (cached := self._cache.current(self.suite)) is not None:
+                return cached
+            enclave = self._fetch_and_verify()
+            self._cache.put(enclave)
+            return enclave
+
+    def _fetch_and_verify(self) -> VerifiedEnclave:
+        nonce = new_nonce()
+        try:
+            response = self._http.get(
+                f"{self.gateway_url}/v1/attestation",
+                params={"nonce": nonce.hex(), "suite": self.suite},
+                headers={"accept": CBOR_MEDIA_TYPE},
+            )
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(
+                f"lost the gateway at {self.gateway_url} ({type(exc).__name__})"
+            ) from None
+        if response.status_code != 200:
+            raise response_error(response)
+        if len(response.content) > MAX_BUNDLE_BYTES:
+            raise RemoteError("attestation_too_large", "the attestation answer is implausibly large")
+        document, descriptor = decode_attestation_bundle(response.content)
+        return verify_attestation(document, descriptor, nonce, self.policy, at=self._clock())
+
+    def describe(self) -> dict[str, Any]:
+        """What was verified, for people (the web chat's panel, ``--verbose``); verifies first if
+        nothing is verified yet, so it is never stale."""
+        try:
+            enclave = self.verify()
+        except NitroLLMError as exc:
+            return {
+                "protocol": "attested",
+                "verified": False,
+                "verified_by": VERIFIED_BY,
+                "failure_reason": f"[{exc.code}] {exc.message}",
+                "pcrs": {},
+                "model_digest": None,
+                "verified_at": None,
+                "gateway": self.gateway_url,
+                "unsafe": self.policy.unsafe_reasons(),
+            }
+        return {
+            **enclave.describe(),
+            "verified_by": VERIFIED_BY,
+            "failure_reason": None,
+            "gateway": self.gateway_url,
+        }
+
+    # --- answering ---------------------------------------------------------------------------
+
+    def stream(self, messages: list[Mapping[str, str]], **sampling: Any) -> Iterator[AnswerChunk]:
+        """Verify (or reuse the verified session), seal, send, and yield the answer as it comes.
+
+        Nothing is sent unless verification passed. Raises a typed error on any refusal and on a
+        stream cut short, reordered or tampered with.
+        """
+        request = chat_request(messages, **sampling)
+        enclave = self.verify()
+        answered = False
+        try:
+            for chunk in self._exchange(enclave, request):
+                answered = True
+                yield chunk
+        except UnknownDescriptorError:
+            if answered:
+                raise
+            # The enclave restarted or rotated its key and refused before answering: forget the
+            # old session, verify the new one, and send once more.
+            self._cache.forget(enclave.descriptor_hash)
+            yield from self._exchange(self.verify(refresh=True), request)
+
+    def ask(self, messages: list[Mapping[str, str]], **sampling: Any) -> str:
+        return "".join(chunk.text for chunk in self.stream(messages, **sampling))
+
+    def _exchange(self, enclave: VerifiedEnclave, request: ChatRequest) -> Iterator[AnswerChunk]:
+        sealed = seal_request(enclave.descriptor, request)
+        body = sealed.envelope.to_cbor()
+        opener = sealed.response_opener()
+        decoder = FrameDecoder()
+        self.last_wire = wire = WireRecord(envelope=body)
+        try:
+            with self._http.stream(
+                "POST",
+                f"{self.gateway_url}/v1/infer",
+                content=body,
+                headers={"content-type": CBOR_MEDIA_TYPE, "accept": FRAMES_MEDIA_TYPE},
+            ) as response:
+                if response.status_code != 200:
+                    raise response_error(response)
+                for piece in response.iter_bytes():
+                    wire.answer_bytes += len(piece)
+                    for frame in decoder.feed(piece):
+                        wire.frames += 1
+                        if frame.get("t") == "error":
+                            raise frame_error(frame)
+                        payload = opener.open(frame)
+                        yield AnswerChunk(
+                            text=payload["text"],
+                            final=opener.finished,
+                            finish_reason=payload.get("finish_reason"),
+                            usage=payload.get("usage"),
+                        )
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(
+                f"lost the gateway at {self.gateway_url} ({type(exc).__name__})"
+            ) from None
+        decoder.close()
+        opener.finish()
+
+    def close(self) -> None:
+        self._http.close()
