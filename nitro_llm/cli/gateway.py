@@ -9,6 +9,9 @@ from typing import Annotated
 
 import typer
 
+from nitro_llm.errors import NitroLLMError
+from nitro_llm.gateway.admission import AccessSettings
+from nitro_llm.gateway.auth import ClientLimits, TokenRegistry, add_client
 from nitro_llm.gateway.settings import GatewaySettings
 
 
@@ -51,6 +54,29 @@ def gateway(
             "the enclave needs --seed-compat)."
         ),
     ] = False,
+    api_tokens_file: Annotated[
+        Path | None,
+        typer.Option(help="Require bearer API tokens listed in this file (see 'nitro-llm gateway-token')."),
+    ] = None,
+    rate_limit: Annotated[
+        float | None, typer.Option(min=0.001, help="Requests per second per client (default: 5 with tokens).")
+    ] = None,
+    burst: Annotated[int | None, typer.Option(min=1, help="Requests a client may send in a burst.")] = None,
+    max_concurrent: Annotated[
+        int | None, typer.Option(min=1, help="Requests in flight per client (default: 4 with tokens).")
+    ] = None,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a client has to send the whole request body (408).")
+    ] = 30.0,
+    header_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a client has to send a request's headers (408).")
+    ] = 10.0,
+    keep_alive_timeout: Annotated[
+        int, typer.Option(min=1, help="Seconds an idle keep-alive connection stays open.")
+    ] = 5,
+    max_connections: Annotated[
+        int, typer.Option(min=1, help="Open connections at most (503 beyond).")
+    ] = 1024,
 ) -> None:
     """Run the gateway. It never sees plaintext: it relays sealed envelopes to the enclave and sealed
     answer chunks back, relays the enclave's TLS to KMS, and hands the enclave its role credentials."""
@@ -58,6 +84,7 @@ def gateway(
 
     from nitro_llm.gateway.app import create_app
     from nitro_llm.gateway.credentials import CredentialsSource, FileCredentialsSource
+    from nitro_llm.gateway.slow_clients import uvicorn_options
 
     if not _is_loopback(host) and not allow_remote:
         raise typer.BadParameter(
@@ -82,12 +109,72 @@ def gateway(
         relay = Relay(kms_relay_listen, kms_upstream)
         relay.start()
     settings = GatewaySettings(enclave=enclave, max_body_bytes=max_body_bytes, seed_route=seed_route)
+    access = _access_settings(api_tokens_file, rate_limit, burst, max_concurrent, body_timeout)
+    if api_tokens_file is None and not _is_loopback(host):
+        logging.getLogger("nitro_llm.gateway").warning(
+            "no --api-tokens-file: anyone who can reach %s:%d can make the enclave work", host, port
+        )
+    bounds = uvicorn_options(
+        header_timeout=header_timeout, keep_alive=keep_alive_timeout, max_connections=max_connections
+    )
     try:
-        uvicorn.run(create_app(settings, source), host=host, port=port, access_log=False, log_level="warning")
+        uvicorn.run(
+            create_app(settings, source, access),
+            host=host,
+            port=port,
+            access_log=False,
+            log_level="warning",
+            **bounds,
+        )
     finally:
         if relay:
             relay.stop()
 
 
+def _access_settings(
+    tokens_file: Path | None,
+    rate: float | None,
+    burst: int | None,
+    concurrent: int | None,
+    body_timeout: float,
+) -> AccessSettings:
+    from nitro_llm.gateway.admission import DEFAULT_TOKEN_LIMITS
+
+    limits = None
+    if (rate, burst, concurrent) != (None, None, None):
+        base = DEFAULT_TOKEN_LIMITS if tokens_file else ClientLimits()
+        limits = ClientLimits(
+            rate if rate is not None else base.rate_per_second,
+            burst if burst is not None else base.burst,
+            concurrent if concurrent is not None else base.max_concurrent,
+        )
+    if tokens_file is not None:
+        try:
+            TokenRegistry(tokens_file)  # fail at start-up, not on the first request
+        except NitroLLMError as exc:
+            raise typer.BadParameter(f"{exc.message} ({exc.hint})") from None
+    return AccessSettings(tokens_file=tokens_file, limits=limits, body_timeout=body_timeout)
+
+
+def gateway_token(
+    tokens_file: Annotated[Path, typer.Argument(help="The tokens file (created if missing, mode 0600).")],
+    name: Annotated[
+        str, typer.Argument(help="Client name (shown in the gateway's logs instead of the token).")
+    ],
+    rate_limit: Annotated[float | None, typer.Option(min=0.001, help="Requests per second.")] = None,
+    burst: Annotated[int | None, typer.Option(min=1, help="Burst size.")] = None,
+    max_concurrent: Annotated[int | None, typer.Option(min=1, help="Requests in flight.")] = None,
+) -> None:
+    """Issue an API token for a client and print it once (the file keeps only its SHA-256).
+    Issuing again for the same name replaces (revokes) its old token; the gateway picks up changes
+    to the file without a restart."""
+    try:
+        token = add_client(tokens_file, name, ClientLimits(rate_limit, burst, max_concurrent))
+    except (NitroLLMError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    typer.echo(token)
+
+
 def register(app: typer.Typer) -> None:
     app.command("gateway")(gateway)
+    app.command("gateway-token")(gateway_token)
