@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from nitro_llm.client.config import ClientConfig
+from nitro_llm.client.policy import ClientPolicy
 from nitro_llm.kms.client import make_kms_client
 from nitro_llm.kms.key_policy import build_key_policy
 from nitro_llm.local.processes import (
@@ -115,6 +116,16 @@ class LocalStack:
     def credentials_file(self) -> Path:
         return self.kms_state / "credentials.json"
 
+    @property
+    def client_policy_path(self) -> Path:
+        """The attested protocol's client policy, next to client.json (``--policy`` default)."""
+        return self.root / "policy.json"
+
+    def attestation_policy(self) -> ClientPolicy:
+        from nitro_llm.local.client_policy import local_policy
+
+        return local_policy(self.pcrs, self.dev_ca_dir / "root.pem", self.enclave.model)
+
     def credentials(self) -> dict[str, Any]:
         return json.loads(self.credentials_file.read_text())
 
@@ -142,6 +153,7 @@ class LocalStack:
         self._start_gateway()
         self._wait_ready()
         self.client_config().save(self.root / "client.json")
+        self.attestation_policy().save(self.client_policy_path)
 
     def stop(self) -> None:
         for proc in (self.gateway, self.enclave_proc, self.kms):
