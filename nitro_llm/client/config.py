@@ -7,7 +7,7 @@ no flags; on AWS the same fields come from flags or the standard AWS credential 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from nitro_llm.client.errors import NoLocalStack
@@ -24,6 +24,12 @@ class ClientConfig:
     credentials: dict[str, str] | None = None
     """Access key, secret and optional session token; None means boto3's default chain."""
     model: str = "default"
+    api_token: str | None = field(default=None, repr=False)
+    """Bearer token for a gateway that requires one ('nitro-llm gateway-token'); never in reprs or logs."""
+
+    def auth_headers(self) -> dict[str, str]:
+        """The Authorization header for the gateway, or none if this client has no token."""
+        return {"authorization": f"Bearer {self.api_token}"} if self.api_token else {}
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

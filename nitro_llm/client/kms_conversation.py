@@ -73,7 +73,11 @@ class KmsConversation:
                 "POST",
                 f"{self.config.gateway_url}/v1/infer",
                 content=body,
-                headers={"content-type": "application/cbor", "accept": FRAMES_MEDIA_TYPE},
+                headers={
+                    "content-type": "application/cbor",
+                    "accept": FRAMES_MEDIA_TYPE,
+                    **self.config.auth_headers(),
+                },
             ) as response:
                 if response.status_code != 200:
                     raise response_error(response)
