@@ -42,12 +42,16 @@ def _backend(
     from nitro_llm.proxy.backends import AttestedBackend
 
     policy = ClientPolicy.load(policy_path or default_policy_path())
+    auth: dict[str, str] = {}
     if gateway is None:
         config = ClientConfig.load(config_path or default_config_path())
-        gateway, model = config.gateway_url, config.model
+        gateway, model, auth = config.gateway_url, config.model, config.auth_headers()
     else:
         model = "default"
-    return AttestedBackend(gateway, policy, suite=suite, model_id=model)
+    import httpx
+
+    http = httpx.Client(timeout=httpx.Timeout(10.0, read=300.0), headers=auth)  # the gateway's API token
+    return AttestedBackend(gateway, policy, suite=suite, model_id=model, http=http)
 
 
 def _is_loopback(host: str) -> bool:
