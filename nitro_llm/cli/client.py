@@ -9,11 +9,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from nitro_llm.client.config import ClientConfig, default_config_path
 from nitro_llm.errors import NitroLLMError
 
 if TYPE_CHECKING:
-    from nitro_llm.client.kms_conversation import KmsConversation
+    from nitro_llm.client.protocols import Conversation
 
 err = Console(stderr=True)
 
@@ -29,6 +28,23 @@ SeedOpt = Annotated[
     int | None, typer.Option(help="Sampling seed, for reproducible answers at temperature > 0.")
 ]
 SystemOpt = Annotated[str | None, typer.Option(help="System prompt for the model.")]
+ProtocolOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="attested: this machine verifies the enclave (needs a policy). kms: the KMS key policy does."
+        " Default: attested when a policy is available, else kms."
+    ),
+]
+PolicyOpt = Annotated[
+    Path | None,
+    typer.Option(help="Client policy (JSON) for the attested protocol. Default: the local stack's."),
+]
+GatewayOpt = Annotated[
+    str | None, typer.Option(help="Gateway URL for the attested protocol. Default: from --config.")
+]
+HybridOpt = Annotated[
+    bool, typer.Option(help="Attested: seal with ML-KEM-768+X25519 (post-quantum hybrid) HPKE.")
+]
 
 
 def _fail(exc: NitroLLMError) -> typer.Exit:
@@ -36,10 +52,18 @@ def _fail(exc: NitroLLMError) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _conversation(config_path: Path | None) -> KmsConversation:
-    from nitro_llm.client.kms_conversation import KmsConversation
+def _conversation(
+    config_path: Path | None, protocol: str | None, policy: Path | None, gateway: str | None, hybrid: bool
+) -> Conversation:
+    from nitro_llm.client.protocols import choose_protocol, open_conversation
 
-    return KmsConversation(ClientConfig.load(config_path or default_config_path()))
+    return open_conversation(
+        choose_protocol(protocol, policy),
+        config_path=config_path,
+        policy_path=policy,
+        gateway=gateway,
+        suite="mlkem768-x25519" if hybrid else None,
+    )
 
 
 def ask(
@@ -49,6 +73,10 @@ def ask(
     temperature: TemperatureOpt = 0.0,
     seed: SeedOpt = None,
     system: SystemOpt = None,
+    protocol: ProtocolOpt = None,
+    policy: PolicyOpt = None,
+    gateway: GatewayOpt = None,
+    hybrid: HybridOpt = False,
 ) -> None:
     """Ask one confidential question: sealed here, answered inside the attested enclave, opened here."""
     text = sys.stdin.read() if question == "-" else question
@@ -58,7 +86,7 @@ def ask(
         {"role": "user", "content": text}
     ]
     try:
-        conv = _conversation(config)
+        conv = _conversation(config, protocol, policy, gateway, hybrid)
         for chunk in conv.stream(messages, max_tokens=max_tokens, temperature=temperature, seed=seed):
             sys.stdout.write(chunk.text)
             sys.stdout.flush()
@@ -73,11 +101,16 @@ def chat(
     temperature: TemperatureOpt = 0.0,
     seed: SeedOpt = None,
     system: SystemOpt = None,
+    protocol: ProtocolOpt = None,
+    policy: PolicyOpt = None,
+    gateway: GatewayOpt = None,
+    hybrid: HybridOpt = False,
 ) -> None:
-    """Multi-turn confidential chat with streamed answers. One KMS data key for the whole
-    conversation. Type /exit (or Ctrl-D) to leave, /new to start a fresh conversation."""
+    """Multi-turn confidential chat with streamed answers: one attestation (attested protocol) or one
+    KMS data key (kms protocol) for the whole conversation. Type /exit (or Ctrl-D) to leave, /new to
+    start a fresh conversation."""
     try:
-        conv = _conversation(config)
+        conv = _conversation(config, protocol, policy, gateway, hybrid)
     except NitroLLMError as exc:
         raise _fail(exc) from None
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
@@ -91,7 +124,7 @@ def chat(
         if line.strip() in ("/exit", "/quit"):
             return
         if line.strip() == "/new":
-            conv = _conversation(config)
+            conv = _conversation(config, protocol, policy, gateway, hybrid)
             history = history[:1] if system else []
             err.print("[dim]new conversation[/]")
             continue

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from nitro_llm.client.protocols import default_policy_path
 from nitro_llm.errors import NitroLLMError
 
 if TYPE_CHECKING:
@@ -21,12 +22,6 @@ if TYPE_CHECKING:
 err = Console(stderr=True)
 
 PROTOCOLS = ("kms", "attested")
-
-
-def default_policy_path() -> Path:
-    from nitro_llm.client.config import local_stack_dir
-
-    return local_stack_dir() / "policy.json"
 
 
 def _backend(

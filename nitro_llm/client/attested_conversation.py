@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from nitro_llm.client.attested_verify import (
+    SuiteNotAcceptedError,
     VerifiedEnclave,
     VerifiedEnclaveCache,
     new_nonce,
@@ -62,7 +63,7 @@ class AttestedConversation:
         clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
         if suite not in policy.accepted_suites:
-            raise ValueError(f"the policy does not accept the {suite} suite")
+            raise SuiteNotAcceptedError(f"the policy does not accept the {suite} suite")
         self.gateway_url = gateway_url.rstrip("/")
         self.policy = policy
         self.suite = suite

@@ -1,0 +1,70 @@
+"""Which protocol a client command speaks, and the conversation object for it.
+
+``ask`` and ``chat`` default to "attested" as soon as a client policy is available (``--policy``, or
+the one ``nitro-llm up`` writes): the user's own machine then checks the enclave, rather than
+trusting a KMS key policy it cannot see. Without a policy they fall back to "kms", which needs only
+the client configuration. Either way the caller gets an object with the same ``stream``/``close``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from nitro_llm.client.config import ClientConfig, default_config_path, local_stack_dir
+from nitro_llm.client.wire import AnswerChunk
+from nitro_llm.errors import ConfigError
+
+ATTESTED = "attested"
+KMS = "kms"
+PROTOCOLS = (ATTESTED, KMS)
+
+
+class Conversation(Protocol):
+    def stream(self, messages: list[Mapping[str, str]], **sampling: Any) -> Iterator[AnswerChunk]: ...
+
+    def close(self) -> None: ...
+
+
+def default_policy_path() -> Path:
+    """Where ``nitro-llm up`` writes the local stack's client policy."""
+    return local_stack_dir() / "policy.json"
+
+
+def choose_protocol(requested: str | None, policy_path: Path | None) -> str:
+    """``requested`` if given; else "attested" when a policy file is available, else "kms"."""
+    if requested is not None:
+        if requested not in PROTOCOLS:
+            raise ConfigError(
+                f"unknown protocol {requested[:20]!r}",
+                hint=f"use --protocol {' or --protocol '.join(PROTOCOLS)}",
+            )
+        return requested
+    return ATTESTED if (policy_path or default_policy_path()).is_file() else KMS
+
+
+def open_conversation(
+    protocol: str,
+    *,
+    config_path: Path | None = None,
+    policy_path: Path | None = None,
+    gateway: str | None = None,
+    suite: str | None = None,
+) -> Conversation:
+    """A conversation in ``protocol``. "attested" needs a policy and a gateway URL (``gateway``, or the
+    client configuration's); "kms" needs the client configuration."""
+    if protocol == KMS:
+        from nitro_llm.client.kms_conversation import KmsConversation
+
+        return KmsConversation(ClientConfig.load(config_path or default_config_path()))
+    if protocol != ATTESTED:
+        raise ConfigError(f"unknown protocol {protocol[:20]!r}", hint=f"use one of {', '.join(PROTOCOLS)}")
+    from nitro_llm.client.attested_conversation import AttestedConversation
+    from nitro_llm.client.policy import ClientPolicy
+    from nitro_llm.protocol.attested_wire import DEFAULT_SUITE
+
+    policy = ClientPolicy.load(policy_path or default_policy_path())
+    if gateway is None:
+        gateway = ClientConfig.load(config_path or default_config_path()).gateway_url
+    return AttestedConversation(gateway, policy, suite=suite or DEFAULT_SUITE)
