@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from nitro_llm.enclave.errors import KeyReleaseDeniedError, KmsUnavailableError, NoCredentialsError
+from nitro_llm.enclave.kms_retry import RetryPolicy, with_retries
 from nitro_llm.errors import NitroLLMError
 from nitro_llm.protocol.frames import Credentials
 from nitro_llm.protocol.kms_envelope import DATA_KEY_SIZE
@@ -88,11 +89,13 @@ class KeyRelease:
         kms_client_factory: KmsClientFactory,
         open_envelope: EnvelopeOpener,
         recipient: RecipientKey | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self._nsm = nsm
         self._factory = kms_client_factory
         self._open_envelope = open_envelope
         self._recipient = recipient or RecipientKey()
+        self._retry = retry or RetryPolicy()
         self._lock = threading.Lock()
         self._credentials: Credentials | None = None
         self._client: Any = None
@@ -140,15 +143,21 @@ class KeyRelease:
         with self._lock:
             self.decrypt_calls += 1
         recipient = {"KeyEncryptionAlgorithm": RECIPIENT_ALGORITHM, "AttestationDocument": document}
-        try:
-            if encryption_context:
-                response = kms.decrypt(
-                    CiphertextBlob=ciphertext_blob, EncryptionContext=encryption_context, Recipient=recipient
-                )
-            else:
-                response = kms.decrypt(CiphertextBlob=ciphertext_blob, Recipient=recipient)
-        except Exception as exc:
-            raise translate_kms_error(exc, request_id) from None
+
+        def attempt() -> Any:
+            try:
+                if encryption_context:
+                    return kms.decrypt(
+                        CiphertextBlob=ciphertext_blob,
+                        EncryptionContext=encryption_context,
+                        Recipient=recipient,
+                    )
+                return kms.decrypt(CiphertextBlob=ciphertext_blob, Recipient=recipient)
+            except Exception as exc:
+                raise translate_kms_error(exc, request_id) from None
+
+        # KMS unreachable: bounded retries with backoff, then a typed retryable kms_unavailable.
+        response = with_retries(attempt, self._retry, request_id=request_id)
         if response.get("Plaintext"):
             # With a Recipient, KMS must not return the key in the clear: something between us and
             # KMS is not KMS, or the request lost its Recipient. Refuse rather than use it.
