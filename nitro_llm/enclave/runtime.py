@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from nitro_llm.enclave.attested_handler import AttestedHandler, config_digest
 from nitro_llm.enclave.config import EnclaveConfig
+from nitro_llm.enclave.hardening import harden_process
 from nitro_llm.enclave.key_release import KeyRelease
 from nitro_llm.enclave.server import EnclaveServer
 from nitro_llm.errors import ConfigError
@@ -127,6 +128,7 @@ def serve(
     from nitro_llm.attestation.nsm import open_nsm
 
     stop = stop or threading.Event()
+    hardening = harden_process()  # before any key, credential or question exists in this process
     model = check_model(config.model_path)  # its SHA-256 is the attested descriptor's model digest
     engine = build_engine(config, model)
     pcrs: dict[int, bytes] | None = None
@@ -156,7 +158,13 @@ def serve(
         nsm, model_digest=model.sha256, config_digest=config_digest(config.measured())
     )
     server = EnclaveServer(
-        engine=engine, key_release=key_release, config=config, pcrs=pcrs, seed=seed, attested=attested
+        engine=engine,
+        key_release=key_release,
+        config=config,
+        pcrs=pcrs,
+        seed=seed,
+        attested=attested,
+        hardening=hardening.to_dict(),
     )
     listener = listen(listen_address)
     if threading.current_thread() is threading.main_thread():

@@ -65,7 +65,9 @@ class EnclaveServer:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         seed: SeedHandler | None = None,
         attested: AttestedHandler | None = None,
+        hardening: Mapping[str, Any] | None = None,
     ) -> None:
+        self._hardening = dict(hardening or {})  # what the OS granted (enclave.hardening), for pong
         self._seed = seed
         self._attested = attested
         self._engine = engine
@@ -117,6 +119,7 @@ class EnclaveServer:
             "uptime_seconds": int(time.monotonic() - self._started),
             "pcrs": self._pcrs,
             "debug_mode": self._config.debug_mode,
+            "hardening": self._hardening,
         }
 
     # -- one connection ------------------------------------------------------------------------
