@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
 import subprocess
 
@@ -67,7 +68,7 @@ def test_tampered_enclave_is_denied(stack):
 
     from nitro_llm.local.demo import show_tampered_refused
 
-    pcr0, outcome = show_tampered_refused(stack, Console(file=open("/dev/null", "w")))  # noqa: SIM115
+    pcr0, outcome = show_tampered_refused(stack, Console(file=io.StringIO()))
     assert pcr0 != stack.pcrs["0"]
     assert "ANSWERED" not in outcome
     assert re.search(r"denied|AccessDenied", outcome, re.I), outcome
@@ -121,7 +122,8 @@ def test_canary_never_reaches_gateway_logs_or_memory(stack):
 
 
 def test_gateway_refuses_garbage_with_typed_error(stack):
-    r = httpx.post(f"{stack.gateway_url}/v1/infer", content=b"\x00garbage", timeout=30)
+    auth = stack.client_config().auth_headers()  # past the gateway's token check, to the enclave
+    r = httpx.post(f"{stack.gateway_url}/v1/infer", content=b"\x00garbage", headers=auth, timeout=30)
     frames_or_json = r.content
     assert r.status_code in (200, 400)
     assert b"error" in frames_or_json

@@ -133,7 +133,12 @@ def test_gateway_imports_nothing_that_decrypts():
     protocol's sealing code (a gateway that can decrypt is one bug away from doing it)."""
     import ast
 
-    forbidden = ("nitro_llm.enclave", "nitro_llm.client", "nitro_llm.protocol.kms_envelope", "nitro_llm.kms.cms")
+    forbidden = (
+        "nitro_llm.enclave",
+        "nitro_llm.client",
+        "nitro_llm.protocol.kms_envelope",
+        "nitro_llm.kms.cms",
+    )
     root = Path(__file__).resolve().parents[2] / "nitro_llm" / "gateway"
     for path in root.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
