@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -13,15 +12,7 @@ from nitro_llm.errors import NitroLLMError
 from nitro_llm.gateway.admission import AccessSettings
 from nitro_llm.gateway.auth import ClientLimits, TokenRegistry, add_client
 from nitro_llm.gateway.settings import GatewaySettings
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from nitro_llm.transport.address import is_loopback_host
 
 
 def gateway(
@@ -86,7 +77,7 @@ def gateway(
     from nitro_llm.gateway.credentials import CredentialsSource, FileCredentialsSource
     from nitro_llm.gateway.slow_clients import uvicorn_options
 
-    if not _is_loopback(host) and not allow_remote:
+    if not is_loopback_host(host) and not allow_remote:
         raise typer.BadParameter(
             f"{host} is not a loopback address; pass --allow-remote to expose the gateway"
         )
@@ -110,7 +101,7 @@ def gateway(
         relay.start()
     settings = GatewaySettings(enclave=enclave, max_body_bytes=max_body_bytes, seed_route=seed_route)
     access = _access_settings(api_tokens_file, rate_limit, burst, max_concurrent, body_timeout)
-    if api_tokens_file is None and not _is_loopback(host):
+    if api_tokens_file is None and not is_loopback_host(host):
         logging.getLogger("nitro_llm.gateway").warning(
             "no --api-tokens-file: anyone who can reach %s:%d can make the enclave work", host, port
         )

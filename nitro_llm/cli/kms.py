@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import signal
@@ -14,15 +13,7 @@ from typing import Annotated
 import typer
 
 from nitro_llm.errors import NitroLLMError
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from nitro_llm.transport.address import is_loopback_host
 
 
 def _load_roots(paths: list[Path]) -> list[object] | None:
@@ -81,7 +72,7 @@ def kms_emulator(
     from nitro_llm.kms.emulator import EmulatorConfig, EmulatorServer
     from nitro_llm.paths import state_dir as default_state_dir
 
-    if not _is_loopback(host) and not allow_remote:
+    if not is_loopback_host(host) and not allow_remote:
         raise typer.BadParameter(
             f"{host} is not a loopback address; pass --allow-remote to expose the emulator"
         )

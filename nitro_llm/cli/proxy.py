@@ -6,7 +6,6 @@ here, answered inside the enclave, and opened here. The protocol is chosen once,
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,6 +14,7 @@ from rich.console import Console
 
 from nitro_llm.client.protocols import default_policy_path
 from nitro_llm.errors import NitroLLMError
+from nitro_llm.transport.address import is_loopback_host
 
 if TYPE_CHECKING:
     from nitro_llm.proxy.backend import ConfidentialBackend
@@ -49,13 +49,6 @@ def _backend(
     return AttestedBackend(gateway, policy, suite=suite, model_id=model, http=http)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def proxy(
@@ -83,7 +76,7 @@ def proxy(
     """Run a local OpenAI-compatible API (/v1/chat/completions, /v1/models) and a web chat at /."""
     if protocol not in PROTOCOLS:
         raise typer.BadParameter(f"--protocol must be one of {', '.join(PROTOCOLS)}")
-    if not _is_loopback(host):
+    if not is_loopback_host(host):
         raise typer.BadParameter(
             "the proxy holds plaintext questions and answers; bind it to loopback (127.0.0.1 or ::1)"
         )

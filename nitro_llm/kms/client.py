@@ -7,7 +7,6 @@ bounded: a caller waiting on KMS is usually holding a user's request.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,6 +15,7 @@ import boto3
 from botocore.config import Config
 
 from nitro_llm.kms.errors import KmsConfigError
+from nitro_llm.transport.address import is_loopback_host
 
 CONNECT_TIMEOUT_S = 3
 READ_TIMEOUT_S = 15
@@ -52,7 +52,7 @@ def make_kms_client(endpoint_url: str | None, credentials: Mapping[str, Any] | N
     }
     if endpoint_url is not None:
         _check_endpoint(endpoint_url)
-        if _is_loopback(endpoint_url):
+        if is_loopback_host(urlsplit(endpoint_url).hostname or ""):
             config_args["proxies"] = {}  # a loopback emulator or relay must never go through an HTTP proxy
     session = boto3.session.Session(**session_args)
     return session.client("kms", endpoint_url=endpoint_url, config=Config(**config_args))
@@ -64,18 +64,10 @@ def _check_endpoint(endpoint_url: str) -> None:
         raise KmsConfigError(
             "the KMS endpoint must be an http(s) URL", hint="e.g. http://127.0.0.1:PORT for the emulator"
         )
-    if parts.scheme == "http" and not _is_loopback(endpoint_url):
+    if parts.scheme == "http" and not is_loopback_host(urlsplit(endpoint_url).hostname or ""):
         raise KmsConfigError(
             "plain-http KMS endpoints are only allowed on loopback",
             hint="use https for a remote KMS; the emulator listens on 127.0.0.1",
         )
 
 
-def _is_loopback(endpoint_url: str) -> bool:
-    host = urlsplit(endpoint_url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import Literal
@@ -80,3 +81,14 @@ def _number(text: str, high: int, whole: str) -> int:
     if not text.isdigit() or int(text) > high:
         raise AddressError(f"{text!r} in {whole!r} is not a number from 0 to {high}")
     return int(text)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for names and addresses that stay on this machine (127.0.0.0/8, ::1, localhost): where our
+    servers listen unless told otherwise, and where plain http to KMS is acceptable."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
