@@ -68,7 +68,7 @@ def up(
         console.print(f"PCR0 {stack.pcrs['0']}")
         console.print(f'logs in {stack.logs}; try: nitro-llm ask "…"   (Ctrl-C stops the stack)')
         while not stop:
-            for proc in (stack.kms, stack.enclave_proc, stack.gateway):
+            for proc in stack.lost_processes():  # the enclave and KMS are restarted when they die
                 if proc is not None and not proc.alive():
                     console.print(f"[bold red]{proc.name} exited[/]; last log lines:\n{proc.log_tail()}")
                     raise typer.Exit(code=1)

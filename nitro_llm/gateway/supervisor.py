@@ -24,6 +24,7 @@ from nitro_llm.errors import NitroLLMError
 from nitro_llm.gateway.credentials import CredentialsSource
 from nitro_llm.gateway.enclave_link import EnclaveLink
 from nitro_llm.gateway.errors import EnclaveTimeout, EnclaveUnavailable
+from nitro_llm.protocol import frames
 
 log = logging.getLogger("nitro_llm.gateway.supervisor")
 
@@ -62,6 +63,8 @@ class EnclaveMonitor:
         self._wake: asyncio.Event | None = None
         self._last: tuple[float, dict[str, Any] | NitroLLMError] | None = None
         self._inflight: asyncio.Task[dict[str, Any] | NitroLLMError] | None = None
+        self._handoff: asyncio.Task[None] | None = None
+        self._was_up = False
         self.restarts_seen = 0
         self.outages = 0
         self.recoveries = 0
@@ -102,12 +105,8 @@ class EnclaveMonitor:
             self._wake.clear()
 
     async def probe(self) -> None:
-        try:
-            pong = await self.pong(max_age=0.0)
-        except NitroLLMError:
-            return
-        if pong.get("has_credentials") is False and self._credentials is not None:
-            await self._hand_credentials()
+        with contextlib.suppress(NitroLLMError):
+            await self.pong(max_age=0.0)
 
     async def pong(self, max_age: float = 1.0) -> dict[str, Any]:
         """The enclave's pong, at most ``max_age`` seconds old (a failure is cached alike);
@@ -127,7 +126,7 @@ class EnclaveMonitor:
 
     async def _ping(self) -> dict[str, Any] | NitroLLMError:
         try:
-            reply = await self._link.call({"t": "ping"}, timeout=self._ping_timeout)
+            reply = await self._link.call(frames.ping_frame(), timeout=self._ping_timeout)
             if reply.get("t") != "pong":
                 raise EnclaveUnavailable("the enclave answered a ping with something else")
         except EnclaveTimeout as exc:
@@ -149,6 +148,10 @@ class EnclaveMonitor:
         if isinstance(uptime, int):
             self._last_uptime = uptime
         self._mark_up()
+        if reply.get("has_credentials") is False and self._credentials is not None:
+            # Whichever ping sees it first: a (re)started enclave must not wait for the schedule.
+            if self._handoff is None or self._handoff.done():
+                self._handoff = asyncio.get_running_loop().create_task(self._hand_credentials())
         return reply
 
     def _mark_down(self, reason: str) -> None:
@@ -162,19 +165,23 @@ class EnclaveMonitor:
 
     def _mark_up(self) -> None:
         if self.state != "up":
-            if self.state == "down":
+            if self.state == "down" and self._was_up:  # not the first start
                 self.recoveries += 1
                 log.warning("enclave reachable again after %.1f s", time.monotonic() - self._since)
             self.state = "up"
+            self._was_up = True
             self._since = time.monotonic()
 
     async def _hand_credentials(self) -> None:
         assert self._credentials is not None
         try:
             creds = await asyncio.to_thread(self._credentials.get)
-            reply = await self._link.call(creds.to_frame())
+            reply = await self._link.call(frames.credentials_frame(creds))
         except NitroLLMError as exc:
             log.info("credentials hand-off after restart pending: %s", exc.code)
+            return
+        except Exception as exc:  # a bug here must show, not die silently in a background task
+            log.warning("credentials hand-off failed: %s", type(exc).__name__)
             return
         if reply.get("t") == "ok":
             log.info("credentials handed to the (re)started enclave")

@@ -22,6 +22,7 @@ import httpx
 
 from nitro_llm.client.config import ClientConfig
 from nitro_llm.client.policy import ClientPolicy
+from nitro_llm.gateway.auth import ClientLimits, add_client
 from nitro_llm.kms.client import make_kms_client
 from nitro_llm.kms.key_policy import build_key_policy
 from nitro_llm.local.processes import (
@@ -32,11 +33,14 @@ from nitro_llm.local.processes import (
     network_isolation_available,
     wait_until,
 )
+from nitro_llm.local.supervisor import StackSupervisor, lost_processes, supervise_stack
 from nitro_llm.local.tampered import CodeOverride
 
 log = logging.getLogger("nitro_llm.local")
 
 KEY_ALIAS = "alias/nitro-llm-local"
+LOCAL_CLIENT = "local-client"
+LOCAL_CLIENT_LIMITS = ClientLimits(rate_per_second=100.0, burst=200, max_concurrent=32)
 ENCLAVE_KMS_PORT = 8443
 """Port of the in-enclave forwarder to KMS (inside the enclave's own network namespace)."""
 
@@ -76,6 +80,10 @@ class LocalStack:
     region: str = "us-east-1"
     seed_route: bool = False
     """Open the gateway's seed-compatible POST / (the enclave then needs ``seed_compat``)."""
+    supervise: bool = True
+    """Restart the enclave and the KMS emulator when they die (local/supervisor.py)."""
+    gateway_args: list[str] = field(default_factory=list)
+    """Extra ``nitro-llm gateway`` flags (limits, timeouts)."""
     progress: Callable[[str], None] = lambda _msg: None
 
     kms: ManagedProcess | None = None
@@ -86,6 +94,8 @@ class LocalStack:
     pcrs: dict[str, str] = field(default_factory=dict)
     key_arn: str = ""
     isolated: bool = False
+    api_token: str = field(default="", repr=False)
+    supervisor: StackSupervisor | None = None
 
     # -- paths -----------------------------------------------------------------------------------
     @property
@@ -152,10 +162,14 @@ class LocalStack:
         self._start_enclave()
         self._start_gateway()
         self._wait_ready()
+        if self.supervise:
+            self.supervisor = supervise_stack(self)
         self.client_config().save(self.root / "client.json")
         self.attestation_policy().save(self.client_policy_path)
 
     def stop(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()  # first, or it would restart what we are stopping
         for proc in (self.gateway, self.enclave_proc, self.kms):
             if proc is not None:
                 proc.stop()
@@ -291,6 +305,8 @@ class LocalStack:
 
     def _start_gateway(self) -> None:
         self.progress("gateway (HTTP, KMS relay, credentials hand-off)")
+        # The gateway requires API tokens, as an exposed one must; this stack's client gets one.
+        self.api_token = add_client(self.api_tokens_file, LOCAL_CLIENT, LOCAL_CLIENT_LIMITS)
         port = free_port()
         self.gateway_url = f"http://127.0.0.1:{port}"
         self.gateway = ManagedProcess(
@@ -308,6 +324,9 @@ class LocalStack:
                 "--credentials-file",
                 str(self.credentials_file),
                 *(["--seed-route"] if self.seed_route else []),
+                "--api-tokens-file",
+                str(self.api_tokens_file),
+                *self.gateway_args,
             ),
             self.logs / "gateway.log",
         )
@@ -340,4 +359,13 @@ class LocalStack:
             region=self.region,
             kms_endpoint=self.kms_url,
             credentials={k: v for k, v in creds.items() if k != "arn"},
+            api_token=self.api_token or None,
         )
+
+    @property
+    def api_tokens_file(self) -> Path:
+        return self.root / "api-tokens.json"
+
+    def lost_processes(self) -> list[ManagedProcess]:
+        """Processes that died and will not be restarted (all dead ones when not supervised)."""
+        return lost_processes(self, self.supervisor)
