@@ -65,6 +65,11 @@ def open_conversation(
     from nitro_llm.protocol.attested_wire import DEFAULT_SUITE
 
     policy = ClientPolicy.load(policy_path or default_policy_path())
+    auth: dict[str, str] = {}
     if gateway is None:
-        gateway = ClientConfig.load(config_path or default_config_path()).gateway_url
-    return AttestedConversation(gateway, policy, suite=suite or DEFAULT_SUITE)
+        config = ClientConfig.load(config_path or default_config_path())
+        gateway, auth = config.gateway_url, config.auth_headers()
+    import httpx
+
+    http = httpx.Client(timeout=httpx.Timeout(10.0, read=300.0), headers=auth)  # the gateway's API token
+    return AttestedConversation(gateway, policy, suite=suite or DEFAULT_SUITE, http=http)
