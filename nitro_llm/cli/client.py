@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from nitro_llm.errors import NitroLLMError
 
@@ -48,8 +49,14 @@ HybridOpt = Annotated[
 
 
 def _fail(exc: NitroLLMError) -> typer.Exit:
-    err.print(f"[bold red]error[/] [{exc.code}] {exc}")
+    err.print(_error_line(exc))
     return typer.Exit(code=2)
+
+
+def _error_line(exc: NitroLLMError) -> str:
+    """Escaped: the code in brackets would otherwise be eaten as a rich style tag, and a message may
+    carry text from a remote peer."""
+    return f"[bold red]error[/] {escape(f'[{exc.code}] {exc}')}"
 
 
 def _conversation(
@@ -140,7 +147,7 @@ def chat(
                 sys.stdout.flush()
         except NitroLLMError as exc:
             history.pop()  # the turn failed: do not send a question without its answer next time
-            err.print(f"\n[bold red]error[/] [{exc.code}] {exc}")
+            err.print("\n" + _error_line(exc))
             continue
         sys.stdout.write("\n")
         history.append({"role": "assistant", "content": "".join(parts)})
