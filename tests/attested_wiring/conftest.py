@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import socket
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
+from wire_tools import RunningServer
 
 from nitro_llm.attestation.devca import DevCA
 from nitro_llm.attestation.nsm import open_nsm
@@ -139,33 +137,6 @@ def deploy(tmp_path, ca):
     yield make
     for enclave in started:
         enclave.stop()
-
-
-class RunningServer:
-    """An ASGI app on a real loopback port (for the CLI, which opens its own HTTP client)."""
-
-    def __init__(self, app):
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
-
-    def __enter__(self):
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc):
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._sock.close()
 
 
 @pytest.fixture

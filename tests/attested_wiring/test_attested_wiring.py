@@ -13,6 +13,7 @@ import cbor2
 import httpx
 import pytest
 from typer.testing import CliRunner
+from wire_tools import RecordingTransport, decode_frames
 
 from nitro_llm.attestation import DebugModeError, PcrMismatchError, UntrustedRootError, parse_document
 from nitro_llm.attestation.devca import DevCA
@@ -27,7 +28,7 @@ from nitro_llm.inference.echo_engine import EchoEngine
 from nitro_llm.kms.cms import open_enveloped_data
 from nitro_llm.protocol.attested import decode_attestation_bundle, seal_request
 from nitro_llm.protocol.errors import ChunkGapError, ChunkReplayError, ResponseTruncatedError
-from nitro_llm.protocol.framing import FrameDecoder, encode_frame
+from nitro_llm.protocol.framing import encode_frame
 from nitro_llm.protocol.kms_envelope import KmsHeader
 from nitro_llm.protocol.kms_envelope import seal_request as kms_seal
 from nitro_llm.transport import close_listener, listen
@@ -35,13 +36,6 @@ from nitro_llm.transport import close_listener, listen
 from .conftest import MODEL_DIGEST, PCRS
 
 CANARY = "CANARY-wired-5cd1e0"
-
-
-def _frames(body: bytes) -> list[dict]:
-    decoder = FrameDecoder()
-    out = decoder.feed(body)
-    decoder.close()
-    return out
 
 
 def _ask(client, text: str, **sampling) -> list:
@@ -52,31 +46,8 @@ def _attest(gateway, nonce: bytes, suite: str = "x25519") -> httpx.Response:
     return gateway.get("/v1/attestation", params={"nonce": nonce.hex(), "suite": suite})
 
 
-class Recorder:
-    """An httpx transport that records what the client sent, and can rewrite the relayed answer."""
-
-    def __init__(self, inner: httpx.BaseTransport, tamper=None):
-        self.inner = inner
-        self.tamper = tamper
-        self.sent: list[tuple[str, str, bytes]] = []
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        body = request.read()
-        self.sent.append((request.method, request.url.path, body))
-        response = self.inner.handle_request(request)
-        content = response.read()
-        if self.tamper is not None and request.url.path == "/v1/infer":
-            content = b"".join(encode_frame(f) for f in self.tamper(_frames(content)))
-        return httpx.Response(
-            response.status_code, headers={"content-type": response.headers["content-type"]}, content=content
-        )
-
-    def paths(self) -> list[tuple[str, str]]:
-        return [(method, path) for method, path, _ in self.sent]
-
-
-def _recording_client(deployment, tamper=None) -> tuple[httpx.Client, Recorder]:
-    recorder = Recorder(deployment.gateway._transport, tamper)
+def _recording_client(deployment, tamper=None) -> tuple[httpx.Client, RecordingTransport]:
+    recorder = RecordingTransport(deployment.gateway._transport, tamper)
     return httpx.Client(transport=recorder, base_url="http://gateway.test"), recorder
 
 
@@ -165,17 +136,17 @@ def _sealed(d, text="hello there", **kw):
 def test_a_replayed_request_is_refused(deploy):
     d = deploy()
     sealed = _sealed(d)
-    first = _frames(d.gateway.post("/v1/infer", content=sealed.envelope.to_cbor()).content)
+    first = decode_frames(d.gateway.post("/v1/infer", content=sealed.envelope.to_cbor()).content)
     opener = sealed.response_opener()
     assert "".join(opener.open(f)["text"] for f in first) == "hello there"
-    again = _frames(d.gateway.post("/v1/infer", content=sealed.envelope.to_cbor()).content)
+    again = decode_frames(d.gateway.post("/v1/infer", content=sealed.envelope.to_cbor()).content)
     assert again == [again[0]] and again[0]["t"] == "error" and again[0]["code"] == "replayed_request"
 
 
 def test_a_stale_request_is_refused(deploy):
     d = deploy()
     sealed = _sealed(d, timestamp=int(time.time() * 1000) - 10 * 60 * 1000)
-    (reply,) = _frames(d.gateway.post("/v1/infer", content=sealed.envelope.to_cbor()).content)
+    (reply,) = decode_frames(d.gateway.post("/v1/infer", content=sealed.envelope.to_cbor()).content)
     assert reply["code"] == "stale_request" and reply["retryable"] is True
 
 
@@ -186,7 +157,7 @@ def test_a_request_for_a_key_the_enclave_lost_is_retryable_and_the_client_re_att
     assert "".join(c.text for c in _ask(client, "before restart")) == "before restart"
     stale = _sealed(d)
     d.enclave.restart()  # new process, new session keys
-    (reply,) = _frames(d.gateway.post("/v1/infer", content=stale.envelope.to_cbor()).content)
+    (reply,) = decode_frames(d.gateway.post("/v1/infer", content=stale.envelope.to_cbor()).content)
     assert reply["code"] == "attested_descriptor_unknown" and reply["retryable"] is True
     assert "".join(c.text for c in _ask(client, "after restart")) == "after restart"
     assert recorder.paths() == [
@@ -244,7 +215,7 @@ def test_answers_of_different_length_in_one_bucket_look_alike_on_the_wire(deploy
     for text in ("ok fine", "extraordinarily comprehensive"):  # 7 vs 29 characters, two words each
         sealed = _sealed(d, text)
         body = d.gateway.post("/v1/infer", content=sealed.envelope.to_cbor()).content
-        frames, opener = _frames(body), sealed.response_opener()
+        frames, opener = decode_frames(body), sealed.response_opener()
         assert "".join(opener.open(f)["text"] for f in frames) == text
         sizes.append((len(sealed.envelope.to_cbor()), len(body), [len(encode_frame(f)) for f in frames]))
     assert sizes[0] == sizes[1]
@@ -258,11 +229,11 @@ def test_kms_envelopes_still_take_the_kms_path(deploy):
     header = KmsHeader.new(model="default", conversation_id="a" * 32, key_id="alias/k")
     request = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "temperature": 0.0}
     envelope = kms_seal(b"k" * 32, header, request, edk=b"e" * 40)
-    (reply,) = _frames(d.gateway.post("/v1/infer", content=envelope.to_cbor()).content)
+    (reply,) = decode_frames(d.gateway.post("/v1/infer", content=envelope.to_cbor()).content)
     assert reply["code"] == "no_credentials"  # reached KMS key release, not the attested opener
 
 
-def test_an_enclave_without_the_attested_protocol_refuses_its_frames(tmp_path, ca):
+def test_an_enclave_without_the_attested_protocol_refuses_itsdecode_frames(tmp_path, ca):
     from nitro_llm.attestation.nsm import open_nsm
 
     address = f"unix:{tmp_path / 'plain.sock'}"
