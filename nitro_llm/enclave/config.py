@@ -34,14 +34,15 @@ class EnclaveConfig:
     data_key_ttl_seconds: float = DEFAULT_TTL_SECONDS
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     max_waiting: int = 8
+    batch_size: int = 8  # sequences decoded together (continuous batching); KV memory grows with it
     debug_mode: bool = False
     seed_compat: bool = False  # the AWS sample's weaker wire format (enclave/seed_compat.py)
 
     def __post_init__(self) -> None:
         if self.engine not in ("llama", "echo"):
             raise ValueError("engine must be 'llama' or 'echo'")
-        if self.threads < 1 or self.ctx < 64 or self.max_waiting < 0:
-            raise ValueError("threads >= 1, ctx >= 64 and max_waiting >= 0 are required")
+        if self.threads < 1 or self.ctx < 64 or self.max_waiting < 0 or self.batch_size < 1:
+            raise ValueError("threads >= 1, ctx >= 64, max_waiting >= 0 and batch_size >= 1 are required")
 
     def measured(self) -> dict[str, Any]:
         """What goes into PCR0/PCR2 as "config" (the model file is measured by its digest, separately)."""
@@ -55,5 +56,6 @@ class EnclaveConfig:
             "data_key_ttl_seconds": self.data_key_ttl_seconds,
             "max_frame_size": self.max_frame_size,
             "max_waiting": self.max_waiting,
+            "batch_size": self.batch_size,
             **({"seed_compat": True} if self.seed_compat else {}),
         }

@@ -48,12 +48,16 @@ def build_engine(config: EnclaveConfig, info: ModelInfo | None = None) -> Engine
         from nitro_llm.inference.echo_engine import EchoEngine
 
         return EchoEngine()
-    from nitro_llm.inference.llama_engine import LlamaEngine
+    from nitro_llm.inference.batching import BatchScheduler
+    from nitro_llm.inference.llama_batch import LlamaBatchDecoder
 
     info = info or check_model(config.model_path)  # the default model is held to its pinned SHA-256
     name = DEFAULT_MODEL_NAME if config.model_path is None else info.path.stem.lower()
     log.info("model %s size=%d sha256=%s", info.path.name, info.size, info.sha256)
-    return LlamaEngine(info.path, name=name, n_threads=config.threads, n_ctx=config.ctx)
+    decoder = LlamaBatchDecoder(
+        info.path, n_seq=config.batch_size, n_ctx_seq=config.ctx, n_threads=config.threads
+    )
+    return BatchScheduler(decoder, name=name, ctx=config.ctx, max_waiting=config.max_waiting)
 
 
 @dataclass(frozen=True)

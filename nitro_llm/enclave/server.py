@@ -2,9 +2,10 @@
 
 Requests arrive as frames from the gateway (docs/CONTRACTS.md, "frames"). An ``infer`` request goes
 through: envelope schema -> model -> freshness -> data key (cache, else KMS Decrypt with
-attestation) -> AES-GCM open -> request schema -> replay claim -> one generation at a time ->
-sealed answer chunks. Any failure becomes an ``{"t": "error"}`` frame carrying a code and a
-message without content, and the server goes on to the next connection.
+attestation) -> AES-GCM open -> request schema -> replay claim -> the engine's scheduler
+(continuous batching, bounded queue; inference/scheduling.py) -> sealed answer chunks. Any
+failure becomes an ``{"t": "error"}`` frame carrying a code and a message without content, and
+the server goes on to the next connection.
 
 Log lines carry request ids, sizes, counts and error codes only.
 """
@@ -16,18 +17,20 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from nitro_llm.enclave.attested_handler import AttestedHandler
 from nitro_llm.enclave.config import EnclaveConfig
 from nitro_llm.enclave.data_keys import DataKeyCache
-from nitro_llm.enclave.errors import BusyError, InternalError, ModelNotServedError
+from nitro_llm.enclave.errors import InternalError, ModelNotServedError
 from nitro_llm.enclave.freshness import FreshnessGuard, now_ms
 from nitro_llm.enclave.key_release import KeyRelease
+from nitro_llm.enclave.peer_watch import PeerWatch
 from nitro_llm.enclave.seed_compat import SeedDisabledError, SeedHandler
 from nitro_llm.errors import NitroLLMError
 from nitro_llm.inference.engine import Engine
+from nitro_llm.inference.scheduling import scheduled
 from nitro_llm.protocol import frames
 from nitro_llm.protocol.errors import FrameError
 from nitro_llm.protocol.framing import encode_frame, read_frame
@@ -70,7 +73,7 @@ class EnclaveServer:
         self._hardening = dict(hardening or {})  # what the OS granted (enclave.hardening), for pong
         self._seed = seed
         self._attested = attested
-        self._engine = engine
+        self._engine = scheduled(engine, max_waiting=config.max_waiting)  # batching, or one at a time
         self._keys = key_release
         self._config = config
         self._pcrs = {str(i): v.hex() for i, v in sorted((pcrs or {}).items())}
@@ -82,10 +85,8 @@ class EnclaveServer:
         )
         self._io_timeout = io_timeout
         self._max_connections = max_connections
-        self._generation = threading.Lock()
-        self._queue_lock = threading.Lock()
-        self._queued = 0  # waiting for or holding the generation lock
         self._stop = threading.Event()
+        self._peers = PeerWatch(self._stop)  # cancels a request whose gateway connection closed
         self._acceptor: ThreadedAcceptor | None = None
         self._started = time.monotonic()
         self._counters_lock = threading.Lock()
@@ -103,12 +104,12 @@ class EnclaveServer:
         if self._acceptor is not None:
             self._acceptor.stop_accepting(timeout)
             self._acceptor.join(timeout)
+        self._engine.close()
 
     def stats(self) -> dict[str, Any]:
         with self._counters_lock:
             counters = dict(self._counters)
-        with self._queue_lock:
-            queued = self._queued
+        queued = self._engine.queued
         return {
             "model": self._engine.name,
             "engine": self._config.engine,
@@ -208,15 +209,15 @@ class EnclaveServer:
         size: int,
         started: float,
     ) -> None:
-        """Generate in the single slot and send each piece sealed as it comes (either protocol)."""
+        """Generate through the scheduler and send each piece sealed as it comes (either protocol)."""
         chunks = 0
-        with self._generation_slot(request_id):
+        with self._peers.watching(conn) as cancel:
             tokens = self._engine.generate(
                 request.messages,
                 max_tokens=request.max_tokens,
                 temperature=request.temperature,
                 seed=request.seed,
-                cancel=self._stop,
+                cancel=cancel,
             )
             try:
                 for chunk in tokens:
@@ -244,31 +245,11 @@ class EnclaveServer:
         )
 
     def complete_text(self, messages: Sequence[Message], max_tokens: int, request_id: str) -> str:
-        """A whole answer, greedy, in the same generation slot as streamed requests (seed route)."""
-        with self._generation_slot(request_id):
-            chunks = self._engine.generate(
-                messages, max_tokens=max_tokens, temperature=0.0, seed=None, cancel=self._stop
-            )
-            return "".join(chunk.text for chunk in chunks)
-
-    @contextlib.contextmanager
-    def _generation_slot(self, request_id: str) -> Iterator[None]:
-        """One generation at a time; a bounded number wait, the rest are told to come back."""
-        with self._queue_lock:
-            if self._queued > self._config.max_waiting:
-                raise BusyError(f"{self._queued} requests are ahead of request {request_id}")
-            self._queued += 1
-        try:
-            while not self._generation.acquire(timeout=0.5):
-                if self._stop.is_set():
-                    raise BusyError("the enclave is shutting down")
-            try:
-                yield
-            finally:
-                self._generation.release()
-        finally:
-            with self._queue_lock:
-                self._queued -= 1
+        """A whole answer, greedy, through the same scheduler as streamed requests (seed route)."""
+        chunks = self._engine.generate(
+            messages, max_tokens=max_tokens, temperature=0.0, seed=None, cancel=self._stop
+        )
+        return "".join(chunk.text for chunk in chunks)
 
     # -- sending -------------------------------------------------------------------------------
     def _send(self, conn: socket.socket, frame: dict[str, Any]) -> None:

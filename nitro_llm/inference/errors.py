@@ -32,3 +32,11 @@ class EngineUnavailableError(InferenceError):
 class ContextOverflowError(InferenceError):
     code = "context_too_long"
     default_hint = "shorten the conversation (start a new chat) or lower max_tokens"
+
+
+class EngineBusyError(InferenceError):
+    """The admission queue is full: a bounded wait is better than an unbounded pile of requests."""
+
+    code = "enclave_busy"
+    retryable = True
+    default_hint = "the enclave is answering other requests; retry after a short wait"

@@ -1,0 +1,259 @@
+"""llama.cpp's batch API, one step at a time: several sequences share one ``llama_decode`` call.
+
+This is the part of continuous batching that talks to llama.cpp (through llama-cpp-python's
+low-level bindings); the scheduler that decides *what* goes into each step lives in
+``batching.py``. One context holds ``n_seq`` sequences (llama.cpp sequence ids = our slot
+numbers), each with its own KV stream of ``n_ctx_seq`` cells (``kv_unified = False``). A shared,
+unified cache would need less memory, but then a sequence's attention sums run over cells laid
+out differently depending on who else is in the cache, and greedy answers change with the load;
+with one stream per sequence a batched answer is bit-for-bit the answer it gets alone (tested).
+The price is memory: ``n_seq * n_ctx_seq`` cells (about 23 KB per cell for SmolLM2-135M, so 1.5
+GB at 8 x 8192). A finished or cancelled sequence's cells are freed with ``llama_memory_seq_rm``.
+Each slot has its own sampler chain, so greedy and seeded sampling stay per request.
+
+Prompts are rendered with the GGUF's own chat template through llama-cpp-python's
+``Jinja2ChatFormatter`` — the same renderer ``Llama.create_chat_completion`` uses — so answers
+match the single-stream engine's. Not thread-safe: one scheduler thread drives ``step``;
+``prompt_tokens`` (rendering and tokenising) may run on any thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nitro_llm.inference.errors import ContextOverflowError, EngineUnavailableError, InferenceError
+from nitro_llm.protocol.messages import Message
+
+DEFAULT_N_BATCH = 512
+_PIECE_BUFFER = 256
+_META_BUFFER = 64 * 1024
+_backend_lock = threading.Lock()
+_backend_ready = False
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How one sequence picks its next token. Temperature 0 is greedy (argmax), like the
+    single-stream engine's ``top_k=1``; otherwise llama-cpp-python's default chain with a seed."""
+
+    temperature: float = 0.0
+    seed: int = 0
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+
+
+@dataclass(frozen=True)
+class Feed:
+    """What one slot contributes to a step: ``tokens`` at positions ``pos, pos+1, ...``; when
+    ``sample`` is set the step samples this slot's next token from the logits of the last one."""
+
+    slot: int
+    tokens: Sequence[int]
+    pos: int
+    sample: bool
+
+
+def _llama() -> Any:
+    global _backend_ready
+    try:
+        import llama_cpp
+    except ImportError:
+        raise EngineUnavailableError("llama-cpp-python is not installed") from None
+    with _backend_lock:
+        if not _backend_ready:
+            llama_cpp.llama_backend_init()
+            _backend_ready = True
+    return llama_cpp
+
+
+class LlamaBatchDecoder:
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        n_seq: int,
+        n_ctx_seq: int,
+        n_threads: int = 1,
+        n_threads_batch: int | None = None,
+        n_batch: int = DEFAULT_N_BATCH,
+    ) -> None:
+        if n_seq < 1 or n_ctx_seq < 64 or n_threads < 1 or n_batch < n_seq:
+            raise ValueError("n_seq >= 1, n_ctx_seq >= 64, n_threads >= 1 and n_batch >= n_seq are required")
+        lc = _llama()
+        self._lc = lc
+        mparams = lc.llama_model_default_params()
+        model = lc.llama_model_load_from_file(str(model_path).encode(), mparams)
+        if not model:
+            raise InferenceError(
+                f"llama.cpp could not load {model_path.name}",
+                hint="check that the file is a GGUF model: nitro-llm model check",
+            )
+        self._model = model
+        cparams = lc.llama_context_default_params()
+        cparams.n_ctx = n_ctx_seq * n_seq
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch
+        cparams.n_seq_max = n_seq
+        cparams.kv_unified = False  # one KV stream per sequence: batch-invariant answers (see above)
+        cparams.n_threads = n_threads
+        cparams.n_threads_batch = n_threads_batch or n_threads
+        cparams.no_perf = True
+        ctx = lc.llama_init_from_model(model, cparams)
+        if not ctx:
+            lc.llama_model_free(model)
+            raise InferenceError(
+                "llama.cpp could not create a context", hint="lower --ctx or --batch-size (memory)"
+            )
+        self._ctx = ctx
+        self._memory = lc.llama_get_memory(ctx)
+        self._vocab = lc.llama_model_get_vocab(model)
+        self.n_seq = n_seq
+        self.n_ctx_seq = int(lc.llama_n_ctx_seq(ctx))
+        self.n_batch = n_batch
+        self._batch = lc.llama_batch_init(n_batch, 0, 1)
+        self._samplers: dict[int, object] = {}
+        self._piece = ctypes.create_string_buffer(_PIECE_BUFFER)
+        self._formatter = self._chat_formatter()
+        self._closed = False
+
+    # -- prompts (any thread) ---------------------------------------------------------------------
+    def _meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(_META_BUFFER)
+        n = self._lc.llama_model_meta_val_str(self._model, key.encode(), buf, _META_BUFFER)
+        return buf.value.decode("utf-8", "replace") if n >= 0 else None
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        raw = self._lc.llama_vocab_get_text(self._vocab, token)
+        return raw.decode("utf-8", "replace") if raw else ""
+
+    def _chat_formatter(self) -> object | None:
+        template = self._meta("tokenizer.chat_template")
+        if not template:
+            return None
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        eos = self._lc.llama_vocab_eos(self._vocab)
+        bos = self._lc.llama_vocab_bos(self._vocab)
+        return Jinja2ChatFormatter(
+            template=template, eos_token=self._token_text(eos), bos_token=self._token_text(bos)
+        )
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        room = len(data) + 16
+        tokens = (self._lc.llama_token * room)()
+        n = self._lc.llama_tokenize(self._vocab, data, len(data), tokens, room, add_special, parse_special)
+        if n < 0:
+            raise InferenceError("the tokenizer produced more tokens than expected")
+        return list(tokens[:n])
+
+    def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
+        """The chat rendered by the model's template, as tokens (special tokens parsed, no extra BOS:
+        the template writes its own, as in ``create_chat_completion``). A model without a template
+        gets plain ``role: content`` lines — enough for benchmarks on converted weights."""
+        if self._formatter is not None:
+            rendered = self._formatter(messages=[m.to_dict() for m in messages])  # type: ignore[operator]
+            return self.tokenize(rendered.prompt, add_special=False, parse_special=True)
+        text = "".join(f"{m.role}: {m.content}\n" for m in messages) + "assistant:"
+        return self.tokenize(text, add_special=True, parse_special=False)
+
+    # -- tokens out -------------------------------------------------------------------------------
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token (possibly part of a UTF-8 character); control tokens are empty."""
+        n = self._lc.llama_token_to_piece(self._vocab, token, self._piece, _PIECE_BUFFER, 0, False)
+        if n < 0:
+            big = ctypes.create_string_buffer(-n)
+            n = self._lc.llama_token_to_piece(self._vocab, token, big, -n, 0, False)
+            return big.raw[:n]
+        return self._piece.raw[:n]
+
+    def is_end(self, token: int) -> bool:
+        return bool(self._lc.llama_vocab_is_eog(self._vocab, token))
+
+    # -- sequences (scheduler thread) -------------------------------------------------------------
+    def open_slot(self, slot: int, sampling: Sampling) -> None:
+        """A fresh sequence in ``slot``: its old cells dropped, a new sampler chain."""
+        if not 0 <= slot < self.n_seq:
+            raise ValueError("slot out of range")
+        self.close_slot(slot)
+        lc = self._lc
+        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        if sampling.temperature == 0:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
+        else:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_k(sampling.top_k))
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(sampling.top_p, 1))
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_min_p(sampling.min_p, 1))
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(float(sampling.temperature)))
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(sampling.seed & 0xFFFFFFFF))
+        self._samplers[slot] = chain
+
+    def close_slot(self, slot: int) -> None:
+        """Free the slot's KV cells (removing a whole sequence never fails) and its sampler."""
+        self._lc.llama_memory_seq_rm(self._memory, slot, -1, -1)
+        chain = self._samplers.pop(slot, None)
+        if chain is not None:
+            self._lc.llama_sampler_free(chain)
+
+    def step(self, feeds: Sequence[Feed]) -> dict[int, int]:
+        """One ``llama_decode`` over every feed; returns the sampled token per sampling slot.
+
+        Raises ``ContextOverflowError`` when a KV stream has no room (llama.cpp's return 1), so the
+        scheduler can fail just the sequences concerned; anything else is an ``InferenceError``.
+        """
+        lc = self._lc
+        batch = self._batch
+        n = 0
+        sample_at: list[tuple[int, int]] = []
+        for feed in feeds:
+            last = len(feed.tokens) - 1
+            for i, token in enumerate(feed.tokens):
+                if n >= self.n_batch:
+                    raise ValueError("a step holds at most n_batch tokens")
+                batch.token[n] = token
+                batch.pos[n] = feed.pos + i
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = feed.slot
+                want = feed.sample and i == last
+                batch.logits[n] = 1 if want else 0
+                if want:
+                    sample_at.append((feed.slot, n))
+                n += 1
+        if n == 0:
+            return {}
+        batch.n_tokens = n
+        rc = lc.llama_decode(self._ctx, batch)
+        if rc == 1:
+            raise ContextOverflowError("a sequence's KV cache has no room for this step")
+        if rc != 0:
+            raise InferenceError(f"llama_decode failed (code {rc})")
+        out: dict[int, int] = {}
+        for slot, index in sample_at:
+            out[slot] = int(lc.llama_sampler_sample(self._samplers[slot], self._ctx, index))
+        return out
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        lc = self._lc
+        for chain in self._samplers.values():
+            lc.llama_sampler_free(chain)
+        self._samplers.clear()
+        lc.llama_batch_free(self._batch)
+        lc.llama_free(self._ctx)
+        lc.llama_model_free(self._model)
+
+
+def check_fits(prompt: int, ctx: int) -> None:
+    """A prompt must leave room for at least one answer token; otherwise it can never run."""
+    if prompt + 1 > ctx:
+        raise ContextOverflowError("the conversation does not fit in the model's context window")
