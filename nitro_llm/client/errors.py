@@ -30,3 +30,16 @@ class NoLocalStack(ClientError):
     default_hint = (
         "start the local stack with 'nitro-llm up' in another terminal, or pass --gateway/--kms-endpoint"
     )
+
+
+class KmsUnreachable(ClientError):
+    """The client's own KMS call (GenerateDataKey) got no answer: nothing was sent to the gateway."""
+
+    code = "client_kms_unreachable"
+    retryable = True
+    default_hint = "KMS did not answer this machine; check the KMS endpoint and network, then retry"
+
+
+class KmsRefused(ClientError):
+    code = "client_kms_refused"
+    default_hint = "KMS refused this client's GenerateDataKey: check its credentials and the key policy"

@@ -11,9 +11,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
+from botocore.exceptions import BotoCoreError, ClientError
 
 from nitro_llm.client.config import ClientConfig
-from nitro_llm.client.errors import GatewayUnreachable
+from nitro_llm.client.errors import GatewayUnreachable, KmsRefused, KmsUnreachable
 from nitro_llm.client.wire import (  # AnswerChunk and WireRecord are re-exported: callers import them here
     FRAMES_MEDIA_TYPE,
     AnswerChunk,
@@ -43,9 +44,15 @@ class KmsConversation:
 
     def _ensure_data_key(self, header: KmsHeader) -> None:
         if self._data_key is None:
-            reply = self._kms.generate_data_key(
-                KeyId=self.config.key_id, KeySpec="AES_256", EncryptionContext=header.encryption_context()
-            )
+            try:
+                reply = self._kms.generate_data_key(
+                    KeyId=self.config.key_id, KeySpec="AES_256", EncryptionContext=header.encryption_context()
+                )
+            except BotoCoreError as exc:  # no answer (after botocore's own bounded retries)
+                raise KmsUnreachable(f"KMS could not be reached ({type(exc).__name__})") from None
+            except ClientError as exc:  # only AWS's error code: its message may quote the request
+                code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
+                raise KmsRefused(f"KMS refused GenerateDataKey: {code}") from None
             self._data_key, self._edk = reply["Plaintext"], reply["CiphertextBlob"]
 
     def seal(self, messages: list[Mapping[str, str]], **sampling: Any) -> tuple[KmsHeader, KmsEnvelope]:
