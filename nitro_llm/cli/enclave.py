@@ -34,6 +34,12 @@ WindowOpt = Annotated[
 TtlOpt = Annotated[
     float, typer.Option("--data-key-ttl", min=0.0, help="Seconds a released data key is cached (0: never).")
 ]
+BatchOpt = Annotated[
+    int, typer.Option("--batch-size", min=1, help="Sequences decoded together (continuous batching).")
+]
+WaitingOpt = Annotated[
+    int, typer.Option("--max-waiting", min=0, help="Requests that may wait for a slot (more: enclave_busy).")
+]
 SeedOpt = Annotated[
     bool,
     typer.Option(
@@ -51,6 +57,8 @@ def _config(
     window: float,
     ttl: float,
     seed_compat: bool = False,
+    batch_size: int = 8,
+    max_waiting: int = 8,
 ) -> EnclaveConfig:
     if engine not in ("llama", "echo"):
         raise typer.BadParameter("--engine must be llama or echo")
@@ -64,6 +72,8 @@ def _config(
         freshness_window_seconds=window,
         data_key_ttl_seconds=ttl,
         seed_compat=seed_compat,
+        batch_size=batch_size,
+        max_waiting=max_waiting,
     )
 
 
@@ -101,6 +111,8 @@ def serve(
     freshness_window: WindowOpt = DEFAULT_WINDOW_SECONDS,
     data_key_ttl: TtlOpt = DEFAULT_TTL_SECONDS,
     seed_compat: SeedOpt = False,
+    batch_size: BatchOpt = 8,
+    max_waiting: WaitingOpt = 8,
 ) -> None:
     """Serve requests until SIGTERM. The socket appears once the model is loaded."""
     from nitro_llm.enclave.runtime import KmsSettings
@@ -111,7 +123,10 @@ def serve(
     if kms_forward_to and not kms_endpoint:
         raise typer.BadParameter("--kms-forward-to needs --kms-endpoint (the loopback URL to forward)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s enclave %(levelname)s %(message)s")
-    config = _config(model, engine, threads, ctx, debug_mode, freshness_window, data_key_ttl, seed_compat)
+    config = _config(
+        model, engine, threads, ctx, debug_mode, freshness_window, data_key_ttl, seed_compat,
+        batch_size=batch_size, max_waiting=max_waiting,
+    )  # fmt: skip
     try:
         run(
             config,
@@ -134,11 +149,16 @@ def pcrs(
     freshness_window: WindowOpt = DEFAULT_WINDOW_SECONDS,
     data_key_ttl: TtlOpt = DEFAULT_TTL_SECONDS,
     seed_compat: SeedOpt = False,
+    batch_size: BatchOpt = 8,
+    max_waiting: WaitingOpt = 8,
 ) -> None:
     """Print PCR0-2 (hex) of an emulated enclave with these options, as JSON {"0": ..., "2": ...}."""
     from nitro_llm.enclave.runtime import measure
 
-    config = _config(model, engine, threads, ctx, debug_mode, freshness_window, data_key_ttl, seed_compat)
+    config = _config(
+        model, engine, threads, ctx, debug_mode, freshness_window, data_key_ttl, seed_compat,
+        batch_size=batch_size, max_waiting=max_waiting,
+    )  # fmt: skip
     try:
         measured = measure(config)
     except NitroLLMError as exc:

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from nitro_llm.errors import NitroLLMError
 from nitro_llm.gateway.admission import AccessSettings, Admission
 from nitro_llm.gateway.attestation import ATTESTATION_MEDIA_TYPE, DEFAULT_SUITE, fetch_attestation
+from nitro_llm.gateway.busy import busy_refusal
 from nitro_llm.gateway.credentials import CredentialsSource
 from nitro_llm.gateway.enclave_link import EnclaveLink
 from nitro_llm.gateway.errors import BadRequest, EnclaveUnavailable, GatewayError, RequestTooLarge
@@ -192,6 +193,9 @@ def create_app(
             first = await anext(frames)
         except StopAsyncIteration:
             raise EnclaveUnavailable("the enclave closed the link without answering") from None
+        if (busy := busy_refusal(first)) is not None:  # queue full: 429 + Retry-After, not a 200
+            await frames.aclose()
+            raise busy
 
         async def relay() -> AsyncIterator[bytes]:
             sent, count, outcome = len(first), 1, "ok"

@@ -65,3 +65,14 @@ class BadEnclaveReply(GatewayError):
     default_hint = (
         "the enclave answered with a frame of the wrong shape; check that gateway and enclave match"
     )
+
+
+class EnclaveBusy(GatewayError):
+    """The enclave refused a request because its bounded queue is full (its ``enclave_busy`` or
+    ``replay_cache_full`` error frame), told apart so HTTP clients and load balancers can back off."""
+
+    code = "enclave_busy"
+    status_code = 429
+    retryable = True
+    retry_after = 1
+    default_hint = "the enclave is answering other requests; retry after the Retry-After delay"

@@ -59,9 +59,12 @@ class EnclaveOptions:
     ctx: int = 8192
     debug_mode: bool = False
     seed_compat: bool = False
+    batch_size: int = 8
+    max_waiting: int = 8
 
     def args(self) -> list[str]:
         out = ["--engine", self.engine, "--threads", str(self.threads), "--ctx", str(self.ctx)]
+        out += ["--batch-size", str(self.batch_size), "--max-waiting", str(self.max_waiting)]
         if self.model:
             out += ["--model", str(self.model)]
         if self.debug_mode:

@@ -1,0 +1,29 @@
+"""Turn the enclave's "too busy" refusal into HTTP 429 with Retry-After.
+
+The enclave answers a request it cannot queue with one error frame. Relayed as a 200 body, a
+client would learn it only after parsing frames, and a load balancer never; so when the *first*
+frame is such a refusal the gateway answers 429 instead. Error frames carry codes and counts,
+never content, so reading the code here keeps the gateway blind to what users ask.
+"""
+
+from __future__ import annotations
+
+from nitro_llm.errors import NitroLLMError
+from nitro_llm.gateway.errors import EnclaveBusy
+from nitro_llm.protocol.framing import decode_frame
+
+BUSY_CODES = frozenset({"enclave_busy", "replay_cache_full"})
+_HEADER = 4
+
+
+def busy_refusal(first_frame: bytes) -> EnclaveBusy | None:
+    """``first_frame``: one encoded frame (length prefix included), as the enclave link yields it."""
+    if len(first_frame) > 4096:  # answer chunks can be large; a refusal never is
+        return None
+    try:
+        frame = decode_frame(first_frame[_HEADER:])
+    except NitroLLMError:
+        return None
+    if frame.get("t") != "error" or frame.get("code") not in BUSY_CODES:
+        return None
+    return EnclaveBusy(f"the enclave's queue is full ({frame.get('code')})")
