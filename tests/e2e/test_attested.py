@@ -126,10 +126,10 @@ def test_openai_sdk_through_the_proxy(stack, protocol):
         client = openai.OpenAI(base_url=proxy.url + "/v1", api_key="unused", max_retries=0, timeout=300)
         assert [m.id for m in client.models.list()] == [backend.model_id]
         reply = client.chat.completions.create(
-            model=backend.model_id, messages=[{"role": "user", "content": SKY}], max_tokens=16
+            model=backend.model_id, messages=[{"role": "user", "content": SKY}], max_tokens=32
         )
         stream = client.chat.completions.create(
-            model=backend.model_id, messages=[{"role": "user", "content": SKY}], max_tokens=16, stream=True
+            model=backend.model_id, messages=[{"role": "user", "content": SKY}], max_tokens=32, stream=True
         )
         pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
         verification = httpx.get(proxy.url + "/v1/verification", timeout=30).json()
@@ -243,7 +243,7 @@ def _ttft(conv, question: str) -> float:
 def test_time_to_first_token_attested_vs_kms(stack, capsys):
     """Measured in one run on the real stack; printed (run with -s) and kept in the stack's logs."""
     question = "Name one planet."
-    rounds = 3
+    rounds = 5
     kms_new, kms_turn, attested_cold, attested_warm = [], [], [], []
     for _ in range(rounds):
         kms = KmsConversation(stack.client_config())
