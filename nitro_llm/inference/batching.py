@@ -116,6 +116,7 @@ class BatchScheduler:
         self._order: list[_Request] = []  # active, in admission order (prefill round-robin)
         self._free_slots = list(range(decoder.n_seq))
         self._closed = False
+        self._model_lock = threading.Lock()  # tokenising vs freeing the model
         self.steps = 0  # decode steps run (for benchmarks: tokens per step shows the batching)
         self.step_tokens = 0
         self._thread = threading.Thread(target=self._run, name="batch-scheduler", daemon=True)
@@ -144,7 +145,10 @@ class BatchScheduler:
         seed: int | None,
         cancel: threading.Event | None = None,
     ) -> Iterator[TokenChunk]:
-        prompt = self._decoder.prompt_tokens(messages)  # on the caller's thread: runs beside decoding
+        with self._model_lock:  # on the caller's thread, beside decoding; never after close()
+            if self._closed:
+                raise EngineBusyError("the engine is shutting down")
+            prompt = self._decoder.prompt_tokens(messages)
         return self.generate_tokens(
             prompt, max_tokens=max_tokens, temperature=temperature, seed=seed, cancel=cancel
         )
@@ -184,7 +188,8 @@ class BatchScheduler:
             self._wake.notify()
         self._thread.join(timeout)
         if not self._thread.is_alive():
-            self._decoder.close()
+            with self._model_lock:
+                self._decoder.close()
 
     # -- the scheduler thread -------------------------------------------------------------------
     def _run(self) -> None:

@@ -104,6 +104,9 @@ class LlamaBatchDecoder:
         cparams.n_threads = n_threads
         cparams.n_threads_batch = n_threads_batch or n_threads
         cparams.no_perf = True
+        # llama.cpp's default is "auto" (on, on CPU); llama-cpp-python's Llama turns it off. Off here
+        # too, so batched answers match the single-stream engine's token for token.
+        cparams.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
         ctx = lc.llama_init_from_model(model, cparams)
         if not ctx:
             lc.llama_model_free(model)
