@@ -98,8 +98,19 @@ class Admission:
             await _error_response(exc)(scope, receive, send)
             return
         scope.setdefault("state", {})["client"] = client.name
+        body = _BodyState()
+
+        async def send_closing_if_unread(message: Message) -> None:
+            # A refusal sent before the body was read in full (413, 408...) closes the connection:
+            # otherwise the server would go on reading, and discarding, whatever the client sends.
+            if message["type"] == "http.response.start" and message["status"] >= 400 and not body.done:
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
         try:
-            await self.app(scope, _body_deadline(receive, self.settings.body_timeout), send)
+            await self.app(
+                scope, _body_deadline(receive, self.settings.body_timeout, body), send_closing_if_unread
+            )
         finally:
             lease.release()
 
@@ -120,22 +131,27 @@ class Admission:
 
 
 def _error_response(exc: GatewayError) -> JSONResponse:
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+    headers = {"Connection": "close"}  # the body was never read: do not read and discard it
+    if exc.retry_after:
+        headers["Retry-After"] = str(exc.retry_after)
     if exc.status_code == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="nitro-llm"'
-    return JSONResponse(exc.to_wire(), status_code=exc.status_code, headers=headers or None)
+    return JSONResponse(exc.to_wire(), status_code=exc.status_code, headers=headers)
 
 
-def _body_deadline(receive: Receive, timeout: float) -> Receive:
+@dataclass
+class _BodyState:
+    done: bool = False
+
+
+def _body_deadline(receive: Receive, timeout: float, state: _BodyState) -> Receive:
     """``receive`` with one deadline for the whole request body; once the body is complete, calls
     pass straight through (the streaming answer listens on receive for the client going away)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    done = False
 
     async def timed() -> Message:
-        nonlocal done
-        if done:
+        if state.done:
             return await receive()
         remaining = deadline - loop.time()
         try:
@@ -145,7 +161,7 @@ def _body_deadline(receive: Receive, timeout: float) -> Receive:
         except TimeoutError:
             raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
         if message.get("type") != "http.request" or not message.get("more_body", False):
-            done = True
+            state.done = True
         return message
 
     return timed
