@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -120,7 +121,7 @@ def chat(
         conv = _conversation(config, protocol, policy, gateway, hybrid)
     except NitroLLMError as exc:
         raise _fail(exc) from None
-    history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+    history: list[Mapping[str, str]] = [{"role": "system", "content": system}] if system else []
     err.print("[dim]confidential chat — /new for a fresh conversation, /exit to leave[/]")
     while True:
         try:
