@@ -66,6 +66,7 @@ def up(
             stack.start()
         console.print(f"[bold green]ready[/]: gateway {stack.gateway_url}, KMS emulator {stack.kms_url}")
         console.print(f"PCR0 {stack.pcrs['0']}")
+        console.print(f"client policy (attested protocol, used by ask/chat): {stack.client_policy_path}")
         console.print(f'logs in {stack.logs}; try: nitro-llm ask "…"   (Ctrl-C stops the stack)')
         while not stop:
             for proc in stack.lost_processes():  # the enclave and KMS are restarted when they die
