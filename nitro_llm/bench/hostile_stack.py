@@ -11,23 +11,42 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
+import site
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+import nitro_llm
 from nitro_llm.bench.faults import FaultProxy
 from nitro_llm.client.config import ClientConfig
 from nitro_llm.client.kms_conversation import KmsConversation
 from nitro_llm.gateway.auth import ClientLimits, add_client
 from nitro_llm.local.processes import ManagedProcess, StackError, cli_argv, wait_until
 from nitro_llm.local.stack import EnclaveOptions, LocalStack, free_port
+from nitro_llm.local.tampered import CodeOverride
 
 HEADER_TIMEOUT = 2.0
 BODY_TIMEOUT = 5.0
 KEEP_ALIVE = 2
+
+
+def frozen_code(dest: Path) -> CodeOverride:
+    """A copy of the package for the enclave to run from. The enclave measures its code: restarted
+    from a working tree that changed meanwhile, it would attest to other PCRs and KMS would (rightly)
+    refuse it, which is not the fault under test."""
+    target = dest / "nitro_llm"
+    shutil.copytree(
+        Path(nitro_llm.__file__).resolve().parent,
+        target,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        dirs_exist_ok=True,
+    )
+    path = os.pathsep.join([str(dest), *site.getsitepackages()])
+    return CodeOverride(python_flags=("-S",), env={"PYTHONPATH": path}, cwd=dest)
 
 
 class HostileStack:
@@ -37,6 +56,7 @@ class HostileStack:
         self.stack = LocalStack(
             root=root,
             enclave=EnclaveOptions(engine="echo"),
+            enclave_code=frozen_code(root / "code"),
             gateway_args=[
                 "--header-timeout",
                 str(header_timeout),
@@ -120,10 +140,15 @@ class HostileStack:
         for url in (self.gateway_url, self.faulty_url):
             # An empty body is refused as 400 only once the token itself is accepted.
             wait_until(
-                lambda url=url: httpx.post(
-                    f"{url}/v1/infer", content=b"", headers={"authorization": f"Bearer {probe}"}, timeout=5
-                ).status_code
-                == 400,
+                lambda url=url: (
+                    httpx.post(
+                        f"{url}/v1/infer",
+                        content=b"",
+                        headers={"authorization": f"Bearer {probe}"},
+                        timeout=5,
+                    ).status_code
+                    == 400
+                ),
                 what="the gateway to load new API tokens",
                 timeout=30,
             )

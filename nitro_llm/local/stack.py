@@ -87,6 +87,9 @@ class LocalStack:
     """Restart the enclave and the KMS emulator when they die (local/supervisor.py)."""
     gateway_args: list[str] = field(default_factory=list)
     """Extra ``nitro-llm gateway`` flags (limits, timeouts)."""
+    enclave_code: CodeOverride | None = None
+    """Run (and measure) the enclave from this copy of the code: a frozen copy keeps a restarted
+    enclave's PCRs unchanged while the working tree is edited."""
     progress: Callable[[str], None] = lambda _msg: None
 
     kms: ManagedProcess | None = None
@@ -160,7 +163,7 @@ class LocalStack:
             stale.unlink(missing_ok=True)
         self._ensure_dev_ca()
         self._start_kms()
-        self.pcrs = self.measure_pcrs(self.enclave)
+        self.pcrs = self.measure_pcrs(self.enclave, self.enclave_code)
         self._ensure_key()
         self._start_enclave()
         self._start_gateway()
@@ -300,10 +303,13 @@ class LocalStack:
             "enclave"
             + (" (own network namespace: loopback only)" if self.isolated else " (NOT network-isolated)")
         )
-        argv = self.enclave_argv(self.enclave, self.enclave_socket)
+        argv = self.enclave_argv(self.enclave, self.enclave_socket, self.enclave_code)
         self.enclave_proc = ManagedProcess(
             "enclave", isolated_argv(argv) if self.isolated else argv, self.logs / "enclave.log"
         )
+        if self.enclave_code is not None:
+            self.enclave_proc.env = self.enclave_code.env
+            self.enclave_proc.cwd = self.enclave_code.cwd
         self.enclave_proc.start()
 
     def _start_gateway(self) -> None:
