@@ -159,7 +159,7 @@ class TokenRegistry:
         except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"cannot read the API tokens file {self.path} ({type(exc).__name__})",
-                hint="create it with 'nitro-llm gateway-token add FILE NAME'",
+                hint="create it with 'nitro-llm gateway-token FILE NAME'",
             ) from None
         clients = parse_tokens(data)
         self._clients = {

@@ -1,0 +1,95 @@
+"""Slow clients on loopback: a connection may not take forever to say what it wants."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+
+HEADER_TIMEOUT = 1.0
+
+
+def _closed_within(sock: socket.socket, seconds: float, dribble: bool) -> tuple[float | None, bytes]:
+    """Keep (optionally) sending one header byte at a time; when did the server give up on us?"""
+    started = time.monotonic()
+    answer = b""
+    sock.settimeout(0.1)
+    while time.monotonic() - started < seconds:
+        try:
+            if dribble:
+                sock.sendall(b"x")
+            data = sock.recv(4096)
+        except TimeoutError:
+            continue
+        except OSError:
+            return time.monotonic() - started, answer
+        if not data:
+            return time.monotonic() - started, answer
+        answer += data
+    return None, answer
+
+
+def test_slowloris_connections_are_closed_and_others_are_served(gateway, issue):
+    token = issue("clinic-a")
+    gw = gateway(header_timeout=HEADER_TIMEOUT)
+    attackers = []
+    for _ in range(40):
+        sock = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+        sock.sendall(b"POST /v1/infer HTTP/1.1\r\nhost: x\r\nauthoriz")
+        attackers.append(sock)
+    started = time.monotonic()
+    r = httpx.post(
+        f"{gw.url}/v1/infer", content=b"sealed", headers={"authorization": f"Bearer {token}"}, timeout=10
+    )
+    assert r.status_code == 200 and time.monotonic() - started < 1.0, "served despite the slow clients"
+    results = [_closed_within(sock, HEADER_TIMEOUT * 4, dribble=True) for sock in attackers]
+    for sock in attackers:
+        sock.close()
+    closed = [t for t, _ in results if t is not None]
+    assert len(closed) == len(attackers), "a dribbling connection outlived the header deadline"
+    assert all(answer.startswith(b"HTTP/1.1 408") for _, answer in results)
+
+
+def test_silent_connection_is_closed(gateway):
+    gw = gateway(tokens=False, header_timeout=HEADER_TIMEOUT)
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        closed_after, answer = _closed_within(sock, HEADER_TIMEOUT * 4, dribble=False)
+    assert closed_after is not None and HEADER_TIMEOUT * 0.8 < closed_after < HEADER_TIMEOUT * 3
+    assert answer.startswith(b"HTTP/1.1 408")
+
+
+def test_idle_keep_alive_connection_is_closed(gateway, issue):
+    token = issue("clinic-a")
+    gw = gateway(header_timeout=30.0, keep_alive=1)
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        request = (f"GET /healthz HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\r\n").encode()
+        sock.sendall(request)
+        time.sleep(0.3)
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200")
+        closed_after, _ = _closed_within(sock, 5, dribble=False)
+    assert closed_after is not None and closed_after < 3
+
+
+def test_a_second_request_on_the_connection_gets_its_own_deadline(gateway):
+    gw = gateway(tokens=False, header_timeout=HEADER_TIMEOUT, keep_alive=30)
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        time.sleep(0.3)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost")  # then dribbles
+        closed_after, answer = _closed_within(sock, HEADER_TIMEOUT * 4, dribble=True)
+    assert closed_after is not None and answer.startswith(b"HTTP/1.1 408")
+
+
+def test_oversized_headers_are_refused(gateway):
+    gw = gateway(tokens=False, header_timeout=5.0)
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        # Headers that keep growing (never finished) are refused past 16 KiB, not buffered on.
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        for _ in range(8):
+            sock.sendall(b"x-junk: " + b"a" * 8192 + b"\r\n")
+        closed_after, answer = _closed_within(sock, 3, dribble=False)
+    assert closed_after is not None
+    assert answer.startswith(b"HTTP/1.1 400")
