@@ -19,6 +19,7 @@ app = typer.Typer(
 # Each helper module adds itself here: "nitro_llm.cli.<name>".
 _GROUPS: list[str] = [
     "nitro_llm.cli.attest",
+    "nitro_llm.cli.bench",
     "nitro_llm.cli.client",
     "nitro_llm.cli.deploy",
     "nitro_llm.cli.gateway",

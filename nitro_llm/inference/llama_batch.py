@@ -20,6 +20,7 @@ match the single-stream engine's. Not thread-safe: one scheduler thread drives `
 from __future__ import annotations
 
 import ctypes
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,7 +60,8 @@ class Feed:
     sample: bool
 
 
-def _llama() -> Any:
+def load_llama_cpp() -> Any:
+    """llama_cpp, its backend initialised once and its log quiet."""
     global _backend_ready
     try:
         import llama_cpp
@@ -67,6 +69,8 @@ def _llama() -> Any:
         raise EngineUnavailableError("llama-cpp-python is not installed") from None
     with _backend_lock:
         if not _backend_ready:
+            # llama.cpp logs through this logger; below ERROR it is chatter (as with Llama(verbose=False))
+            logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
             llama_cpp.llama_backend_init()
             _backend_ready = True
     return llama_cpp
@@ -85,7 +89,7 @@ class LlamaBatchDecoder:
     ) -> None:
         if n_seq < 1 or n_ctx_seq < 64 or n_threads < 1 or n_batch < n_seq:
             raise ValueError("n_seq >= 1, n_ctx_seq >= 64, n_threads >= 1 and n_batch >= n_seq are required")
-        lc = _llama()
+        lc = load_llama_cpp()
         self._lc = lc
         mparams = lc.llama_model_default_params()
         model = lc.llama_model_load_from_file(str(model_path).encode(), mparams)

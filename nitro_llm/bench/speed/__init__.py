@@ -1,0 +1,8 @@
+"""``nitro-llm bench``: how fast the confidential path is, each number beside a baseline from the same run.
+
+Absolute times on a shared 2-core machine say little, so every scenario measures its own baseline
+in the same run and reports the ratio: (a) full stack vs a direct llama.cpp call, (b) the protocol
+path with the echo engine vs a bare HTTP echo, (c) the seed's transformers stack vs our GGUF engine
+on the Bloom-560m shape, (d) many sessions vs one session and vs llama.cpp's own batched decode,
+(e) KMS calls per request over a 10-turn chat vs the seed's one per request.
+"""

@@ -1,0 +1,210 @@
+"""(d) Many users at once: N concurrent chat sessions through the full stack.
+
+Three numbers from the same run: one session alone (full stack), N sessions together (full stack,
+aggregate tokens/s and each session's own rate), and the ceiling — llama.cpp's own batched decode
+of N sequences in this process, no scheduler, no protocol, no sockets (``llama_decode`` with one
+token per sequence per call, as llama.cpp's batched example does; end-of-text ignored so every
+sequence decodes exactly ``max_tokens``). Each session is warmed first (its KMS data key
+released), so only answering is timed. No session may starve: the slowest session's rate is
+reported against the fastest's. Then beyond capacity: more simultaneous requests than
+``batch_size + max_waiting``, which must be refused at once with 429 and a Retry-After header.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from nitro_llm.bench.speed.stats import ratio
+from nitro_llm.local.stack import LocalStack
+
+TOPICS = [
+    "a dragon who learns to cook",
+    "a lighthouse keeper and a storm",
+    "a robot that paints",
+    "two friends crossing a desert",
+    "a city under the sea",
+    "a clockmaker's apprentice",
+    "a fox and a winter night",
+    "a journey on a night train",
+    "a garden on the moon",
+    "a lost violin",
+    "a mountain village festival",
+    "a ship made of glass",
+    "a library that never closes",
+    "a baker who cannot sleep",
+    "a kite that flies to the stars",
+    "an old map in an attic",
+]
+
+
+def prompt(i: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"Write a long story about {TOPICS[i % len(TOPICS)]}."}]
+
+
+@dataclass(frozen=True)
+class Session:
+    tokens: int
+    seconds: float
+    first_token_seconds: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class ManyUsersResult:
+    sessions: int
+    max_tokens: int
+    threads: int
+    raw_one_tps: float = 0.0
+    raw_batched_tps: float = 0.0
+    one: Session | None = None
+    many: list[Session] = field(default_factory=list)
+    many_wall_seconds: float = 0.0
+    overload: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def aggregate_tps(self) -> float:
+        total = sum(s.tokens for s in self.many)
+        return total / self.many_wall_seconds if self.many_wall_seconds > 0 else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        rates = [s.tokens_per_second for s in self.many]
+        one = self.one.tokens_per_second if self.one else 0.0
+        return {
+            "sessions": self.sessions,
+            "max_tokens": self.max_tokens,
+            "threads": self.threads,
+            "one_session_tps": round(one, 2),
+            "aggregate_tps": round(self.aggregate_tps, 2),
+            "aggregate_vs_one_session": round(ratio(self.aggregate_tps, one), 3),
+            "llama_cpp_one_sequence_tps": round(self.raw_one_tps, 2),
+            "llama_cpp_batched_tps": round(self.raw_batched_tps, 2),
+            "llama_cpp_batched_vs_one": round(ratio(self.raw_batched_tps, self.raw_one_tps), 3),
+            "aggregate_vs_llama_cpp_batched": round(ratio(self.aggregate_tps, self.raw_batched_tps), 3),
+            "slowest_vs_fastest_session": round(ratio(min(rates), max(rates)), 3) if rates else 0.0,
+            "max_first_token_s": round(max((s.first_token_seconds for s in self.many), default=0.0), 3),
+            "total_tokens": sum(s.tokens for s in self.many),
+            "overload": self.overload,
+        }
+
+
+def raw_batched_tps(
+    model_path: Path, *, sequences: int, max_tokens: int, threads: int, ctx: int = 1024
+) -> float:
+    """Tokens/s of llama.cpp decoding ``sequences`` prompts together, prompt processing included."""
+    from nitro_llm.inference.llama_batch import Feed, LlamaBatchDecoder, Sampling
+    from nitro_llm.protocol.messages import Message
+
+    decoder = LlamaBatchDecoder(model_path, n_seq=sequences, n_ctx_seq=ctx, n_threads=threads)
+    try:
+        prompts = [decoder.prompt_tokens([Message(**m) for m in prompt(i)]) for i in range(sequences)]
+        for slot in range(sequences):
+            decoder.open_slot(slot, Sampling())
+        start = time.perf_counter()
+        last = decoder.step([Feed(s, prompts[s], 0, True) for s in range(sequences)])
+        positions = [len(p) for p in prompts]
+        for _ in range(max_tokens - 1):
+            last = decoder.step([Feed(s, (last[s],), positions[s], True) for s in range(sequences)])
+            positions = [p + 1 for p in positions]
+        elapsed = time.perf_counter() - start
+        return sequences * max_tokens / elapsed
+    finally:
+        decoder.close()
+
+
+def _session(stack: LocalStack, index: int, max_tokens: int, barrier: threading.Barrier | None) -> Session:
+    from nitro_llm.client.kms_conversation import KmsConversation
+
+    conv = KmsConversation(stack.client_config())
+    conv.ask([{"role": "user", "content": "Hi."}], max_tokens=1)  # data key released before timing
+    if barrier is not None:
+        barrier.wait(60)
+    start = time.perf_counter()
+    first = None
+    tokens = 0
+    for chunk in conv.stream(prompt(index), max_tokens=max_tokens, temperature=0.0, seed=0):
+        if chunk.text and first is None:
+            first = time.perf_counter() - start
+        if chunk.final and chunk.usage:
+            tokens = int(chunk.usage.get("completion_tokens", 0))
+    seconds = time.perf_counter() - start
+    conv.close()
+    return Session(tokens, seconds, first if first is not None else seconds)
+
+
+def _overload(stack: LocalStack, token: str, requests: int, capacity: int) -> dict[str, Any]:
+    from nitro_llm.client.kms_conversation import KmsConversation
+
+    conv = KmsConversation(stack.client_config())
+    conv.ask([{"role": "user", "content": "Hi."}], max_tokens=1)
+    bodies = [conv.seal(prompt(i), max_tokens=48, temperature=0.0)[1].to_cbor() for i in range(requests)]
+    statuses: list[int] = []
+    retry_after: list[str | None] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(requests)
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/cbor"}
+
+    def send(body: bytes) -> None:
+        with httpx.Client(timeout=httpx.Timeout(10.0, read=300.0)) as client:
+            barrier.wait(60)
+            reply = client.post(f"{stack.gateway_url}/v1/infer", content=body, headers=headers)
+        with lock:
+            statuses.append(reply.status_code)
+            retry_after.append(reply.headers.get("retry-after"))
+
+    threads = [threading.Thread(target=send, args=(b,)) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    refused = [r for s, r in zip(statuses, retry_after, strict=True) if s in (429, 503)]
+    return {
+        "requests": requests,
+        "capacity": capacity,
+        "statuses": dict(Counter(statuses)),
+        "refused": len(refused),
+        "refused_with_retry_after": sum(1 for r in refused if r),
+    }
+
+
+def bench_many_users(
+    stack: LocalStack,
+    token: str,
+    model_path: Path,
+    *,
+    sessions: int = 8,
+    max_tokens: int = 64,
+    threads: int = 1,
+    capacity: int = 16,
+) -> ManyUsersResult:
+    result = ManyUsersResult(sessions=sessions, max_tokens=max_tokens, threads=threads)
+    result.raw_one_tps = raw_batched_tps(model_path, sequences=1, max_tokens=max_tokens, threads=threads)
+    result.raw_batched_tps = raw_batched_tps(
+        model_path, sequences=sessions, max_tokens=max_tokens, threads=threads
+    )
+    result.one = _session(stack, 0, max_tokens, None)
+    barrier = threading.Barrier(sessions)
+    out: list[Session | None] = [None] * sessions
+
+    def run(i: int) -> None:
+        out[i] = _session(stack, i, max_tokens, barrier)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(sessions)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(900)
+    result.many = [s for s in out if s is not None]
+    # Wall time of the whole group: from the barrier (all start together) to the last answer.
+    result.many_wall_seconds = max((s.seconds for s in result.many), default=0.0)
+    result.overload = _overload(stack, token, capacity + sessions, capacity)
+    return result

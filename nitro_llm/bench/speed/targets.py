@@ -1,0 +1,94 @@
+"""The issue's targets, checked against one run's numbers (never asserted in timed tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULT_BUDGET_SECONDS = 300
+
+
+def _row(rows: list[dict[str, Any]], prefix: str) -> dict[str, Any] | None:
+    return next((r for r in rows if str(r.get("path", "")).startswith(prefix)), None)
+
+
+def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per target: what was measured and whether it meets the target (None: not run)."""
+    out: list[dict[str, Any]] = []
+
+    def add(target: str, measured: str, met: bool | None) -> None:
+        out.append({"target": target, "measured": measured, "met": met})
+
+    a = results.get("a")
+    if a:
+        for row in a["rows"][1:]:
+            add(
+                f"(a) {row['path']}: latency within 2% of direct llama.cpp at {a['max_tokens']} tokens",
+                f"latency ratio {row['latency_ratio']:.3f}, tokens/s ratio {row['tokens_per_s_ratio']:.3f}",
+                row["latency_ratio"] <= 1.02,
+            )
+    b = results.get("b")
+    if b:
+        at8 = next((r for r in b if r["concurrency"] == 8), None)
+        if at8:
+            add(
+                "(b) p50 under 2 ms at concurrency 8",
+                f"p50 {at8['p50_ms']:.2f} ms (p99 {at8['p99_ms']:.2f} ms)",
+                at8["p50_ms"] < 2.0,
+            )
+            add(
+                "(b) at least 1,000 requests/s at concurrency 8",
+                f"{at8['requests_per_s']:.0f} requests/s",
+                at8["requests_per_s"] >= 1000,
+            )
+        at1 = next((r for r in b if r["concurrency"] == 1), None)
+        if at1:
+            add("(b) p50 under 2 ms at concurrency 1", f"p50 {at1['p50_ms']:.2f} ms", at1["p50_ms"] < 2.0)
+    c = results.get("c")
+    if c:
+        best = max(c["rows"][1:], key=lambda r: r["speedup_vs_seed"], default=None)
+        if best:
+            add(
+                "(c) at least 4x the seed stack's tokens/s on Bloom-560m",
+                f"{best['engine']}: {best['speedup_vs_seed']:.2f}x "
+                f"(bytes bound {best['bytes_bound']:.2f}x, {best['share_of_bound']:.0%} of it)",
+                best["speedup_vs_seed"] >= 4.0,
+            )
+    d = results.get("d")
+    if d:
+        add(
+            f"(d) {d['sessions']} sessions: aggregate >= 90% of llama.cpp's batched decode",
+            f"{d['aggregate_tps']:.1f} vs {d['llama_cpp_batched_tps']:.1f} tokens/s "
+            f"= {d['aggregate_vs_llama_cpp_batched']:.0%}",
+            d["aggregate_vs_llama_cpp_batched"] >= 0.9,
+        )
+        add(
+            "(d) no session starved",
+            f"slowest session at {d['slowest_vs_fastest_session']:.0%} of the fastest's rate",
+            d["slowest_vs_fastest_session"] >= 0.7,
+        )
+        overload = d.get("overload") or {}
+        if overload:
+            refused = overload.get("refused", 0)
+            add(
+                "(d) beyond capacity: bounded queue, 429/503 with Retry-After",
+                f"{overload['requests']} at once for capacity {overload['capacity']}: "
+                f"statuses {overload['statuses']}, {overload.get('refused_with_retry_after', 0)}/{refused} "
+                "refusals carry Retry-After",
+                refused > 0 and overload.get("refused_with_retry_after") == refused,
+            )
+    e = results.get("e")
+    if e:
+        add(
+            "(e) one KMS Decrypt for a 10-turn chat",
+            f"{e['kms_decrypt_calls']} Decrypt for {e['turns']} turns (seed: {e['seed_decrypts']})",
+            e["kms_decrypt_calls"] == 1,
+        )
+    default_run = set(results.get("options", {}).get("scenarios", "")) == set("abde")
+    if default_run:
+        spent = sum(v for k, v in results.get("scenario_seconds", {}).items() if k in "abde")
+        add(
+            "default bench (a, b, d, e) under 5 minutes",
+            f"{results.get('seconds', 0):.0f} s in all, {spent:.0f} s in the scenarios",
+            results.get("seconds", 0) < DEFAULT_BUDGET_SECONDS,
+        )
+    return out
