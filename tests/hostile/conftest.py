@@ -131,6 +131,19 @@ def enclave_peer(tmp_path: Path) -> Iterator[ScriptedEnclave]:
 
 
 @pytest.fixture
+def make_peer() -> Iterator[Callable[[Path], ScriptedEnclave]]:
+    peers: list[ScriptedEnclave] = []
+
+    def make(path: Path) -> ScriptedEnclave:
+        peers.append(ScriptedEnclave(path))
+        return peers[-1]
+
+    yield make
+    for peer in peers:
+        peer.close()
+
+
+@pytest.fixture
 def tokens_file(tmp_path: Path) -> Path:
     return tmp_path / "api-tokens.json"
 
