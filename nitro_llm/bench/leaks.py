@@ -19,6 +19,7 @@ from pathlib import Path
 
 MAX_MAPPING = 512 * 1024 * 1024
 MAX_FILE = 64 * 1024 * 1024
+PREFIX_CHARS = 20
 
 
 def new_canary(tag: str = "PHI") -> str:
@@ -27,7 +28,7 @@ def new_canary(tag: str = "PHI") -> str:
 
 def forms(canary: str) -> list[bytes]:
     """The byte patterns a canary could leave behind."""
-    return [canary.encode(), canary.encode("utf-16-le"), canary[:20].encode()]
+    return [canary.encode(), canary.encode("utf-16-le"), canary[:PREFIX_CHARS].encode()]
 
 
 class _Matcher:
@@ -37,7 +38,8 @@ class _Matcher:
 
     def __init__(self, canaries: list[str]) -> None:
         self.patterns = [p for c in canaries for p in forms(c)]
-        marker = os.path.commonprefix(canaries) if canaries else ""  # noqa: RUF071 (strings, not paths)
+        # At most the shortest form's length: the marker must begin every form, the prefix one too.
+        marker = os.path.commonprefix(canaries)[:PREFIX_CHARS] if canaries else ""  # noqa: RUF071
         self.markers = [marker.encode(), marker.encode("utf-16-le")] if len(marker) >= 6 else []
 
     def found_in(self, data: bytes) -> bool:
