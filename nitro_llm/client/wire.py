@@ -8,6 +8,7 @@ says no.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,28 +44,46 @@ class WireRecord:
     header: Mapping[str, Any] = field(default_factory=dict)
 
 
+MAX_REMOTE_TEXT = 500
+MAX_ERROR_BODY = 64 * 1024
+
+
+def untrusted_text(value: object, default: str) -> str:
+    """Text from the gateway or through it: only printable characters (escape sequences could drive
+    the user's terminal), and bounded (a hostile peer could send megabytes as an "error message")."""
+    text = value if isinstance(value, str) else default
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text[:MAX_REMOTE_TEXT])
+    text = text[:MAX_REMOTE_TEXT]
+    return text or default
+
+
 def frame_error(frame: Mapping[str, Any]) -> NitroLLMError:
     """An enclave's ``{"t": "error"}`` frame as a typed error; "key unknown" keeps its own type so
     the attested client can re-attest."""
-    code = str(frame.get("code", "remote_error"))
-    message = str(frame.get("message", "the enclave refused the request"))
+    code = untrusted_text(frame.get("code"), "remote_error")
+    message = untrusted_text(frame.get("message"), "the enclave refused the request")
     if code == UnknownDescriptorError.code:
         return UnknownDescriptorError(message)
-    return RemoteError(code, message, str(frame.get("hint", "")), bool(frame.get("retryable", False)))
+    hint = untrusted_text(frame.get("hint"), "")
+    return RemoteError(code, message, hint, frame.get("retryable") is True)
 
 
 def response_error(response: httpx.Response) -> NitroLLMError:
     """A non-200 answer from the gateway (its JSON error body, or just the status) as a typed error."""
-    response.read()
+    body = b""
+    for piece in response.iter_bytes():  # bounded: a hostile gateway's "error" could be endless
+        body += piece
+        if len(body) > MAX_ERROR_BODY:
+            break
     try:
-        data = response.json()
+        data = json.loads(body[:MAX_ERROR_BODY])
     except ValueError:
         data = {}
     if not isinstance(data, dict):
         data = {}
-    code = str(data.get("code", f"http_{response.status_code}"))
-    message = str(data.get("message", f"the gateway answered HTTP {response.status_code}"))
+    code = untrusted_text(data.get("code"), f"http_{response.status_code}")
+    message = untrusted_text(data.get("message"), f"the gateway answered HTTP {response.status_code}")
     if code == UnknownDescriptorError.code:
         return UnknownDescriptorError(message)
     retryable = bool(data.get("retryable", response.status_code in (429, 503, 504)))
-    return RemoteError(code, message, str(data.get("hint", "")), retryable)
+    return RemoteError(code, message, untrusted_text(data.get("hint"), ""), retryable)
