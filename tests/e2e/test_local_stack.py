@@ -10,6 +10,7 @@ import subprocess
 import httpx
 import pytest
 
+from nitro_llm.bench.leaks import scan
 from nitro_llm.client.errors import RemoteError
 from nitro_llm.client.kms_conversation import KmsConversation
 from nitro_llm.kms.client import make_kms_client
@@ -89,25 +90,6 @@ def test_enclave_has_no_network(stack):
     assert result.returncode == 0, "the enclave's namespace could reach the KMS emulator directly"
 
 
-def _read_process_memory(pid: int) -> bytes:
-    """All readable private and anonymous mappings of a process (as root, or our own child)."""
-    chunks = []
-    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
-        for line in maps:
-            fields = line.split()
-            if "r" not in fields[1] or (len(fields) > 5 and fields[5].startswith("/usr")):
-                continue
-            start, end = (int(x, 16) for x in fields[0].split("-"))
-            if end - start > 512 * 1024 * 1024:
-                continue
-            try:
-                mem.seek(start)
-                chunks.append(mem.read(end - start))
-            except (OSError, ValueError, OverflowError):
-                continue
-    return b"".join(chunks)
-
-
 def test_canary_never_reaches_gateway_logs_or_memory(stack):
     conv = KmsConversation(stack.client_config())
     answer = conv.ask([{"role": "user", "content": f"Repeat this code exactly: {CANARY}"}], max_tokens=48)
@@ -115,10 +97,10 @@ def test_canary_never_reaches_gateway_logs_or_memory(stack):
     gateway_log = stack.gateway.log_path.read_bytes()
     assert b"infer outcome=ok" in gateway_log  # the log is the real one, and it did see the request
     assert CANARY.encode() not in gateway_log
-    memory = _read_process_memory(stack.gateway.pid)
-    assert b"/v1/infer" in memory, "the memory scan must be able to find strings the gateway holds"
-    for form in (CANARY.encode(), CANARY.encode("utf-16-le"), CANARY[:20].encode()):
-        assert form not in memory
+    # the same scanner as tests/hostile (and 'nitro-llm hostile run'): memory, logs, files written
+    report = scan([CANARY], pid=stack.gateway.pid, files=[stack.gateway.log_path], witness=b"/v1/infer")
+    assert report.witness_found, "the memory scan must be able to find strings the gateway holds"
+    assert report.hits == []
 
 
 def test_gateway_refuses_garbage_with_typed_error(stack):
