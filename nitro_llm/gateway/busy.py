@@ -16,12 +16,13 @@ BUSY_CODES = frozenset({"enclave_busy", "replay_cache_full"})
 _HEADER = 4
 
 
-def busy_refusal(first_frame: bytes) -> EnclaveBusy | None:
-    """``first_frame``: one encoded frame (length prefix included), as the enclave link yields it."""
-    if len(first_frame) > 4096:  # answer chunks can be large; a refusal never is
+def busy_refusal(first: bytes) -> EnclaveBusy | None:
+    """``first``: what the enclave link yielded first (whole frames, length prefixes included)."""
+    length = int.from_bytes(first[:_HEADER], "big")
+    if length > 4096:  # answer chunks can be large; a refusal never is
         return None
     try:
-        frame = decode_frame(first_frame[_HEADER:])
+        frame = decode_frame(first[_HEADER : _HEADER + length])
     except NitroLLMError:
         return None
     if frame.get("t") != "error" or frame.get("code") not in BUSY_CODES:

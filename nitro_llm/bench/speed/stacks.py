@@ -56,10 +56,12 @@ def running_stack(
 
 
 def unlimited_token(stack: LocalStack, *, timeout: float = 15.0) -> str:
-    """A token with no rate or concurrency limit, usable once the gateway has reloaded its file."""
+    """A token with no practical rate or concurrency limit, usable once the gateway reloaded its file."""
     from nitro_llm.gateway.auth import ClientLimits, add_client
 
-    token = add_client(stack.api_tokens_file, BENCH_CLIENT, ClientLimits())
+    # Explicit, far-off limits: a client without its own gets the gateway's (low) defaults.
+    limits = ClientLimits(rate_per_second=1e6, burst=1_000_000, max_concurrent=10_000)
+    token = add_client(stack.api_tokens_file, BENCH_CLIENT, limits)
     deadline = time.monotonic() + timeout
     headers = {"authorization": f"Bearer {token}", "content-type": "application/cbor"}
     while time.monotonic() < deadline:
