@@ -66,6 +66,8 @@ class ManyUsersResult:
     threads: int
     raw_one_tps: float = 0.0
     raw_batched_tps: float = 0.0
+    raw_one_decode_tps: float = 0.0
+    raw_batched_decode_tps: float = 0.0
     one: Session | None = None
     many: list[Session] = field(default_factory=list)
     many_wall_seconds: float = 0.0
@@ -89,6 +91,11 @@ class ManyUsersResult:
             "llama_cpp_one_sequence_tps": round(self.raw_one_tps, 2),
             "llama_cpp_batched_tps": round(self.raw_batched_tps, 2),
             "llama_cpp_batched_vs_one": round(ratio(self.raw_batched_tps, self.raw_one_tps), 3),
+            "llama_cpp_decode_only_one_tps": round(self.raw_one_decode_tps, 2),
+            "llama_cpp_decode_only_batched_tps": round(self.raw_batched_decode_tps, 2),
+            "llama_cpp_decode_only_batched_vs_one": round(
+                ratio(self.raw_batched_decode_tps, self.raw_one_decode_tps), 3
+            ),
             "aggregate_vs_llama_cpp_batched": round(ratio(self.aggregate_tps, self.raw_batched_tps), 3),
             "slowest_vs_fastest_session": round(ratio(min(rates), max(rates)), 3) if rates else 0.0,
             "max_first_token_s": round(max((s.first_token_seconds for s in self.many), default=0.0), 3),
@@ -99,8 +106,9 @@ class ManyUsersResult:
 
 def raw_batched_tps(
     model_path: Path, *, sequences: int, max_tokens: int, threads: int, ctx: int = 1024
-) -> float:
-    """Tokens/s of llama.cpp decoding ``sequences`` prompts together, prompt processing included."""
+) -> tuple[float, float]:
+    """Tokens/s of llama.cpp decoding ``sequences`` prompts together: prompt processing included
+    (comparable with the sessions' wall time) and decode steps only (the pure batching gain)."""
     from nitro_llm.inference.llama_batch import Feed, LlamaBatchDecoder, Sampling
     from nitro_llm.protocol.messages import Message
 
@@ -111,12 +119,13 @@ def raw_batched_tps(
             decoder.open_slot(slot, Sampling())
         start = time.perf_counter()
         last = decoder.step([Feed(s, prompts[s], 0, True) for s in range(sequences)])
+        decode_start = time.perf_counter()
         positions = [len(p) for p in prompts]
         for _ in range(max_tokens - 1):
             last = decoder.step([Feed(s, (last[s],), positions[s], True) for s in range(sequences)])
             positions = [p + 1 for p in positions]
-        elapsed = time.perf_counter() - start
-        return sequences * max_tokens / elapsed
+        end = time.perf_counter()
+        return sequences * max_tokens / (end - start), sequences * (max_tokens - 1) / (end - decode_start)
     finally:
         decoder.close()
 
@@ -187,8 +196,10 @@ def bench_many_users(
     capacity: int = 16,
 ) -> ManyUsersResult:
     result = ManyUsersResult(sessions=sessions, max_tokens=max_tokens, threads=threads)
-    result.raw_one_tps = raw_batched_tps(model_path, sequences=1, max_tokens=max_tokens, threads=threads)
-    result.raw_batched_tps = raw_batched_tps(
+    result.raw_one_tps, result.raw_one_decode_tps = raw_batched_tps(
+        model_path, sequences=1, max_tokens=max_tokens, threads=threads
+    )
+    result.raw_batched_tps, result.raw_batched_decode_tps = raw_batched_tps(
         model_path, sequences=sessions, max_tokens=max_tokens, threads=threads
     )
     result.one = _session(stack, 0, max_tokens, None)
