@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,6 +43,7 @@ class LevelResult:
     latencies_ms: list[float] = field(repr=False, default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     verified: int = 0
+    cpu_us_per_request: dict[str, float] = field(default_factory=dict)
 
     @property
     def p50_ms(self) -> float:
@@ -77,6 +79,8 @@ class ProtocolResult:
                     "p50_ratio": round(ratio(mine.p50_ms, base.p50_ms), 3),
                     "throughput_ratio": round(ratio(mine.requests_per_second, base.requests_per_second), 3),
                     "failed": mine.requests - mine.verified,
+                    "cpu_us_per_request": mine.cpu_us_per_request,
+                    "bare_cpu_us_per_request": base.cpu_us_per_request,
                 }
             )
         return out
@@ -143,13 +147,35 @@ async def _drive(
     return records, time.perf_counter() - started
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc), None where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _run_level(
-    host: str, port: int, wires: Sequence[bytes], concurrency: int, seconds: float, warmup: float
+    host: str,
+    port: int,
+    wires: Sequence[bytes],
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    pids: dict[str, int] | None = None,
 ) -> tuple[LevelResult, list[tuple[int, float, Reply]]]:
     split = max(concurrency * 4, int(len(wires) * warmup / (warmup + seconds)))
     asyncio.run(_drive(host, port, wires[:split], concurrency, warmup))
+    pids = {**(pids or {}), "load client": os.getpid()}
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     records, elapsed = asyncio.run(_drive(host, port, wires[split:], concurrency, seconds))
+    after = {name: cpu_seconds(pid) for name, pid in pids.items()}
     level = LevelResult(concurrency, len(records), elapsed, [r[1] for r in records])
+    for name in pids:
+        start, end = before[name], after[name]
+        if start is not None and end is not None and records:
+            level.cpu_us_per_request[name] = round((end - start) / len(records) * 1e6)
     level.statuses = dict(Counter(r[2].status for r in records))
     return level, [(i + split, lat, reply) for i, lat, reply in records]
 
@@ -210,9 +236,14 @@ def bench_protocol(
     warm = _prepare(conn, conversations, token, config.key_id, len(conversations))
     asyncio.run(_drive(host, port, [p.wire for p in warm], 1, 30))  # one KMS Decrypt per conversation
     ours = []
+    pids = {
+        name: proc.pid
+        for name, proc in (("gateway", stack.gateway), ("enclave", stack.enclave_proc))
+        if proc is not None and getattr(proc, "pid", None)
+    }
     for level in concurrency:
         prepared = _prepare(conn, conversations, token, config.key_id, n)
-        result, records = _run_level(host, port, [p.wire for p in prepared], level, seconds, warmup)
+        result, records = _run_level(host, port, [p.wire for p in prepared], level, seconds, warmup, pids)
         result.verified = _verify(prepared, records)
         ours.append(result)
     bare_port = free_port()
@@ -222,7 +253,9 @@ def bench_protocol(
         sample = _prepare(RawConnection(host, bare_port), conversations, token, config.key_id, 1)[0].wire
         baseline = []
         for level in concurrency:
-            result, records = _run_level(host, bare_port, [sample] * n, level, seconds, warmup)
+            result, records = _run_level(
+                host, bare_port, [sample] * n, level, seconds, warmup, {"bare server": bare.pid}
+            )
             result.verified = sum(1 for r in records if r[2].status == 200)
             baseline.append(result)
     finally:

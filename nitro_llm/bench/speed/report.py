@@ -136,6 +136,16 @@ def render(results: dict[str, Any], plots: list[str]) -> str:
                 ],
             ),
             "",
+            "CPU time per request, by process (µs), from /proc during the timed part of each level:",
+            "",
+            *[
+                f"- {r['concurrency']} clients: "
+                + ", ".join(f"{k} {v}" for k, v in r.get("cpu_us_per_request", {}).items())
+                + "; bare HTTP: "
+                + ", ".join(f"{k} {v}" for k, v in r.get("bare_cpu_us_per_request", {}).items())
+                for r in b
+            ],
+            "",
         ]
     if c := results.get("c"):
         lines += [
