@@ -29,7 +29,7 @@ def bench(
     max_tokens: Annotated[
         int, typer.Option("--max-tokens", min=2, help="Tokens per answer in (a) and (d).")
     ] = 64,
-    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Runs per path in (a).")] = 5,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Runs per path in (a).")] = 7,
     sessions: Annotated[int, typer.Option("--sessions", min=1, help="Concurrent sessions in (d).")] = 8,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="The enclave's batch size.")] = 8,
     seconds: Annotated[

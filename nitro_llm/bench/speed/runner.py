@@ -23,7 +23,7 @@ class BenchOptions:
     scenarios: str = DEFAULT_SCENARIOS
     threads: int = 1
     max_tokens: int = 64
-    repeats: int = 5
+    repeats: int = 7
     sessions: int = 8
     batch_size: int = 8
     max_waiting: int = 8
