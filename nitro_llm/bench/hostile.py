@@ -1,4 +1,4 @@
-"""`nitro-llm bench hostile`: attack a real local stack, then publish what happened.
+"""`nitro-llm hostile run`: attack a real local stack, then publish what happened.
 
 One run: random frames at the enclave's socket; the fault drills (enclave killed mid-stream, the
 gateway-enclave link dropped mid-stream, KMS killed), each with its recovery and a replay of the
@@ -45,7 +45,8 @@ EXPECTED_DRILL_ERRORS = {
     "kill the KMS emulator": "kms_unavailable",
 }
 REPLAY_REFUSALS = frozenset({"replayed_request", "stale_request"})
-BEGIN = "<!-- hostile-figures:begin (written by 'nitro-llm bench hostile --report'; do not edit) -->"
+COMMAND = "nitro-llm hostile run"
+BEGIN = f"<!-- hostile-figures:begin (written by '{COMMAND} --report'; do not edit) -->"
 END = "<!-- hostile-figures:end -->"
 
 
@@ -133,7 +134,12 @@ class HostileRun:
                     f"**{len(load.untyped)}**; answered: **{load.answered_hostile}**",
                 )
             )
-            rows.append(("Refusals by code", ", ".join(f"{c} {n:,}" for c, n in refusals.most_common(10))))
+            rows.append(
+                (
+                    "Their outcomes (code or status)",
+                    ", ".join(f"{c} {n:,}" for c, n in refusals.most_common(12)),
+                )
+            )
             rows.append(
                 (
                     f"Well-formed requests ({self.well_formed} clients, own tokens, checked word for word)",
@@ -193,7 +199,7 @@ class HostileRun:
     def to_markdown(self) -> str:
         commit = _git_commit()
         lines = [
-            f"Produced by `nitro-llm bench hostile --report` on {self.started} "
+            f"Produced by `{COMMAND} --report` on {self.started} "
             f"(commit {commit}, {self.duration:.0f} s in all, loopback, echo engine).",
             "",
             "| | |",
