@@ -5,9 +5,12 @@ aggregate tokens/s and each session's own rate), and the ceiling — llama.cpp's
 of N sequences in this process, no scheduler, no protocol, no sockets (``llama_decode`` with one
 token per sequence per call, as llama.cpp's batched example does; end-of-text ignored so every
 sequence decodes exactly ``max_tokens``). Each session is warmed first (its KMS data key
-released), so only answering is timed. No session may starve: the slowest session's rate is
-reported against the fastest's. Then beyond capacity: more simultaneous requests than
-``batch_size + max_waiting``, which must be refused at once with 429 and a Retry-After header.
+released), so only answering is timed. The measurements run in rounds, ceiling and sessions back
+to back, and ratios are taken within a round before the median over rounds: on a shared machine
+a neighbour's burst then weighs on both sides of a ratio instead of on one. No session may
+starve: the slowest session's rate is reported against the fastest's. Then beyond capacity: more
+simultaneous requests than ``batch_size + max_waiting``, which must be refused at once with 429
+and a Retry-After header.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from nitro_llm.bench.speed.stats import ratio
+from nitro_llm.bench.speed.stats import median, ratio
 from nitro_llm.local.stack import LocalStack
 
 TOPICS = [
@@ -60,46 +64,70 @@ class Session:
 
 
 @dataclass
-class ManyUsersResult:
-    sessions: int
-    max_tokens: int
-    threads: int
-    raw_one_tps: float = 0.0
-    raw_batched_tps: float = 0.0
-    raw_one_decode_tps: float = 0.0
-    raw_batched_decode_tps: float = 0.0
-    one: Session | None = None
-    many: list[Session] = field(default_factory=list)
-    many_wall_seconds: float = 0.0
-    overload: dict[str, Any] = field(default_factory=dict)
+class Round:
+    """One round: llama.cpp batched, N sessions, llama.cpp one sequence, one session — back to back,
+    so that load from other processes at that moment weighs on the ceiling and on us alike."""
+
+    raw_batched_tps: float
+    raw_batched_decode_tps: float
+    many: list[Session]
+    many_wall_seconds: float
+    raw_one_tps: float
+    raw_one_decode_tps: float
+    one: Session
 
     @property
     def aggregate_tps(self) -> float:
         total = sum(s.tokens for s in self.many)
         return total / self.many_wall_seconds if self.many_wall_seconds > 0 else 0.0
 
+
+@dataclass
+class ManyUsersResult:
+    sessions: int
+    max_tokens: int
+    threads: int
+    rounds: list[Round] = field(default_factory=list)
+    overload: dict[str, Any] = field(default_factory=dict)
+
+    def _median(self, value: Callable[[Round], float]) -> float:
+        return median([value(r) for r in self.rounds]) if self.rounds else 0.0
+
     def summary(self) -> dict[str, Any]:
-        rates = [s.tokens_per_second for s in self.many]
-        one = self.one.tokens_per_second if self.one else 0.0
+        rates = [s.tokens_per_second for r in self.rounds for s in r.many]
+        spread = [
+            ratio(min(x), max(x)) for x in ([s.tokens_per_second for s in r.many] for r in self.rounds) if x
+        ]
         return {
             "sessions": self.sessions,
             "max_tokens": self.max_tokens,
             "threads": self.threads,
-            "one_session_tps": round(one, 2),
-            "aggregate_tps": round(self.aggregate_tps, 2),
-            "aggregate_vs_one_session": round(ratio(self.aggregate_tps, one), 3),
-            "llama_cpp_one_sequence_tps": round(self.raw_one_tps, 2),
-            "llama_cpp_batched_tps": round(self.raw_batched_tps, 2),
-            "llama_cpp_batched_vs_one": round(ratio(self.raw_batched_tps, self.raw_one_tps), 3),
-            "llama_cpp_decode_only_one_tps": round(self.raw_one_decode_tps, 2),
-            "llama_cpp_decode_only_batched_tps": round(self.raw_batched_decode_tps, 2),
-            "llama_cpp_decode_only_batched_vs_one": round(
-                ratio(self.raw_batched_decode_tps, self.raw_one_decode_tps), 3
+            "rounds": len(self.rounds),
+            "one_session_tps": round(self._median(lambda r: r.one.tokens_per_second), 2),
+            "aggregate_tps": round(self._median(lambda r: r.aggregate_tps), 2),
+            "aggregate_vs_one_session": round(
+                self._median(lambda r: ratio(r.aggregate_tps, r.one.tokens_per_second)), 3
             ),
-            "aggregate_vs_llama_cpp_batched": round(ratio(self.aggregate_tps, self.raw_batched_tps), 3),
-            "slowest_vs_fastest_session": round(ratio(min(rates), max(rates)), 3) if rates else 0.0,
-            "max_first_token_s": round(max((s.first_token_seconds for s in self.many), default=0.0), 3),
-            "total_tokens": sum(s.tokens for s in self.many),
+            "llama_cpp_one_sequence_tps": round(self._median(lambda r: r.raw_one_tps), 2),
+            "llama_cpp_batched_tps": round(self._median(lambda r: r.raw_batched_tps), 2),
+            "llama_cpp_batched_vs_one": round(
+                self._median(lambda r: ratio(r.raw_batched_tps, r.raw_one_tps)), 3
+            ),
+            "llama_cpp_decode_only_one_tps": round(self._median(lambda r: r.raw_one_decode_tps), 2),
+            "llama_cpp_decode_only_batched_tps": round(self._median(lambda r: r.raw_batched_decode_tps), 2),
+            "llama_cpp_decode_only_batched_vs_one": round(
+                self._median(lambda r: ratio(r.raw_batched_decode_tps, r.raw_one_decode_tps)), 3
+            ),
+            # paired within each round, then the median over rounds
+            "aggregate_vs_llama_cpp_batched": round(
+                self._median(lambda r: ratio(r.aggregate_tps, r.raw_batched_tps)), 3
+            ),
+            "slowest_vs_fastest_session": round(min(spread), 3) if spread else 0.0,
+            "max_first_token_s": round(
+                max((s.first_token_seconds for r in self.rounds for s in r.many), default=0.0), 3
+            ),
+            "total_tokens": sum(s.tokens for r in self.rounds for s in r.many),
+            "sessions_measured": len(rates),
             "overload": self.overload,
         }
 
@@ -194,28 +222,37 @@ def bench_many_users(
     max_tokens: int = 64,
     threads: int = 1,
     capacity: int = 16,
+    rounds: int = 3,
 ) -> ManyUsersResult:
     result = ManyUsersResult(sessions=sessions, max_tokens=max_tokens, threads=threads)
-    result.raw_one_tps, result.raw_one_decode_tps = raw_batched_tps(
-        model_path, sequences=1, max_tokens=max_tokens, threads=threads
-    )
-    result.raw_batched_tps, result.raw_batched_decode_tps = raw_batched_tps(
-        model_path, sequences=sessions, max_tokens=max_tokens, threads=threads
-    )
-    result.one = _session(stack, 0, max_tokens, None)
-    barrier = threading.Barrier(sessions)
-    out: list[Session | None] = [None] * sessions
+    for _ in range(max(1, rounds)):
+        batched, batched_decode = raw_batched_tps(
+            model_path, sequences=sessions, max_tokens=max_tokens, threads=threads
+        )
+        barrier = threading.Barrier(sessions)
+        out: list[Session | None] = [None] * sessions
 
-    def run(i: int) -> None:
-        out[i] = _session(stack, i, max_tokens, barrier)
+        def run(i: int, barrier: threading.Barrier = barrier, out: list[Session | None] = out) -> None:
+            out[i] = _session(stack, i, max_tokens, barrier)
 
-    workers = [threading.Thread(target=run, args=(i,)) for i in range(sessions)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join(900)
-    result.many = [s for s in out if s is not None]
-    # Wall time of the whole group: from the barrier (all start together) to the last answer.
-    result.many_wall_seconds = max((s.seconds for s in result.many), default=0.0)
+        workers = [threading.Thread(target=run, args=(i,)) for i in range(sessions)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join(900)
+        many = [s for s in out if s is not None]
+        one_tps, one_decode = raw_batched_tps(model_path, sequences=1, max_tokens=max_tokens, threads=threads)
+        result.rounds.append(
+            Round(
+                raw_batched_tps=batched,
+                raw_batched_decode_tps=batched_decode,
+                many=many,
+                # the group's wall time: all start at the barrier, the last answer ends it
+                many_wall_seconds=max((s.seconds for s in many), default=0.0),
+                raw_one_tps=one_tps,
+                raw_one_decode_tps=one_decode,
+                one=_session(stack, 0, max_tokens, None),
+            )
+        )
     result.overload = _overload(stack, token, capacity + sessions, capacity)
     return result

@@ -94,8 +94,9 @@ def render(results: dict[str, Any], plots: list[str]) -> str:
         lines += [
             f"## (a) Overhead: full stack vs direct llama.cpp ({dates.get('a', '')})",
             "",
-            f"Same model, prompt and threads, greedy, {a['max_tokens']} tokens; medians and best of "
-            f"{options.get('repeats')} alternating runs. Cold first request of a conversation "
+            f"Same model, prompt and threads, greedy, {a['max_tokens']} tokens; medians of "
+            f"{options.get('repeats')} alternating runs, and paired ratios (each stack run over the direct "
+            "run just before it; median). Cold first request of a conversation "
             f"(KMS Decrypt with attestation): {a.get('cold_first_request_s') or 0:.3f} s.",
             "",
             _table(
@@ -108,8 +109,8 @@ def render(results: dict[str, Any], plots: list[str]) -> str:
                     ("tokens_per_s", "tokens/s"),
                     ("latency_ratio", "latency ratio"),
                     ("tokens_per_s_ratio", "tokens/s ratio"),
-                    ("best_latency_s", "best latency s"),
-                    ("best_latency_ratio", "best latency ratio"),
+                    ("paired_latency_ratio", "paired latency ratio"),
+                    ("paired_tokens_per_s_ratio", "paired tokens/s ratio"),
                     ("same_text_as_direct", "same text"),
                 ],
             ),
@@ -173,6 +174,8 @@ def render(results: dict[str, Any], plots: list[str]) -> str:
     if d := results.get("d"):
         lines += [
             f"## (d) Many users ({dates.get('d', '')})",
+            "",
+            f"{d.get('rounds', 1)} rounds; ratios paired within a round, then the median over rounds.",
             "",
             _table(
                 [{"measure": k, "value": v} for k, v in d.items() if k != "overload"],
