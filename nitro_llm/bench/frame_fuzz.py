@@ -128,7 +128,7 @@ def send_one(address: str, data: bytes, timeout: float) -> list[dict[str, object
                 sock.shutdown(socket.SHUT_WR)
             except OSError:
                 return None  # it stopped reading (e.g. after an oversized length): a hang-up
-            replies = []
+            replies: list[dict[str, object]] = []
             while True:
                 frame = read_frame(sock)
                 if frame is None:

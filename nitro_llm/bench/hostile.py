@@ -269,7 +269,7 @@ def run_hostile(
     since = time.time()
     progress("starting the stack (KMS emulator, enclave, two gateways, fault proxy)")
     with HostileStack(root) as hs:
-        pids = {name: (lambda name=name: hs.pids()[name]) for name in hs.pids()}
+        pids = hs.pid_getters()
         with RssSampler(pids) as everything:
             if frames:
                 progress(f"{frames:,} random frames to the enclave's socket")

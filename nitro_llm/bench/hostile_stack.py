@@ -15,6 +15,7 @@ import shutil
 import signal
 import site
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -138,20 +139,15 @@ class HostileStack:
         tokens = {name: add_client(self.stack.api_tokens_file, name, lim) for name, lim in limits.items()}
         probe = next(iter(tokens.values()))
         for url in (self.gateway_url, self.faulty_url):
-            # An empty body is refused as 400 only once the token itself is accepted.
-            wait_until(
-                lambda url=url: (
-                    httpx.post(
-                        f"{url}/v1/infer",
-                        content=b"",
-                        headers={"authorization": f"Bearer {probe}"},
-                        timeout=5,
-                    ).status_code
-                    == 400
-                ),
-                what="the gateway to load new API tokens",
-                timeout=30,
-            )
+
+            def accepted(url: str = url) -> bool:
+                # An empty body is refused as 400 only once the token itself is accepted.
+                headers = {"authorization": f"Bearer {probe}"}
+                return (
+                    httpx.post(f"{url}/v1/infer", content=b"", headers=headers, timeout=5).status_code == 400
+                )
+
+            wait_until(accepted, what="the gateway to load new API tokens", timeout=30)
         return tokens
 
     # -- health ----------------------------------------------------------------------------------
@@ -175,6 +171,14 @@ class HostileStack:
 
     def enclave_stats(self) -> dict[str, Any]:
         return dict(httpx.get(f"{self.gateway_url}/v1/enclave/stats", timeout=5).json())
+
+    def pid_getters(self) -> dict[str, Callable[[], int | None]]:
+        """For samplers: each looks its pid up again, so a restarted process is followed."""
+
+        def getter(name: str) -> Callable[[], int | None]:
+            return lambda: self.pids()[name]
+
+        return {name: getter(name) for name in self.pids()}
 
     def pids(self) -> dict[str, int | None]:
         procs = {

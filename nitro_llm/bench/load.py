@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -143,7 +143,7 @@ class _Run:
     # -- clients ---------------------------------------------------------------------------------
     def well_formed(self, token: str) -> None:
         conv = self.hs.conversation(token)
-        history: list[dict[str, str]] = []
+        history: list[Mapping[str, str]] = []
         turn = 0
         while self.running():
             started = time.monotonic()
@@ -301,9 +301,8 @@ class _Run:
                     key_id=conv.config.key_id,
                     now_ms=time.time_ns() // 1_000_000 + skew,
                 )
-                envelope = seal_request(
-                    conv._data_key, header, chat_request([{"role": "user", "content": "old"}]), edk=conv._edk
-                )
+                old: list[Mapping[str, str]] = [{"role": "user", "content": "old"}]
+                envelope = seal_request(conv._data_key, header, chat_request(old), edk=conv._edk)
                 self.post("stale", envelope.to_cbor(), token, client)
                 time.sleep(0.05)
         conv.close()

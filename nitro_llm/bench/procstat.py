@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -47,7 +47,7 @@ class RssSampler:
     """Samples each named process every ``interval`` seconds from a background thread. Pids are
     looked up on each sample, so a restarted process is followed under its new pid."""
 
-    def __init__(self, pids: dict[str, Callable[[], int | None]], *, interval: float = 0.5) -> None:
+    def __init__(self, pids: Mapping[str, Callable[[], int | None]], *, interval: float = 0.5) -> None:
         self._pids = pids
         self._interval = interval
         self.series: dict[str, Series] = {name: Series() for name in pids}

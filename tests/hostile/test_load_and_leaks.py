@@ -31,7 +31,7 @@ HOSTILE_KINDS = {
 
 @pytest.fixture(scope="module")
 def load(hostile_stack):
-    pids = {name: (lambda name=name: hostile_stack.pids()[name]) for name in hostile_stack.pids()}
+    pids = hostile_stack.pid_getters()
     with RssSampler(pids) as rss:
         result = run_load(hostile_stack, seconds=LOAD_SECONDS, well_formed=6, seed=3)
     return result, rss.series
