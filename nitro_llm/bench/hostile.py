@@ -61,6 +61,7 @@ class HostileRun:
     frames: int
     well_formed: int
     started: str = ""
+    commit: str = ""
     duration: float = 0.0
     fuzz: FuzzResult | None = None
     serving_after_fuzz: bool = False
@@ -197,10 +198,9 @@ class HostileRun:
         return rows
 
     def to_markdown(self) -> str:
-        commit = _git_commit()
         lines = [
             f"Produced by `{COMMAND} --report` on {self.started} "
-            f"(commit {commit}, {self.duration:.0f} s in all, loopback, echo engine).",
+            f"(commit {self.commit or 'unknown'}, {self.duration:.0f} s in all, loopback, echo engine).",
             "",
             "| | |",
             "|---|---|",
@@ -265,6 +265,7 @@ def run_hostile(
     (read ``failures()``), only when the stack cannot be started at all."""
     run = HostileRun(seconds=seconds, frames=frames, well_formed=well_formed)
     run.started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    run.commit = _git_commit()  # the code the run starts with (the tree may move on meanwhile)
     began = time.monotonic()
     since = time.time()
     progress("starting the stack (KMS emulator, enclave, two gateways, fault proxy)")
