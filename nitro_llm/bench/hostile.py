@@ -12,6 +12,7 @@ runs it shorter) and a soak (60 s and more here); ``to_markdown()`` is the figur
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 import tempfile
 import time
@@ -24,7 +25,7 @@ from nitro_llm.bench import fault_drills
 from nitro_llm.bench.fault_drills import DrillResult
 from nitro_llm.bench.frame_fuzz import FuzzResult, fuzz_enclave
 from nitro_llm.bench.hostile_stack import HostileStack
-from nitro_llm.bench.leaks import LeakReport, files_written_since, scan
+from nitro_llm.bench.leaks import LeakReport, files_written_since, open_files, scan
 from nitro_llm.bench.load import LoadResult, run_load
 from nitro_llm.bench.procstat import RssSampler, Series
 from nitro_llm.errors import NitroLLMError
@@ -313,11 +314,15 @@ def leak_scan(hs: HostileStack, canaries: list[str], since: float) -> dict[str, 
         pid = pids.get(name)
         if pid is not None:
             out[f"{name} memory"] = scan(canaries, pid=pid, witness=b"/v1/infer")
-    files = [
-        p
-        for p in files_written_since([hs.root, Path(tempfile.gettempdir())], since)
-        if p.stat().st_size <= MAX_SCANNED_FILE
-    ]
+    roots = [hs.root, Path(tempfile.gettempdir())]
+    opened: list[Path] = []
+    for name in ("gateway", "gateway (faulty link)"):
+        pid = pids.get(name)
+        if pid is not None:
+            roots.append(Path(os.readlink(f"/proc/{pid}/cwd")))
+            opened += open_files(pid)
+    candidates = {*files_written_since(roots, since), *opened}
+    files = sorted(p for p in candidates if p.is_file() and p.stat().st_size <= MAX_SCANNED_FILE)
     out["files written during the run"] = scan(canaries, files=files)
     return out
 

@@ -89,6 +89,23 @@ def files_written_since(roots: Iterable[Path], since: float) -> list[Path]:
     return found
 
 
+def open_files(pid: int) -> list[Path]:
+    """Regular files ``pid`` holds open now (its logs, any temporary file it kept)."""
+    found = []
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return []
+    for fd in fds:
+        try:
+            target = Path(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            continue
+        if target.is_absolute() and target.is_file():
+            found.append(target)
+    return found
+
+
 @dataclass
 class LeakReport:
     canaries: int = 0

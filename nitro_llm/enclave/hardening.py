@@ -14,9 +14,10 @@ crash), ptrace or /proc/PID/mem by the same user, and swap. So at start-up, befo
   is not read in whole. With a finite limit the lock is skipped rather than risk allocations failing.
 
 Each step is best effort and reported (the enclave's ``pong`` carries the report), never fatal:
-refusing to serve because a local test box lacks a capability would help nobody. ``wipe`` zeroes
-the mutable buffers Python lets us reach; immutable ``bytes`` cannot be wiped, which is why key
-material is kept in ``bytearray`` where the code controls its lifetime.
+refusing to serve because a local test box lacks a capability would help nobody. What Python lets
+us wipe, we do elsewhere: released data keys live in ``bytearray``s that the data-key cache zeroes
+on eviction; immutable ``bytes`` (a library's return value) cannot be wiped and wait for the GC,
+which is one more reason for the memory lock.
 """
 
 from __future__ import annotations
@@ -121,9 +122,3 @@ def harden_process(*, lock: bool = True) -> HardeningReport:
         report.memory_lock,
     )
     return report
-
-
-def wipe(buffer: bytearray | memoryview) -> None:
-    """Overwrite a mutable buffer with zeros in place (its length is kept)."""
-    view = memoryview(buffer).cast("B")
-    view[:] = bytes(len(view))

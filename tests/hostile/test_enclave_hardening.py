@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from nitro_llm.enclave.hardening import may_lock_without_limit, wipe
+from nitro_llm.enclave.data_keys import DataKeyCache
+from nitro_llm.enclave.hardening import may_lock_without_limit
 
 PROBE = """
 import ctypes, json, resource
@@ -61,8 +62,17 @@ def test_the_running_enclave_is_hardened(hostile_stack):
     assert int(gateway.split("VmLck:")[1].split()[0]) == 0
 
 
-def test_wipe_zeroes_in_place():
-    key = bytearray(b"\x5a" * 32)
-    view = memoryview(key)
-    wipe(key)
-    assert key == bytearray(32) and bytes(view) == bytes(32) and len(key) == 32
+def test_released_data_keys_are_zeroed_when_they_leave_the_cache():
+    now = [0.0]
+    cache = DataKeyCache(capacity=2, ttl_seconds=10, clock=lambda: now[0])
+    cache.put(b"edk-a", "a" * 32, b"\x11" * 32)
+    held = next(iter(cache._entries.values()))[1]  # the cache's own copy of the key
+    cache.put(b"edk-b", "b" * 32, b"\x22" * 32)
+    cache.put(b"edk-c", "c" * 32, b"\x33" * 32)  # evicts a (least recently used)
+    assert held == bytearray(32)
+    expiring = next(iter(cache._entries.values()))[1]
+    now[0] += 11
+    assert cache.get(b"edk-b", "b" * 32) is None and expiring == bytearray(32)  # expired: zeroed
+    last = next(iter(cache._entries.values()))[1]
+    cache.clear()
+    assert last == bytearray(32)
