@@ -6,8 +6,8 @@ them once, so eight users cost far less than eight times one. The scheduler thre
 slots, build one step, decode, hand each sampled token to its request's stream.
 
 Fairness: admission is first come, first served (a free slot goes to the oldest waiting
-request); every running sequence gets exactly one token per step, and prompt processing is cut
-into chunks (``prefill_chunk`` tokens per step while others are decoding) so a 20 KB question
+request); every running sequence gets exactly one token per round, and prompt processing is cut
+into chunks (``prefill_chunk`` tokens per round while others are decoding) so a 20 KB question
 cannot freeze the streams already running.
 
 Bounded: at most ``n_seq`` running plus ``max_waiting`` waiting; beyond that ``generate`` raises
@@ -207,24 +207,28 @@ class BatchScheduler:
                 return
             self._drop_cancelled()
             self._admit()
-            feeds = self._plan()
-            if not feeds:
+            calls = self._plan()
+            if not calls:
                 with self._wake:  # everything active was just cancelled
                     if not self._closed and not self._active:
                         self._wake.wait(_POLL_SECONDS)
                 continue
-            try:
-                sampled = self._decoder.step(feeds)
-            except InferenceError as exc:
-                self._fail(feeds, exc)
-                continue
-            except Exception as exc:  # a bug in the binding: fail these requests, keep serving
-                log.warning("batch step failed type=%s", type(exc).__name__)
-                self._fail(feeds, InferenceError("generation failed"))
-                continue
-            self.steps += 1
-            self.step_tokens += sum(len(f.tokens) for f in feeds)
-            self._advance(feeds, sampled)
+            for feeds in calls:
+                self._decode(feeds)
+
+    def _decode(self, feeds: list[Feed]) -> None:
+        try:
+            sampled = self._decoder.step(feeds)
+        except InferenceError as exc:
+            self._fail(feeds, exc)
+            return
+        except Exception as exc:  # a bug in the binding: fail these requests, keep serving
+            log.warning("batch step failed type=%s", type(exc).__name__)
+            self._fail(feeds, InferenceError("generation failed"))
+            return
+        self.steps += 1
+        self.step_tokens += sum(len(f.tokens) for f in feeds)
+        self._advance(feeds, sampled)
 
     def _drop_cancelled(self) -> None:
         with self._wake:
@@ -249,20 +253,29 @@ class BatchScheduler:
             if head.budget == 0:
                 self._finish(head, "length")
 
-    def _plan(self) -> list[Feed]:
-        feeds = [Feed(r.slot, (r.pending,), r.pos, sample=True) for r in self._order if r.pending is not None]
-        room = self._decoder.n_batch - len(feeds)
-        if feeds:
-            room = min(room, self._prefill_chunk)
+    def _plan(self) -> list[list[Feed]]:
+        """The decode calls of one round: every running sequence's next token together in one call,
+        then at most one prompt chunk in a call of its own.
+
+        Why not one call: with one KV stream per sequence, llama.cpp splits a batch into
+        micro-batches in which every sequence has the same number of tokens, so a prompt chunk
+        mixed with single decode tokens becomes dozens of passes over the weights. Kept apart,
+        the decode call is one pass for all sequences and the prompt chunk another.
+        """
+        calls: list[list[Feed]] = []
+        decode = [
+            Feed(r.slot, (r.pending,), r.pos, sample=True) for r in self._order if r.pending is not None
+        ]
+        if decode:
+            calls.append(decode)
+        room = self._prefill_chunk if decode else self._decoder.n_batch
         for request in self._order:  # prompts in admission order: the oldest finishes first
-            if room <= 0:
-                break
             if request.pending is None and request.pos < len(request.prompt):
                 part = request.prompt[request.pos : request.pos + room]
                 last = request.pos + len(part) == len(request.prompt)
-                feeds.append(Feed(request.slot, part, request.pos, sample=last))
-                room -= len(part)
-        return feeds
+                calls.append([Feed(request.slot, part, request.pos, sample=last)])
+                break
+        return calls
 
     def _advance(self, feeds: list[Feed], sampled: dict[int, int]) -> None:
         decoder = self._decoder

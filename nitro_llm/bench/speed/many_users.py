@@ -146,7 +146,11 @@ def raw_batched_tps(
         for slot in range(sequences):
             decoder.open_slot(slot, Sampling())
         start = time.perf_counter()
-        last = decoder.step([Feed(s, prompts[s], 0, True) for s in range(sequences)])
+        # One call per prompt: a single call with prompts of different lengths is split by llama.cpp
+        # into equal-length micro-batches (one KV stream per sequence), which is slower.
+        last: dict[int, int] = {}
+        for slot in range(sequences):
+            last.update(decoder.step([Feed(slot, prompts[slot], 0, True)]))
         decode_start = time.perf_counter()
         positions = [len(p) for p in prompts]
         for _ in range(max_tokens - 1):
