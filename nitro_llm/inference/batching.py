@@ -115,6 +115,7 @@ class BatchScheduler:
         self._active: dict[int, _Request] = {}
         self._order: list[_Request] = []  # active, in admission order (prefill round-robin)
         self._free_slots = list(range(decoder.n_seq))
+        self._outbox: list[tuple[_Request, TokenChunk | BaseException]] = []
         self._closed = False
         self._model_lock = threading.Lock()  # tokenising vs freeing the model
         self.steps = 0  # decode steps run (for benchmarks: tokens per step shows the batching)
@@ -204,17 +205,20 @@ class BatchScheduler:
             if self._closed:
                 for request in list(self._order):
                     self._finish(request, "cancelled")
+                self._flush()
                 return
             self._drop_cancelled()
             self._admit()
             calls = self._plan()
             if not calls:
+                self._flush()
                 with self._wake:  # everything active was just cancelled
                     if not self._closed and not self._active:
                         self._wake.wait(_POLL_SECONDS)
                 continue
             for feeds in calls:
                 self._decode(feeds)
+            self._flush()
 
     def _decode(self, feeds: list[Feed]) -> None:
         try:
@@ -294,7 +298,7 @@ class BatchScheduler:
             request.generated += 1
             text = request.text.decode(decoder.piece(token))
             if text:
-                request.out.put(TokenChunk(text))
+                self._emit(request, TokenChunk(text))
             if request.generated >= request.budget:
                 self._finish(request, "length")
             else:
@@ -302,15 +306,26 @@ class BatchScheduler:
 
     def _finish(self, request: _Request, reason: FinishReason) -> None:
         tail = request.text.decode(b"", final=True)
-        request.out.put(TokenChunk(tail, reason, Usage(len(request.prompt), request.generated)))
+        self._emit(request, TokenChunk(tail, reason, Usage(len(request.prompt), request.generated)))
         self._release(request)
 
     def _fail(self, feeds: list[Feed], exc: InferenceError) -> None:
         for feed in feeds:
             request = self._active.get(feed.slot)
             if request is not None:
-                request.out.put(type(exc)(exc.message, hint=exc.hint))
+                self._emit(request, type(exc)(exc.message, hint=exc.hint))
                 self._release(request)
+
+    def _emit(self, request: _Request, item: TokenChunk | BaseException) -> None:
+        self._outbox.append((request, item))
+
+    def _flush(self) -> None:
+        """Hand out a round's chunks at its end, in order, rather than one by one mid-round: each
+        hand-off wakes a stream's thread, which would take the GIL from the scheduler between its
+        ctypes calls; after the round, the scheduler is inside llama_decode (GIL released)."""
+        outbox, self._outbox = self._outbox, []
+        for request, item in outbox:
+            request.out.put(item)
 
     def _release(self, request: _Request) -> None:
         self._decoder.close_slot(request.slot)

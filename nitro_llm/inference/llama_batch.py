@@ -126,6 +126,8 @@ class LlamaBatchDecoder:
         self._batch = lc.llama_batch_init(n_batch, 0, 1)
         self._samplers: dict[int, object] = {}
         self._piece = ctypes.create_string_buffer(_PIECE_BUFFER)
+        self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
         self._formatter = self._chat_formatter()
         self._closed = False
 
@@ -174,16 +176,30 @@ class LlamaBatchDecoder:
 
     # -- tokens out -------------------------------------------------------------------------------
     def piece(self, token: int) -> bytes:
-        """The bytes of one token (possibly part of a UTF-8 character); control tokens are empty."""
+        """The bytes of one token (possibly part of a UTF-8 character); control tokens are empty.
+
+        Memoised (at most one entry per vocabulary token): every ctypes call releases the GIL, and
+        between decode steps the scheduler thread should not hand it to the streams' threads
+        once per token to ask the same question again.
+        """
+        cached = self._pieces.get(token)
+        if cached is not None:
+            return cached
         n = self._lc.llama_token_to_piece(self._vocab, token, self._piece, _PIECE_BUFFER, 0, False)
         if n < 0:
             big = ctypes.create_string_buffer(-n)
             n = self._lc.llama_token_to_piece(self._vocab, token, big, -n, 0, False)
-            return big.raw[:n]
-        return self._piece.raw[:n]
+            out = big.raw[:n]
+        else:
+            out = self._piece.raw[:n]
+        self._pieces[token] = out
+        return out
 
     def is_end(self, token: int) -> bool:
-        return bool(self._lc.llama_vocab_is_eog(self._vocab, token))
+        cached = self._eog.get(token)
+        if cached is None:
+            cached = self._eog[token] = bool(self._lc.llama_vocab_is_eog(self._vocab, token))
+        return cached
 
     # -- sequences (scheduler thread) -------------------------------------------------------------
     def open_slot(self, slot: int, sampling: Sampling) -> None:

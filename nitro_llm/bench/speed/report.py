@@ -71,7 +71,8 @@ def render(results: dict[str, Any], plots: list[str]) -> str:
         "## Machine",
         "",
         f"- CPU: {machine.get('cpu')} — {machine.get('cores')} cores, {machine.get('memory_gib')} GiB",
-        f"- OS: {machine.get('os')}; load average at start: {machine.get('load_average_1m')}",
+        f"- OS: {machine.get('os')}; 1-minute load average at start {machine.get('load_average_1m')}, at end "
+        f"{machine.get('load_average_1m_end', '?')} (other tenants' work; ratios are paired to absorb it)",
         f"- Versions: {', '.join(f'{k} {v}' for k, v in machine.get('versions', {}).items())}",
         f"- Threads for inference: {options.get('threads')}; enclave batch size {options.get('batch_size')}, "
         f"queue bound {options.get('max_waiting')}, context {options.get('ctx')} tokens per sequence",

@@ -124,6 +124,7 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda _m
         )
         timings["c"] = time.monotonic() - t0
 
+    results["machine"]["load_average_1m_end"] = describe_machine()["load_average_1m"]
     results["seconds"] = round(time.monotonic() - started, 1)
     results["scenario_seconds"] = {k: round(v, 1) for k, v in timings.items()}
     results["finished_at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
