@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -186,7 +185,8 @@ class HostileRun:
                 (
                     "Leaks found",
                     f"**{found}** ({canaries:,} canaries sent in questions; searched {scanned_mb:,.0f} MB of "
-                    f"gateway memory and {files:,} files written during the run, logs included)",
+                    f"gateway memory and {files:,} files written during the run: logs, the gateways' TMPDIR, "
+                    "working directory and open files)",
                 )
             )
         if self.rss_all:
@@ -314,7 +314,7 @@ def leak_scan(hs: HostileStack, canaries: list[str], since: float) -> dict[str, 
         pid = pids.get(name)
         if pid is not None:
             out[f"{name} memory"] = scan(canaries, pid=pid, witness=b"/v1/infer")
-    roots = [hs.root, Path(tempfile.gettempdir())]
+    roots = [hs.root]  # the stack's state, logs and the gateways' private TMPDIR
     opened: list[Path] = []
     for name in ("gateway", "gateway (faulty link)"):
         pid = pids.get(name)

@@ -54,8 +54,11 @@ class HostileStack:
     def __init__(self, root: Path, *, header_timeout: float = HEADER_TIMEOUT) -> None:
         self.root = root
         self.header_timeout = header_timeout
+        self.gateway_tmp = root / "gateway-tmp"
+        """The gateways' TMPDIR: every temporary file they write lands here, for the leak scan."""
         self.stack = LocalStack(
             root=root,
+            gateway_env={"TMPDIR": str(self.gateway_tmp)},
             enclave=EnclaveOptions(engine="echo"),
             enclave_code=frozen_code(root / "code"),
             gateway_args=[
@@ -86,6 +89,7 @@ class HostileStack:
 
     def start(self) -> None:
         self.started_at = time.time()
+        self.gateway_tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.stack.start()
         fault_socket = self.stack.run_dir / "fault-proxy.sock"
         self.proxy = FaultProxy(f"unix:{fault_socket}", f"unix:{self.stack.enclave_socket}").start()
@@ -107,6 +111,7 @@ class HostileStack:
                 str(self.header_timeout),
             ),
             self.stack.logs / "gateway-faulty-link.log",
+            env={"TMPDIR": str(self.gateway_tmp)},
         )
         self.faulty.start()
         self.wait_healthy(self.faulty_url, timeout=60, process=self.faulty)

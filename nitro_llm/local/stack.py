@@ -87,6 +87,8 @@ class LocalStack:
     """Restart the enclave and the KMS emulator when they die (local/supervisor.py)."""
     gateway_args: list[str] = field(default_factory=list)
     """Extra ``nitro-llm gateway`` flags (limits, timeouts)."""
+    gateway_env: dict[str, str] = field(default_factory=dict)
+    """Extra environment for the gateway process (e.g. a private TMPDIR to inspect)."""
     enclave_code: CodeOverride | None = None
     """Run (and measure) the enclave from this copy of the code: a frozen copy keeps a restarted
     enclave's PCRs unchanged while the working tree is edited."""
@@ -338,6 +340,7 @@ class LocalStack:
                 *self.gateway_args,
             ),
             self.logs / "gateway.log",
+            env=self.gateway_env,
         )
         self.gateway.start()
 

@@ -75,6 +75,8 @@ def test_canaries_never_reach_the_gateways(load, hostile_stack):
             assert report.witness_found and report.memory_bytes_scanned > 10 << 20, where
     files = reports["files written during the run"]
     assert files.files_scanned >= 3  # the gateways' and the enclave's logs at least
+    environ = open(f"/proc/{hostile_stack.stack.gateway.pid}/environ", "rb").read().split(b"\0")
+    assert f"TMPDIR={hostile_stack.gateway_tmp}".encode() in environ  # its temp files are in the scan
 
 
 def test_the_scan_finds_a_planted_canary(hostile_stack, tmp_path):
