@@ -42,8 +42,10 @@ def test_overhead_paths_agree(model_stack):
 
 
 def test_raw_batched_ceiling_counts_every_token():
-    total, decode_only = raw_batched_tps(default_model_path(), sequences=2, max_tokens=4, threads=1, ctx=256)
-    assert total > 0 and decode_only > 0
+    total, decode_only, cpu = raw_batched_tps(
+        default_model_path(), sequences=2, max_tokens=4, threads=1, ctx=256
+    )
+    assert total > 0 and decode_only > 0 and cpu > 0
 
 
 def test_many_users_then_overload(model_stack):

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from nitro_llm.bench.speed.protocol_path import cpu_seconds
 from nitro_llm.bench.speed.stats import median, ratio
 from nitro_llm.local.stack import LocalStack
 
@@ -75,6 +76,8 @@ class Round:
     raw_one_tps: float
     raw_one_decode_tps: float
     one: Session
+    raw_batched_cpu_s: float = 0.0  # CPU time of the llama.cpp run (this process)
+    enclave_cpu_s: float = 0.0  # CPU time of the enclave process while the sessions ran
 
     @property
     def aggregate_tps(self) -> float:
@@ -128,15 +131,23 @@ class ManyUsersResult:
             ),
             "total_tokens": sum(s.tokens for r in self.rounds for s in r.many),
             "sessions_measured": len(rates),
+            # CPU per generated token: equal CPU but longer wall time means the cores were busy elsewhere
+            "llama_cpp_batched_cpu_ms_per_token": round(
+                self._median(lambda r: 1000 * r.raw_batched_cpu_s / (self.sessions * self.max_tokens)), 2
+            ),
+            "enclave_cpu_ms_per_token": round(
+                self._median(lambda r: 1000 * r.enclave_cpu_s / max(1, sum(s.tokens for s in r.many))), 2
+            ),
             "overload": self.overload,
         }
 
 
 def raw_batched_tps(
     model_path: Path, *, sequences: int, max_tokens: int, threads: int, ctx: int = 1024
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     """Tokens/s of llama.cpp decoding ``sequences`` prompts together: prompt processing included
-    (comparable with the sessions' wall time) and decode steps only (the pure batching gain)."""
+    (comparable with the sessions' wall time) and decode steps only (the pure batching gain); and
+    the CPU seconds the timed part took."""
     from nitro_llm.inference.llama_batch import Feed, LlamaBatchDecoder, Sampling
     from nitro_llm.protocol.messages import Message
 
@@ -145,7 +156,7 @@ def raw_batched_tps(
         prompts = [decoder.prompt_tokens([Message(**m) for m in prompt(i)]) for i in range(sequences)]
         for slot in range(sequences):
             decoder.open_slot(slot, Sampling())
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         # One call per prompt: a single call with prompts of different lengths is split by llama.cpp
         # into equal-length micro-batches (one KV stream per sequence), which is slower.
         last: dict[int, int] = {}
@@ -156,8 +167,12 @@ def raw_batched_tps(
         for _ in range(max_tokens - 1):
             last = decoder.step([Feed(s, (last[s],), positions[s], True) for s in range(sequences)])
             positions = [p + 1 for p in positions]
-        end = time.perf_counter()
-        return sequences * max_tokens / (end - start), sequences * (max_tokens - 1) / (end - decode_start)
+        end, cpu_end = time.perf_counter(), time.process_time()
+        return (
+            sequences * max_tokens / (end - start),
+            sequences * (max_tokens - 1) / (end - decode_start),
+            cpu_end - cpu_start,
+        )
     finally:
         decoder.close()
 
@@ -229,11 +244,17 @@ def bench_many_users(
     rounds: int = 3,
 ) -> ManyUsersResult:
     result = ManyUsersResult(sessions=sessions, max_tokens=max_tokens, threads=threads)
+    enclave_pid = stack.enclave_proc.pid if stack.enclave_proc is not None else None
     for _ in range(max(1, rounds)):
-        batched, batched_decode = raw_batched_tps(
+        batched, batched_decode, raw_cpu = raw_batched_tps(
             model_path, sequences=sessions, max_tokens=max_tokens, threads=threads
         )
-        barrier = threading.Barrier(sessions)
+        enclave_before: list[float | None] = [None]
+
+        def at_start(mark: list[float | None] = enclave_before) -> None:  # all sessions warmed up
+            mark[0] = cpu_seconds(enclave_pid) if enclave_pid else None
+
+        barrier = threading.Barrier(sessions, action=at_start)
         out: list[Session | None] = [None] * sessions
 
         def run(i: int, barrier: threading.Barrier = barrier, out: list[Session | None] = out) -> None:
@@ -245,7 +266,10 @@ def bench_many_users(
         for t in workers:
             t.join(900)
         many = [s for s in out if s is not None]
-        one_tps, one_decode = raw_batched_tps(model_path, sequences=1, max_tokens=max_tokens, threads=threads)
+        enclave_after = cpu_seconds(enclave_pid) if enclave_pid else None
+        one_tps, one_decode, _cpu = raw_batched_tps(
+            model_path, sequences=1, max_tokens=max_tokens, threads=threads
+        )
         result.rounds.append(
             Round(
                 raw_batched_tps=batched,
@@ -256,6 +280,10 @@ def bench_many_users(
                 raw_one_tps=one_tps,
                 raw_one_decode_tps=one_decode,
                 one=_session(stack, 0, max_tokens, None),
+                raw_batched_cpu_s=raw_cpu,
+                enclave_cpu_s=(
+                    enclave_after - enclave_before[0] if enclave_before[0] and enclave_after else 0.0
+                ),
             )
         )
     result.overload = _overload(stack, token, capacity + sessions, capacity)
