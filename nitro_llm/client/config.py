@@ -21,7 +21,7 @@ class ClientConfig:
     region: str = "us-east-1"
     kms_endpoint: str | None = None
     """None means real AWS KMS; the local stack points this at its emulator."""
-    credentials: dict[str, str] | None = None
+    credentials: dict[str, str] | None = field(default=None, repr=False)
     """Access key, secret and optional session token; None means boto3's default chain."""
     model: str = "default"
     api_token: str | None = field(default=None, repr=False)

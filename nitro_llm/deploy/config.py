@@ -62,6 +62,9 @@ class GatewaySection(_Section):
     port: Port = 8080
     user: str = "nitro-llm"
     nitro_llm: Path = Path("/opt/nitro-llm/venv/bin/nitro-llm")
+    api_tokens_file: Path | None = Path("/etc/nitro-llm/api-tokens.json")
+    """Bearer tokens of the clients allowed to call the gateway (`nitro-llm gateway-token FILE NAME`).
+    Only None on a loopback-only gateway: an exposed gateway without tokens serves anyone."""
 
 
 class DeployConfig(_Section):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nitro_llm.deploy.config import DeployConfig
 from nitro_llm.deploy.errors import DeployConfigError
+from nitro_llm.transport.address import is_loopback_host
 
 ALLOCATOR_PATH = Path("/etc/nitro_enclaves/allocator.yaml")
 SYSTEMD_DIR = Path("/etc/systemd/system")
@@ -131,7 +132,14 @@ def gateway_argv(cfg: DeployConfig) -> list[str]:
         str(cfg.gateway.port),
         "--imds",
     ]
-    if cfg.gateway.host not in ("127.0.0.1", "::1", "localhost"):
+    if cfg.gateway.api_tokens_file is not None:
+        argv += ["--api-tokens-file", str(cfg.gateway.api_tokens_file)]
+    if not is_loopback_host(cfg.gateway.host):
+        if cfg.gateway.api_tokens_file is None:
+            raise DeployConfigError(
+                f"the gateway listens on {cfg.gateway.host} without API tokens",
+                hint="set gateway.api_tokens_file (and issue tokens with 'nitro-llm gateway-token')",
+            )
         argv.append("--allow-remote")
     return argv
 

@@ -64,8 +64,17 @@ def test_gateway_unit_uses_imds_and_the_enclaves_vsock_address(tmp_path):
     assert "--imds" in argv and "--allow-remote" in argv
     assert u["Service"]["User"] == "nitro-llm"
     assert u["Service"]["NoNewPrivileges"] == "yes"
+    assert argv[argv.index("--api-tokens-file") + 1] == "/etc/nitro-llm/api-tokens.json"
     loopback = cfg(tmp_path, gateway={"host": "127.0.0.1"})
     assert "--allow-remote" not in host_files.gateway_argv(loopback)
+
+
+def test_exposed_gateway_without_tokens_is_refused(tmp_path):
+    with pytest.raises(DeployConfigError, match="without API tokens"):
+        host_files.gateway_argv(cfg(tmp_path, gateway={"host": "0.0.0.0", "api_tokens_file": None}))
+    assert "--api-tokens-file" not in host_files.gateway_argv(
+        cfg(tmp_path, gateway={"host": "127.0.0.1", "api_tokens_file": None})
+    )
 
 
 def test_gateway_argv_is_accepted_by_the_gateway_command(tmp_path):

@@ -149,3 +149,15 @@ def test_gateway_imports_nothing_that_decrypts():
                 names = [node.module]
             for name in names:
                 assert not name.startswith(forbidden), f"{path.name} imports {name}"
+
+
+def test_client_config_repr_hides_secrets():
+    from nitro_llm.client.config import ClientConfig
+
+    config = ClientConfig(
+        gateway_url="http://127.0.0.1:1",
+        key_id="alias/k",
+        credentials={"access_key_id": "AKIA", "secret_access_key": "very-secret"},
+        api_token="nlt_token-secret",
+    )
+    assert "very-secret" not in repr(config) and "token-secret" not in repr(config)
