@@ -188,20 +188,20 @@ def create_app(
         started = time.monotonic()
         body = await _read_body_capped(request, settings.max_body_bytes)
         metrics.bytes_in.inc(len(body))
-        frames = link.infer(body)
+        answer = link.infer(body)
         try:
-            first = await anext(frames)
+            first = await anext(answer)
         except StopAsyncIteration:
             raise EnclaveUnavailable("the enclave closed the link without answering") from None
         if (busy := busy_refusal(first)) is not None:  # queue full: 429 + Retry-After, not a 200
-            await frames.aclose()
+            await answer.aclose()
             raise busy
 
         async def relay() -> AsyncIterator[bytes]:
             sent, count, outcome = len(first), 1, "ok"
             try:
                 yield first
-                async for frame in frames:
+                async for frame in answer:
                     sent += len(frame)
                     count += 1
                     yield frame
@@ -211,7 +211,7 @@ def create_app(
                 monitor.link_failed()
                 yield encode_frame({"t": "error", **exc.to_wire()})
             finally:
-                await frames.aclose()
+                await answer.aclose()
                 metrics.bytes_out.inc(sent)
                 metrics.requests.labels(outcome=outcome).inc()
                 elapsed = time.monotonic() - started
