@@ -19,6 +19,7 @@ closed (the connection to the client went away), and its slot and KV cells are f
 from __future__ import annotations
 
 import codecs
+import heapq
 import logging
 import queue
 import secrets
@@ -250,7 +251,7 @@ class BatchScheduler:
                 if not self._waiting or not self._free_slots:
                     return
                 head = self._waiting.popleft()
-                head.slot = self._free_slots.pop()
+                head.slot = heapq.heappop(self._free_slots)  # lowest free slot: keeps ids consecutive
                 self._active[head.slot] = head
             self._order.append(head)
             self._decoder.open_slot(head.slot, head.sampling)
@@ -259,26 +260,29 @@ class BatchScheduler:
 
     def _plan(self) -> list[list[Feed]]:
         """The decode calls of one round: every running sequence's next token together in one call,
-        then at most one prompt chunk in a call of its own.
+        then one call with an equal-length chunk of each waiting prompt.
 
-        Why not one call: with one KV stream per sequence, llama.cpp splits a batch into
-        micro-batches in which every sequence has the same number of tokens, so a prompt chunk
-        mixed with single decode tokens becomes dozens of passes over the weights. Kept apart,
-        the decode call is one pass for all sequences and the prompt chunk another.
+        Two rules of llama.cpp with one KV stream per sequence shape this. It splits a call into
+        micro-batches in which every sequence has the same number of tokens, so prompt chunks
+        mixed with single decode tokens would become many passes over the weights. And a
+        micro-batch only takes sequence ids in increasing, consecutive order, so feeds go in slot
+        order and slots are handed out lowest first (see ``_admit``): eight running sequences in
+        slots 0-7 are one pass, not eight.
         """
         calls: list[list[Feed]] = []
-        decode = [
-            Feed(r.slot, (r.pending,), r.pos, sample=True) for r in self._order if r.pending is not None
-        ]
-        if decode:
-            calls.append(decode)
-        room = self._prefill_chunk if decode else self._decoder.n_batch
-        for request in self._order:  # prompts in admission order: the oldest finishes first
-            if request.pending is None and request.pos < len(request.prompt):
-                part = request.prompt[request.pos : request.pos + room]
-                last = request.pos + len(part) == len(request.prompt)
-                calls.append([Feed(request.slot, part, request.pos, sample=last)])
-                break
+        running = sorted((r for r in self._order if r.pending is not None), key=lambda r: r.slot)
+        if running:
+            calls.append([Feed(r.slot, (r.pending,), r.pos, sample=True) for r in running])
+        room = self._prefill_chunk if running else self._decoder.n_batch
+        prompts = [r for r in self._order if r.pending is None and r.pos < len(r.prompt)][:room]
+        if prompts:  # oldest first when there is no room for all; equal chunks, at least one token
+            take = max(1, min(min(len(r.prompt) - r.pos for r in prompts), room // len(prompts)))
+            calls.append(
+                [
+                    Feed(r.slot, r.prompt[r.pos : r.pos + take], r.pos, sample=r.pos + take == len(r.prompt))
+                    for r in sorted(prompts, key=lambda r: r.slot)
+                ]
+            )
         return calls
 
     def _advance(self, feeds: list[Feed], sampled: dict[int, int]) -> None:
@@ -332,4 +336,4 @@ class BatchScheduler:
         self._order.remove(request)
         with self._wake:
             del self._active[request.slot]
-            self._free_slots.append(request.slot)
+            heapq.heappush(self._free_slots, request.slot)
