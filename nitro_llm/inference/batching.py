@@ -260,7 +260,8 @@ class BatchScheduler:
 
     def _plan(self) -> list[list[Feed]]:
         """The decode calls of one round: every running sequence's next token together in one call,
-        then one call with an equal-length chunk of each waiting prompt.
+        then one prompt's next chunk in a call of its own (whole, when it fits: a prompt cut into
+        different chunks would round differently and change a greedy answer).
 
         Two rules of llama.cpp with one KV stream per sequence shape this. It splits a call into
         micro-batches in which every sequence has the same number of tokens, so prompt chunks
@@ -274,15 +275,12 @@ class BatchScheduler:
         if running:
             calls.append([Feed(r.slot, (r.pending,), r.pos, sample=True) for r in running])
         room = self._prefill_chunk if running else self._decoder.n_batch
-        prompts = [r for r in self._order if r.pending is None and r.pos < len(r.prompt)][:room]
-        if prompts:  # oldest first when there is no room for all; equal chunks, at least one token
-            take = max(1, min(min(len(r.prompt) - r.pos for r in prompts), room // len(prompts)))
-            calls.append(
-                [
-                    Feed(r.slot, r.prompt[r.pos : r.pos + take], r.pos, sample=r.pos + take == len(r.prompt))
-                    for r in sorted(prompts, key=lambda r: r.slot)
-                ]
-            )
+        for request in self._order:  # prompts in admission order: the oldest first
+            if request.pending is None and request.pos < len(request.prompt):
+                part = request.prompt[request.pos : request.pos + room]
+                last = request.pos + len(part) == len(request.prompt)
+                calls.append([Feed(request.slot, part, request.pos, sample=last)])
+                break
         return calls
 
     def _advance(self, feeds: list[Feed], sampled: dict[int, int]) -> None:
