@@ -29,13 +29,14 @@ def _memory_gib() -> float | None:
 
 
 def _versions() -> dict[str, str]:
+    from importlib import metadata
+
     out = {"python": platform.python_version()}
-    for name in ("llama_cpp", "torch", "transformers", "gguf"):
+    for name in ("llama-cpp-python", "torch", "transformers", "gguf", "fastapi", "uvicorn"):
         try:
-            module = __import__(name)
-        except ImportError:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
             continue
-        out[name] = str(getattr(module, "__version__", "?"))
     return out
 
 

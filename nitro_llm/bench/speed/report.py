@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nitro_llm.bench.speed.plot import plot_all
-from nitro_llm.bench.speed.targets import check_targets
+from nitro_llm.bench.speed.targets import check_targets, explain_misses
 
 SCENARIOS = "abcde"
 COMMANDS = [
@@ -91,6 +91,9 @@ def render(results: dict[str, Any], plots: list[str]) -> str:
         ),
         "",
     ]
+    if notes := explain_misses(results):
+        lines += ["What bounds the missed targets (from this run's numbers):", ""]
+        lines += [f"- {note}" for note in notes] + [""]
     if a := results.get("a"):
         lines += [
             f"## (a) Overhead: full stack vs direct llama.cpp ({dates.get('a', '')})",

@@ -94,3 +94,48 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             results.get("seconds", 0) < DEFAULT_BUDGET_SECONDS,
         )
     return out
+
+
+def explain_misses(results: dict[str, Any]) -> list[str]:
+    """For each missed target, what bounds it — computed from the same run's numbers."""
+    missed = {t["target"] for t in check_targets(results) if t["met"] is False}
+    notes: list[str] = []
+    b = results.get("b") or []
+    at8 = next((r for r in b if r["concurrency"] == 8), None)
+    if at8 and any(t.startswith("(b)") and "concurrency 8" in t for t in missed):
+        cpu = at8.get("cpu_us_per_request") or {}
+        total = sum(cpu.values())
+        bare = sum((at8.get("bare_cpu_us_per_request") or {}).values())
+        notes.append(
+            f"(b) p50 at 8 clients: 8 closed-loop clients wait on each other (Little's law: p50 >= 8 / "
+            f"throughput), so 2 ms would take >= 4,000 requests/s — more than the bare HTTP echo itself "
+            f"does here ({at8['bare_requests_per_s']:.0f}/s, p50 {at8['bare_p50_ms']:.2f} ms)."
+        )
+        if total:
+            gateway = cpu.get("gateway", 0)
+            parts = ", ".join(f"{k} {v} µs" for k, v in cpu.items())
+            notes.append(
+                f"(b) throughput: one request costs {total} µs of CPU in all ({parts}) against {bare} µs "
+                f"for the bare echo; two cores then allow at most {2e6 / total:.0f} requests/s"
+                + (f", and the gateway's single event loop at most {1e6 / gateway:.0f}/s" if gateway else "")
+                + ". The gateway's share is its Python HTTP stack (FastAPI middleware for tokens and limits, "
+                "h11 with header deadlines, a streamed response per request); the enclave's is a thread "
+                "per connection, CBOR, AES-GCM and the replay and key caches."
+            )
+    c = results.get("c")
+    if c and any(t.startswith("(c)") for t in missed):
+        notes.append("(c) bounded by bytes read per token: see the bytes-bound column.")
+    d = results.get("d")
+    if d and any(t.startswith("(d) 8 sessions") or "sessions: aggregate" in t for t in missed):
+        notes.append(
+            f"(d) CPU per generated token: enclave {d.get('enclave_cpu_ms_per_token')} ms vs llama.cpp alone "
+            f"{d.get('llama_cpp_batched_cpu_ms_per_token')} ms; the rest of the gap is wall time lost to "
+            "other processes on the two cores."
+        )
+    a = results.get("a")
+    if a and any(t.startswith("(a)") for t in missed):
+        notes.append(
+            "(a) the stack adds per token only sealing, one frame and its relay (microseconds); a ratio "
+            "above 1.02 in a run comes from other processes on the shared cores (see the load average)."
+        )
+    return notes
