@@ -87,7 +87,7 @@ def show_parent_refused(stack: LocalStack, console: Console) -> str:
     console.print(
         Panel(
             Text(outcome, style="bold green" if "Denied" in outcome else "bold red"),
-            title="[bold]refusal 1[/] — the parent calls KMS Decrypt with the enclave role, no attestation",
+            title="[bold]refusal 1[/] — the parent asks KMS with the enclave role, no attestation",
         )
     )
     return outcome
