@@ -120,6 +120,20 @@ def render(results: dict[str, Any], plots: list[str]) -> str:
             ),
             "",
         ]
+        crypto = a.get("crypto") or {}
+        if crypto:
+            lines += ["Per-request cryptography (median CPU, this machine):", ""]
+            lines += [
+                f"- HPKE seal + open of a 2 KB question, {k}: {v} µs"
+                for k, v in crypto["hpke_seal_open_us"].items()
+            ]
+            if verify := crypto.get("attestation_verify_ms"):
+                lines.append(
+                    f"- verifying a real AWS attestation document: {verify['first_document']} ms the first "
+                    f"time, {verify['cached_ca_bundle']} ms with its CA bundle cached (the client caches "
+                    "the verified enclave until its certificate expires)"
+                )
+            lines.append("")
     if b := results.get("b"):
         lines += [
             f"## (b) Protocol path, echo engine ({dates.get('b', '')})",

@@ -91,10 +91,13 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda _m
                     max_tokens=options.max_tokens,
                     repeats=options.repeats,
                 )
+                from nitro_llm.bench.speed.crypto_costs import crypto_costs
+
                 results["a"] = {
                     "rows": overhead.rows(),
                     "cold_first_request_s": overhead.cold_first_request_seconds,
                     "max_tokens": options.max_tokens,
+                    "crypto": crypto_costs(),
                 }
                 timings["a"] = time.monotonic() - t0
             if "d" in wanted:
