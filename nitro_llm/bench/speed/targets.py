@@ -85,13 +85,14 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"{e['kms_decrypt_calls']} Decrypt for {e['turns']} turns (seed: {e['seed_decrypts']})",
             e["kms_decrypt_calls"] == 1,
         )
-    default_run = set(results.get("options", {}).get("scenarios", "")) == set("abde")
-    if default_run:
-        spent = sum(v for k, v in results.get("scenario_seconds", {}).items() if k in "abde")
+    ran = set(results.get("options", {}).get("scenarios", ""))
+    if ran >= set("abde"):
+        seconds = results.get("seconds", 0) - results.get("scenario_seconds", {}).get("c", 0)
         add(
             "default bench (a, b, d, e) under 5 minutes",
-            f"{results.get('seconds', 0):.0f} s in all, {spent:.0f} s in the scenarios",
-            results.get("seconds", 0) < DEFAULT_BUDGET_SECONDS,
+            f"{seconds:.0f} s, stacks' start-up included"
+            + (" ((c) ran too and is left out)" if "c" in ran else ""),
+            seconds < DEFAULT_BUDGET_SECONDS,
         )
     return out
 
