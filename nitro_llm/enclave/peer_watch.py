@@ -79,8 +79,8 @@ class PeerWatch:
                         return
                 for fd, mask in events:
                     if mask & (select.EPOLLHUP | select.EPOLLERR):
-                        cancel = self._watched.pop(fd, None)
-                        if cancel is not None:
-                            cancel.set()
+                        hung_up = self._watched.pop(fd, None)
+                        if hung_up is not None:
+                            hung_up.set()
                         with contextlib.suppress(OSError, ValueError):
                             self._epoll.unregister(fd)

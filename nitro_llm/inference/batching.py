@@ -273,7 +273,9 @@ class BatchScheduler:
         calls: list[list[Feed]] = []
         running = sorted((r for r in self._order if r.pending is not None), key=lambda r: r.slot)
         if running:
-            calls.append([Feed(r.slot, (r.pending,), r.pos, sample=True) for r in running])
+            calls.append(
+                [Feed(r.slot, (r.pending,), r.pos, sample=True) for r in running if r.pending is not None]
+            )
         room = self._prefill_chunk if running else self._decoder.n_batch
         for request in self._order:  # prompts in admission order: the oldest first
             if request.pending is None and request.pos < len(request.prompt):

@@ -8,6 +8,7 @@ the enclave itself (its pong counters), not estimated.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from nitro_llm.bench.speed.stacks import enclave_stats
@@ -43,7 +44,7 @@ def bench_kms_calls(stack: LocalStack, *, turns: int = 10) -> dict[str, Any]:
     kms = _CountingKms(make_kms_client(config.kms_endpoint, config.credentials, config.region))
     before = enclave_stats(stack)
     conv = KmsConversation(config, kms=kms)
-    history: list[dict[str, str]] = []
+    history: list[Mapping[str, str]] = []
     for turn in range(turns):
         history.append({"role": "user", "content": f"turn {turn}: say something"})
         history.append({"role": "assistant", "content": conv.ask(history, max_tokens=8)})

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ TOPICS = [
 ]
 
 
-def prompt(i: int) -> list[dict[str, str]]:
+def prompt(i: int) -> list[Mapping[str, str]]:
     return [{"role": "user", "content": f"Write a long story about {TOPICS[i % len(TOPICS)]}."}]
 
 
@@ -149,11 +149,11 @@ def raw_batched_tps(
     (comparable with the sessions' wall time) and decode steps only (the pure batching gain); and
     the CPU seconds the timed part took."""
     from nitro_llm.inference.llama_batch import Feed, LlamaBatchDecoder, Sampling
-    from nitro_llm.protocol.messages import Message
+    from nitro_llm.protocol.messages import chat_request
 
     decoder = LlamaBatchDecoder(model_path, n_seq=sequences, n_ctx_seq=ctx, n_threads=threads)
     try:
-        prompts = [decoder.prompt_tokens([Message(**m) for m in prompt(i)]) for i in range(sequences)]
+        prompts = [decoder.prompt_tokens(chat_request(prompt(i)).messages) for i in range(sequences)]
         for slot in range(sequences):
             decoder.open_slot(slot, Sampling())
         start, cpu_start = time.perf_counter(), time.process_time()

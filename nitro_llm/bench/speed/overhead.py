@@ -15,7 +15,7 @@ burst then lands on both sides of a ratio. The target is judged on the paired ra
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,9 @@ import httpx
 from nitro_llm.bench.speed.stats import median, ratio
 from nitro_llm.local.stack import LocalStack
 
-PROMPT = [{"role": "user", "content": "Write a long story about a dragon who learns to cook."}]
+PROMPT: list[Mapping[str, str]] = [
+    {"role": "user", "content": "Write a long story about a dragon who learns to cook."}
+]
 
 
 @dataclass(frozen=True)

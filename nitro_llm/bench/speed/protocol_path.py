@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,7 +114,8 @@ def _prepare(
     conn: RawConnection, conversations: Sequence[tuple[str, bytes, bytes]], token: str, key_id: str, n: int
 ) -> list[_Prepared]:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/cbor"}
-    request = chat_request([{"role": "user", "content": QUESTION}], max_tokens=16)
+    question: list[Mapping[str, str]] = [{"role": "user", "content": QUESTION}]
+    request = chat_request(question, max_tokens=16)
     out = []
     for i in range(n):
         conversation, data_key, edk = conversations[i % len(conversations)]

@@ -118,7 +118,7 @@ def bench_seed_stack(
     progress("random Bloom-560m-shaped weights (cached after the first run)")
     hf_dir = ensure_random_bloom(directory, config=config)
     ggufs = ensure_ggufs(hf_dir, quants, threads=max(1, os.cpu_count() or 1), progress=progress)
-    prompt = _prompt((config or BLOOM_560M)["vocab_size"])
+    prompt = _prompt(int((config or BLOOM_560M)["vocab_size"]))
     progress("seed stack: transformers fp32 generate")
     seed = seed_generate(hf_dir, prompt, tokens=tokens, threads=threads, repeats=repeats)
     rows = [seed]
