@@ -1,4 +1,4 @@
-"""`nitro-llm hostile run`: attack a real local stack, then publish what happened.
+"""`nitro-llm bench hostile`: attack a real local stack, then publish what happened.
 
 One run: random frames at the enclave's socket; the fault drills (enclave killed mid-stream, the
 gateway-enclave link dropped mid-stream, KMS killed), each with its recovery and a replay of the
@@ -45,7 +45,7 @@ EXPECTED_DRILL_ERRORS = {
     "kill the KMS emulator": "kms_unavailable",
 }
 REPLAY_REFUSALS = frozenset({"replayed_request", "stale_request"})
-COMMAND = "nitro-llm hostile run"
+COMMAND = "nitro-llm bench hostile"
 BEGIN = f"<!-- hostile-figures:begin (written by '{COMMAND} --report'; do not edit) -->"
 END = "<!-- hostile-figures:end -->"
 

@@ -22,6 +22,7 @@ def _repo_root() -> Path:
 
 
 def bench(
+    ctx: typer.Context,
     scenario: Annotated[str, typer.Option("--scenario", "-s", help=SCENARIO_HELP)] = "abde",
     threads: Annotated[
         int, typer.Option("--threads", min=1, help="Inference threads (enclave and baselines).")
@@ -40,7 +41,10 @@ def bench(
     ] = False,
     output: Annotated[Path | None, typer.Option("--json", help="Also write the results here.")] = None,
 ) -> None:
-    """Measure the confidential path against plain baselines; print ratios (and write the report)."""
+    """Measure the confidential path against plain baselines; print ratios (and write the report).
+    'nitro-llm bench hostile' runs the hostile soak instead (see its --help)."""
+    if ctx.invoked_subcommand is not None:
+        return
     import importlib.util
 
     from nitro_llm.bench.speed.runner import BenchOptions, run_bench
@@ -90,4 +94,9 @@ def bench(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("bench")(bench)
+    from nitro_llm.cli.hostile import hostile_command
+
+    bench_app = typer.Typer(invoke_without_command=True)
+    bench_app.callback()(bench)
+    bench_app.command("hostile")(hostile_command)
+    app.add_typer(bench_app, name="bench")

@@ -1,4 +1,4 @@
-"""`nitro-llm hostile run`: hostile inputs and faults against a real local stack, with figures.
+"""`nitro-llm bench hostile`: hostile inputs and faults against a real local stack, with figures.
 
 ``--report`` writes the figures table into SECURITY.md (between its markers), so the published
 numbers always come from a run, never from a keyboard. The exit code is 1 if any property failed.
@@ -16,7 +16,6 @@ from rich.console import Console
 
 from nitro_llm.errors import NitroLLMError
 
-hostile_app = typer.Typer(help="Hostile inputs and faults against a local stack.", no_args_is_help=True)
 err = Console(stderr=True)
 DEFAULT_REPORT = Path(__file__).resolve().parents[2] / "SECURITY.md"
 
@@ -74,7 +73,3 @@ def hostile_command(
     if failures:
         raise typer.Exit(1)
 
-
-def register(app: typer.Typer) -> None:
-    hostile_app.command("run")(hostile_command)
-    app.add_typer(hostile_app, name="hostile")

@@ -28,7 +28,6 @@ _GROUPS: list[str] = [
     "nitro_llm.cli.model",
     "nitro_llm.cli.proxy",
     "nitro_llm.cli.enclave",
-    "nitro_llm.cli.hostile",
 ]
 
 for _name in _GROUPS:

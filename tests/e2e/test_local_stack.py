@@ -97,7 +97,7 @@ def test_canary_never_reaches_gateway_logs_or_memory(stack):
     gateway_log = stack.gateway.log_path.read_bytes()
     assert b"infer outcome=ok" in gateway_log  # the log is the real one, and it did see the request
     assert CANARY.encode() not in gateway_log
-    # the same scanner as tests/hostile (and 'nitro-llm hostile run'): memory, logs, files written
+    # the same scanner as tests/hostile (and 'nitro-llm bench hostile'): memory, logs, files written
     report = scan([CANARY], pid=stack.gateway.pid, files=[stack.gateway.log_path], witness=b"/v1/infer")
     assert report.witness_found, "the memory scan must be able to find strings the gateway holds"
     assert report.hits == []

@@ -47,8 +47,8 @@ def test_hostile_run_writes_figures_a_run_produced(tmp_path):
     result = runner.invoke(
         app,
         [
+            "bench",
             "hostile",
-            "run",
             "--seconds",
             "3",
             "--frames",

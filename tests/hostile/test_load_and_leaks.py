@@ -1,6 +1,6 @@
 """A bounded loopback load, well-formed and hostile clients together, then the leak scan.
 
-The 60-second version is `nitro-llm hostile run`; this one is 15 s so the suite stays quick.
+The 60-second version is `nitro-llm bench hostile`; this one is 15 s so the suite stays quick.
 """
 
 from __future__ import annotations
