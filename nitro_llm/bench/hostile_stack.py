@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import signal
-import site
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,33 +19,17 @@ from typing import Any
 
 import httpx
 
-import nitro_llm
 from nitro_llm.bench.faults import FaultProxy
 from nitro_llm.client.config import ClientConfig
 from nitro_llm.client.kms_conversation import KmsConversation
 from nitro_llm.gateway.auth import ClientLimits, add_client
 from nitro_llm.local.processes import ManagedProcess, StackError, cli_argv, wait_until
 from nitro_llm.local.stack import EnclaveOptions, LocalStack, free_port
-from nitro_llm.local.tampered import CodeOverride
+from nitro_llm.local.tampered import copy_code
 
 HEADER_TIMEOUT = 2.0
 BODY_TIMEOUT = 5.0
 KEEP_ALIVE = 2
-
-
-def frozen_code(dest: Path) -> CodeOverride:
-    """A copy of the package for the enclave to run from. The enclave measures its code: restarted
-    from a working tree that changed meanwhile, it would attest to other PCRs and KMS would (rightly)
-    refuse it, which is not the fault under test."""
-    target = dest / "nitro_llm"
-    shutil.copytree(
-        Path(nitro_llm.__file__).resolve().parent,
-        target,
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-        dirs_exist_ok=True,
-    )
-    path = os.pathsep.join([str(dest), *site.getsitepackages()])
-    return CodeOverride(python_flags=("-S",), env={"PYTHONPATH": path}, cwd=dest)
 
 
 class HostileStack:
@@ -60,7 +42,7 @@ class HostileStack:
             root=root,
             gateway_env={"TMPDIR": str(self.gateway_tmp)},
             enclave=EnclaveOptions(engine="echo"),
-            enclave_code=frozen_code(root / "code"),
+            enclave_code=copy_code(root / "code"),
             gateway_args=[
                 "--header-timeout",
                 str(header_timeout),

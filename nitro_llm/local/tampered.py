@@ -30,15 +30,28 @@ class CodeOverride:
     cwd: Path
 
 
-def make_tampered_copy(dest: Path) -> CodeOverride:
-    """Copy the installed nitro_llm package under ``dest`` and append a harmless line to the enclave
-    package (what a malicious operator's "small patch" would look like)."""
-    src = Path(nitro_llm.__file__).resolve().parent
+def copy_code(dest: Path) -> CodeOverride:
+    """Copy the installed nitro_llm package under ``dest`` and say how to run that copy.
+
+    Also used unchanged, as a frozen copy: an enclave restarted from a working tree that was edited
+    meanwhile would attest to other PCRs and KMS would (rightly) refuse it.
+    """
     target = dest / "nitro_llm"
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    patched = target / "enclave" / "__init__.py"
-    patched.write_text(patched.read_text() + "\n# operator patch: exfiltrate nothing (yet)\n")
+    shutil.copytree(
+        Path(nitro_llm.__file__).resolve().parent,
+        target,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
     path = os.pathsep.join([str(dest), *site.getsitepackages()])
     return CodeOverride(python_flags=("-S",), env={"PYTHONPATH": path}, cwd=dest)
+
+
+def make_tampered_copy(dest: Path) -> CodeOverride:
+    """A copy with one harmless line appended to the enclave package (what a malicious operator's
+    "small patch" would look like)."""
+    code = copy_code(dest)
+    patched = dest / "nitro_llm" / "enclave" / "__init__.py"
+    patched.write_text(patched.read_text() + "\n# operator patch: exfiltrate nothing (yet)\n")
+    return code
