@@ -68,3 +68,9 @@ def test_fuzz_only_typed_errors(data):
 def test_enabling_the_seed_format_is_measured():
     assert "seed_compat" not in EnclaveConfig().measured()
     assert EnclaveConfig(seed_compat=True).measured()["seed_compat"] is True
+
+
+def test_enclave_without_seed_compat_refuses_seed_frames(enclave):
+    replies = enclave.call({"t": "seed", "body": body()})
+    assert replies[-1]["t"] == "error" and replies[-1]["code"] == "seed_route_disabled"
+    assert "s3cr3t" not in str(replies)
