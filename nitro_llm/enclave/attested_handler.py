@@ -21,7 +21,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from nitro_llm.attestation.measure import canonical_config
+from nitro_llm.enclave.config import canonical_config
 from nitro_llm.enclave.freshness import FreshnessGuard
 from nitro_llm.protocol import cbor
 from nitro_llm.protocol.attested import PROTOCOL, AttestedEnvelope, EnclaveSession, OpenedRequest

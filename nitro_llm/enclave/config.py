@@ -10,21 +10,27 @@ obtain or fake a data key that opens the client's request.
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from nitro_llm.enclave.data_keys import DEFAULT_CAPACITY, DEFAULT_TTL_SECONDS
 from nitro_llm.enclave.freshness import DEFAULT_REPLAY_CAPACITY, DEFAULT_WINDOW_SECONDS
 from nitro_llm.inference.llama_engine import DEFAULT_CTX
+from nitro_llm.attestation.errors import MeasurementError
 from nitro_llm.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 
-EngineKind = Literal["llama", "echo"]
+#: Engine names: "llama" (the product's llama.cpp engine) or one installed through the
+#: ``nitro_llm.engines`` entry points (the development package's "echo"); see enclave/engines.py.
+_ENGINE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 
 @dataclass(frozen=True)
 class EnclaveConfig:
-    engine: EngineKind = "llama"
+    engine: str = "llama"
     model_path: Path | None = None  # None: the packaged default model
     threads: int = 1
     ctx: int = DEFAULT_CTX
@@ -39,8 +45,8 @@ class EnclaveConfig:
     seed_compat: bool = False  # the AWS sample's weaker wire format (enclave/seed_compat.py)
 
     def __post_init__(self) -> None:
-        if self.engine not in ("llama", "echo"):
-            raise ValueError("engine must be 'llama' or 'echo'")
+        if not _ENGINE_NAME.fullmatch(self.engine):
+            raise ValueError("engine must be a short lower-case name such as 'llama'")
         if self.threads < 1 or self.ctx < 64 or self.max_waiting < 0 or self.batch_size < 1:
             raise ValueError("threads >= 1, ctx >= 64, max_waiting >= 0 and batch_size >= 1 are required")
 
@@ -59,3 +65,16 @@ class EnclaveConfig:
             "batch_size": self.batch_size,
             **({"seed_compat": True} if self.seed_compat else {}),
         }
+
+
+def canonical_config(config: Mapping[str, object] | object) -> bytes:
+    """The config as canonical JSON bytes; pydantic models are dumped in JSON mode first."""
+    dump = getattr(config, "model_dump", None)
+    data = dump(mode="json") if callable(dump) else config
+    if not isinstance(data, Mapping):
+        raise MeasurementError("the enclave config must be a mapping (or a pydantic model)")
+    try:
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise MeasurementError(f"the enclave config is not plain JSON data ({type(exc).__name__})") from None
+    return text.encode("utf-8")

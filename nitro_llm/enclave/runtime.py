@@ -16,48 +16,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from nitro_llm.attestation.nsm import Nsm
 from nitro_llm.enclave.attested_handler import AttestedHandler, config_digest
 from nitro_llm.enclave.config import EnclaveConfig
 from nitro_llm.enclave.hardening import harden_process
 from nitro_llm.enclave.key_release import KeyRelease
 from nitro_llm.enclave.server import EnclaveServer
 from nitro_llm.errors import ConfigError
-from nitro_llm.inference.engine import Engine
-from nitro_llm.inference.model import DEFAULT_MODEL_NAME, ModelInfo, check_model, default_model_path
+from nitro_llm.enclave.engines import build_engine
+from nitro_llm.inference.model import check_model
 from nitro_llm.protocol.frames import Credentials
 from nitro_llm.transport import close_listener, listen
 from nitro_llm.transport.relay import Relay
 
 log = logging.getLogger(__name__)
-
-
-def model_path(config: EnclaveConfig) -> Path:
-    return config.model_path if config.model_path is not None else default_model_path()
-
-
-def measure(config: EnclaveConfig) -> dict[int, bytes]:
-    """PCR0-2 of an emulated enclave running this code with this model and config."""
-    from nitro_llm.attestation.measure import measure_enclave
-
-    return measure_enclave(None, model_path(config), config.measured(), debug=config.debug_mode)
-
-
-def build_engine(config: EnclaveConfig, info: ModelInfo | None = None) -> Engine:
-    """``info``: the model already checked by the caller (saves hashing the file twice)."""
-    if config.engine == "echo":
-        from nitro_llm.inference.echo_engine import EchoEngine
-
-        return EchoEngine()
-    from nitro_llm.inference.batching import BatchScheduler
-    from nitro_llm.inference.llama_batch import LlamaBatchDecoder
-
-    info = info or check_model(config.model_path)  # the default model is held to its pinned SHA-256
-    name = DEFAULT_MODEL_NAME if config.model_path is None else info.path.stem.lower()
-    log.info("model %s size=%d sha256=%s", info.path.name, info.size, info.sha256)
-    decoder = LlamaBatchDecoder(
-        info.path, n_seq=config.batch_size, n_ctx_seq=config.ctx, n_threads=config.threads
-    )
-    return BatchScheduler(decoder, name=name, ctx=config.ctx, max_waiting=config.max_waiting)
 
 
 @dataclass(frozen=True)
@@ -124,24 +96,21 @@ def serve(
     *,
     listen_address: str,
     kms: KmsSettings,
-    nsm_kind: str,
-    dev_ca: Path | None,
+    nsm: Nsm,
     stop: threading.Event | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT (or ``stop`` is set)."""
-    from nitro_llm.attestation.nsm import open_nsm
+    """Run until SIGTERM/SIGINT (or ``stop`` is set).
 
+    ``nsm`` is the one NSM seam (``/dev/nsm`` on Nitro, a socket to local mode's emulator); the
+    enclave reads its own PCR0-2 from it for health output, as it would from the device.
+    """
     stop = stop or threading.Event()
     hardening = harden_process()  # before any key, credential or question exists in this process
     model = check_model(config.model_path)  # its SHA-256 is the attested descriptor's model digest
     engine = build_engine(config, model)
-    pcrs: dict[int, bytes] | None = None
-    if nsm_kind == "emulated":
-        pcrs = measure(config)
-        nsm = open_nsm("emulated", ca_path=dev_ca, pcrs=pcrs, debug=config.debug_mode)
-        log.warning("emulated NSM: attestation documents are signed by the local dev CA (local mode only)")
-    else:
-        nsm = open_nsm("device")
+    pcrs = {index: nsm.describe_pcr(index).data for index in (0, 1, 2)}
+    if nsm.kind != "device":
+        log.warning("NSM over a socket (%s): local mode only, documents are not from Nitro hardware", nsm.kind)
     relay = None
     if kms.forward_to:
         check_kms_name_is_local(kms.endpoint or "")
@@ -175,7 +144,7 @@ def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     server.start(listener)
-    log.info("enclave listening on %s (engine=%s, nsm=%s)", listen_address, config.engine, nsm_kind)
+    log.info("enclave listening on %s (engine=%s, nsm=%s)", listen_address, config.engine, nsm.kind)
     try:
         while not stop.wait(1.0):
             pass

@@ -11,9 +11,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from vectors import vector
 
+from nitro_llm_dev.nsm import open_emulated_nsm
 from nitro_llm.attestation.cose import sign_es384
-from nitro_llm.attestation.devca import DevCA
-from nitro_llm.attestation.nsm import Nsm, open_nsm
+from nitro_llm_dev.nsm.devca import DevCA
+from nitro_llm.attestation.nsm import Nsm
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def measured_pcrs() -> dict[int, bytes]:
 
 @pytest.fixture
 def emulated(dev_ca: DevCA, measured_pcrs: dict[int, bytes]) -> Nsm:
-    return open_nsm("emulated", ca=dev_ca, pcrs=measured_pcrs, role_arn=ROLE_ARN)
+    return open_emulated_nsm(ca=dev_ca, pcrs=measured_pcrs, role_arn=ROLE_ARN)
 
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/enclave"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from vectors import vectors_dir
 
-from nitro_llm.bench.attest import bench_verify
+from nitro_llm_dev.bench.attest import bench_verify
 
 
 def test_verifying_a_real_document_takes_under_5_ms():

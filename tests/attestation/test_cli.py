@@ -9,7 +9,10 @@ import pytest
 from typer.testing import CliRunner
 from vectors import vectors_dir
 
-from nitro_llm.cli.main import app
+from nitro_llm.cli.main import full_app
+
+
+app = full_app()
 
 VECTORS = vectors_dir() / "nitro-attestation"
 VERACRUZ = VECTORS / "veracruz-production.cbor"
@@ -154,7 +157,7 @@ def test_measure_prints_the_emulated_pcrs(run, tmp_path):
     model.write_bytes(b"GGUF")
     config = tmp_path / "config.json"
     config.write_text('{"mode": "chat"}')
-    from nitro_llm.attestation.measure import measure_enclave
+    from nitro_llm_dev.nsm.measure import measure_enclave
 
     expected = measure_enclave(code, model, {"mode": "chat"})
     args = ["measure", "--code-root", str(code), "--model", str(model), "--config", str(config), "--json"]

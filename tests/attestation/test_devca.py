@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from nitro_llm.attestation import DevCAError, load_root_pem
-from nitro_llm.attestation.devca import LEAF_LIFETIME, DevCA, default_path
+from nitro_llm_dev.nsm.devca import LEAF_LIFETIME, DevCA, default_path
 
 
 def test_created_once_then_reloaded_with_the_same_root(tmp_path):

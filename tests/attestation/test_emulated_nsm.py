@@ -8,6 +8,7 @@ import cbor2
 import pytest
 from cryptography import x509
 
+from nitro_llm_dev.nsm import open_emulated_nsm
 from nitro_llm.attestation import (
     DebugModeError,
     NsmError,
@@ -16,9 +17,9 @@ from nitro_llm.attestation import (
     parse_document,
     verify_document,
 )
-from nitro_llm.attestation.devca import LEAF_LIFETIME
+from nitro_llm_dev.nsm.devca import LEAF_LIFETIME
 from nitro_llm.attestation.document import FIELD_ORDER
-from nitro_llm.attestation.nsm import messages, open_nsm
+from nitro_llm.attestation.nsm import messages
 from nitro_llm.attestation.pcr import pcr3_for_role_arn, pcr4_for_instance_id
 
 
@@ -115,7 +116,7 @@ def test_each_document_gets_its_own_short_lived_leaf(emulated):
 
 
 def test_debug_mode_gives_zero_pcr0_2_and_fails_unless_allowed(dev_ca, measured_pcrs):
-    nsm = open_nsm("emulated", ca=dev_ca, pcrs=measured_pcrs, debug=True)
+    nsm = open_emulated_nsm(ca=dev_ca, pcrs=measured_pcrs, debug=True)
     doc = nsm.attest()
     parsed = parse_document(doc)
     assert parsed.is_debug and parsed.pcrs[4] == pcr4_for_instance_id(dev_ca.instance_id)
@@ -158,12 +159,12 @@ def test_emulated_nsm_refuses_what_the_device_refuses(emulated):
 
 def test_emulated_nsm_needs_a_model_or_pcrs(dev_ca):
     with pytest.raises(NsmError, match="model"):
-        open_nsm("emulated", ca=dev_ca)
+        open_emulated_nsm(ca=dev_ca)
 
 
 def test_timestamps_follow_the_injected_clock(dev_ca, measured_pcrs):
     when = dt.datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC)
-    nsm = open_nsm("emulated", ca=dev_ca, pcrs=measured_pcrs, clock=lambda: when)
+    nsm = open_emulated_nsm(ca=dev_ca, pcrs=measured_pcrs, clock=lambda: when)
     doc = nsm.attest()
     assert parse_document(doc).issued_at == when
     policy = VerificationPolicy({}, max_age=dt.timedelta(minutes=1))

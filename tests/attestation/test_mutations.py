@@ -238,7 +238,7 @@ def test_forged_intermediate_under_the_pinned_root_fails_path_validation(veracru
 
 
 def test_emulated_root_is_not_accepted_by_a_verifier_pinned_to_another_dev_root(forger, tmp_path):
-    from nitro_llm.attestation.devca import DevCA
+    from nitro_llm_dev.nsm.devca import DevCA
 
     other = DevCA.load_or_create(tmp_path / "other-ca")
     with pytest.raises(UntrustedRootError):

@@ -10,6 +10,7 @@ import struct
 import cbor2
 import pytest
 
+from nitro_llm_dev.nsm import open_emulated_nsm
 from nitro_llm.attestation import NsmError, NsmUnavailableError, VerificationPolicy, verify_document
 from nitro_llm.attestation.nsm import Nsm, messages, open_nsm
 from nitro_llm.attestation.nsm.device import NSM_IOCTL_RAW, NSM_RAW, DeviceTransport
@@ -71,7 +72,7 @@ def test_request_encodings_are_the_nsm_apis():
 
 
 def test_attest_through_the_device_path_returns_the_document(dev_ca, measured_pcrs):
-    emulator = open_nsm("emulated", ca=dev_ca, pcrs=measured_pcrs)._transport
+    emulator = open_emulated_nsm(ca=dev_ca, pcrs=measured_pcrs)._transport
     device = FakeDevice(emulator.exchange)  # the fake kernel forwards to the emulated NSM
     with device.nsm() as nsm:
         assert nsm.kind == "device"

@@ -1,6 +1,6 @@
 import pytest
 
-from nitro_llm.attestation.devca import DevCA
+from nitro_llm_dev.nsm.devca import DevCA
 
 
 @pytest.fixture(scope="session")

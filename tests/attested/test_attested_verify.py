@@ -6,6 +6,7 @@ import hashlib
 import pytest
 from vectors import vector
 
+from nitro_llm_dev.nsm import open_emulated_nsm
 from nitro_llm.attestation import (
     DebugModeError,
     NonceMismatchError,
@@ -14,7 +15,6 @@ from nitro_llm.attestation import (
     UntrustedRootError,
     UserDataMismatchError,
 )
-from nitro_llm.attestation.nsm import open_nsm
 from nitro_llm.client.attested_verify import (
     AttestedVerificationError,
     ConfigMismatchError,
@@ -50,7 +50,7 @@ def _attest(nsm, session, nonce):
 
 @pytest.fixture
 def nsm(dev_ca):
-    with open_nsm("emulated", ca=dev_ca, pcrs=PCRS) as n:
+    with open_emulated_nsm(ca=dev_ca, pcrs=PCRS) as n:
         yield n
 
 
@@ -79,7 +79,7 @@ def test_verified_enclave_names_the_key_and_seals_to_it(nsm, dev_ca, session):
 def test_different_pcr0_is_refused(dev_ca, session):
     nonce = new_nonce()
     other = {**PCRS, 0: hashlib.sha384(b"a modified enclave image").digest()}
-    with open_nsm("emulated", ca=dev_ca, pcrs=other) as nsm:
+    with open_emulated_nsm(ca=dev_ca, pcrs=other) as nsm:
         document, descriptor = _attest(nsm, session, nonce)
     with pytest.raises(PcrMismatchError):
         verify_attestation(document, descriptor, nonce, _policy(dev_ca))
@@ -87,7 +87,7 @@ def test_different_pcr0_is_refused(dev_ca, session):
 
 def test_debug_mode_is_refused(dev_ca, session):
     nonce = new_nonce()
-    with open_nsm("emulated", ca=dev_ca, pcrs=PCRS, debug=True) as nsm:
+    with open_emulated_nsm(ca=dev_ca, pcrs=PCRS, debug=True) as nsm:
         document, descriptor = _attest(nsm, session, nonce)
     with pytest.raises((DebugModeError, PcrMismatchError)):
         verify_attestation(document, descriptor, nonce, _policy(dev_ca))
@@ -95,7 +95,7 @@ def test_debug_mode_is_refused(dev_ca, session):
 
 def test_debug_mode_passes_only_when_the_policy_says_so(dev_ca, session):
     nonce = new_nonce()
-    with open_nsm("emulated", ca=dev_ca, pcrs=PCRS, debug=True) as nsm:
+    with open_emulated_nsm(ca=dev_ca, pcrs=PCRS, debug=True) as nsm:
         document, descriptor = _attest(nsm, session, nonce)
     zero = bytes(48)
     policy = _policy(dev_ca, expected_pcrs={0: zero, 1: zero, 2: zero}, allow_debug=True)
@@ -105,7 +105,7 @@ def test_debug_mode_passes_only_when_the_policy_says_so(dev_ca, session):
 
 def test_another_root_is_refused(other_ca, dev_ca, session):
     nonce = new_nonce()
-    with open_nsm("emulated", ca=other_ca, pcrs=PCRS) as nsm:
+    with open_emulated_nsm(ca=other_ca, pcrs=PCRS) as nsm:
         document, descriptor = _attest(nsm, session, nonce)
     with pytest.raises(UntrustedRootError):
         verify_attestation(document, descriptor, nonce, _policy(dev_ca))

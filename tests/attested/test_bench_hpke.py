@@ -1,6 +1,6 @@
 """The HPKE micro-benchmark runs, returns sane numbers, and the hybrid costs more than X25519 alone."""
 
-from nitro_llm.bench.hpke import bench_hpke
+from nitro_llm_dev.bench.hpke import bench_hpke
 
 
 def test_bench_hpke_reports_both_suites_in_microseconds():

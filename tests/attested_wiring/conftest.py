@@ -18,8 +18,8 @@ import pytest
 from fastapi.testclient import TestClient
 from wire_tools import RunningServer
 
-from nitro_llm.attestation.devca import DevCA
-from nitro_llm.attestation.nsm import open_nsm
+from nitro_llm_dev.nsm import open_emulated_nsm
+from nitro_llm_dev.nsm.devca import DevCA
 from nitro_llm.client.attested_conversation import AttestedConversation
 from nitro_llm.client.policy import ClientPolicy, TrustRoot
 from nitro_llm.enclave.attested_handler import AttestedHandler, config_digest
@@ -28,7 +28,7 @@ from nitro_llm.enclave.key_release import KeyRelease
 from nitro_llm.enclave.server import EnclaveServer
 from nitro_llm.gateway.app import create_app
 from nitro_llm.gateway.settings import GatewaySettings
-from nitro_llm.inference.echo_engine import EchoEngine
+from nitro_llm_dev.engines.echo import EchoEngine
 from nitro_llm.kms.cms import open_enveloped_data
 from nitro_llm.protocol import frames
 from nitro_llm.protocol.framing import encode_frame, read_frame
@@ -57,7 +57,7 @@ class Enclave:
     handler: AttestedHandler | None = None
 
     def start(self) -> Enclave:
-        nsm = open_nsm("emulated", ca=self.ca, pcrs=self.pcrs, debug=self.debug)
+        nsm = open_emulated_nsm(ca=self.ca, pcrs=self.pcrs, debug=self.debug)
         self.handler = AttestedHandler.generate(
             nsm, model_digest=MODEL_DIGEST, config_digest=config_digest(self.config.measured())
         )

@@ -15,16 +15,19 @@ import pytest
 from typer.testing import CliRunner
 from wire_tools import RecordingTransport, decode_frames
 
+from nitro_llm_dev.nsm import open_emulated_nsm
 from nitro_llm.attestation import DebugModeError, PcrMismatchError, UntrustedRootError, parse_document
-from nitro_llm.attestation.devca import DevCA
-from nitro_llm.cli.main import app as cli_app
+from nitro_llm_dev.nsm.devca import DevCA
+from nitro_llm.cli.main import full_app
+
+cli_app = full_app()
 from nitro_llm.client.attested_verify import new_nonce, verify_attestation
 from nitro_llm.client.protocols import choose_protocol, default_policy_path
 from nitro_llm.enclave.attested_handler import config_digest
 from nitro_llm.enclave.config import EnclaveConfig
 from nitro_llm.enclave.key_release import KeyRelease
 from nitro_llm.enclave.server import EnclaveServer
-from nitro_llm.inference.echo_engine import EchoEngine
+from nitro_llm_dev.engines.echo import EchoEngine
 from nitro_llm.kms.cms import open_enveloped_data
 from nitro_llm.protocol.attested import decode_attestation_bundle, seal_request
 from nitro_llm.protocol.errors import ChunkGapError, ChunkReplayError, ResponseTruncatedError
@@ -234,10 +237,10 @@ def test_kms_envelopes_still_take_the_kms_path(deploy):
 
 
 def test_an_enclave_without_the_attested_protocol_refuses_itsdecode_frames(tmp_path, ca):
-    from nitro_llm.attestation.nsm import open_nsm
+    from nitro_llm_dev.nsm import open_emulated_nsm
 
     address = f"unix:{tmp_path / 'plain.sock'}"
-    nsm = open_nsm("emulated", ca=ca, pcrs=PCRS)
+    nsm = open_emulated_nsm(ca=ca, pcrs=PCRS)
     server = EnclaveServer(
         engine=EchoEngine(),
         key_release=KeyRelease(nsm=nsm, kms_client_factory=None, open_envelope=open_enveloped_data),
@@ -341,10 +344,10 @@ def create_app_for(d):
 
 
 def test_local_policy_pins_the_measurements_and_verifies_a_matching_enclave(tmp_path, ca):
-    from nitro_llm.attestation.nsm import open_nsm
+    from nitro_llm_dev.nsm import open_emulated_nsm
     from nitro_llm.client.policy import ClientPolicy
     from nitro_llm.inference.model import DEFAULT_MODEL_SHA256
-    from nitro_llm.local.client_policy import local_policy
+    from nitro_llm_dev.local.client_policy import local_policy
 
     pem = tmp_path / "root.pem"
     pem.write_bytes(ca.root_pem)
@@ -362,7 +365,7 @@ def test_local_policy_pins_the_measurements_and_verifies_a_matching_enclave(tmp_
 
     session = EnclaveSession.generate(model_digest=DEFAULT_MODEL_SHA256, config_digest="c" * 64)
     for debug, expected in ((False, None), (True, (DebugModeError, PcrMismatchError))):
-        nsm = open_nsm("emulated", ca=ca, pcrs=PCRS, debug=debug)
+        nsm = open_emulated_nsm(ca=ca, pcrs=PCRS, debug=debug)
         nonce = new_nonce()
         document = nsm.attest(user_data=session.user_data(), nonce=nonce)
         if expected is None:

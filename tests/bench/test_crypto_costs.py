@@ -3,7 +3,7 @@ AWS attestation document verified first time and cached."""
 
 from vectors import vectors_dir
 
-from nitro_llm.bench.speed.crypto_costs import crypto_costs
+from nitro_llm_dev.bench.speed.crypto_costs import crypto_costs
 
 
 def test_crypto_costs_cover_both_suites_and_a_real_document(monkeypatch):

@@ -10,11 +10,11 @@ import json
 
 import pytest
 
-from nitro_llm.bench.speed.kms_calls import bench_kms_calls
-from nitro_llm.bench.speed.protocol_path import bench_protocol
-from nitro_llm.bench.speed.report import render, write_report
-from nitro_llm.bench.speed.stacks import running_stack, unlimited_token
-from nitro_llm.bench.speed.targets import check_targets
+from nitro_llm_dev.bench.speed.kms_calls import bench_kms_calls
+from nitro_llm_dev.bench.speed.protocol_path import bench_protocol
+from nitro_llm_dev.bench.speed.report import render, write_report
+from nitro_llm_dev.bench.speed.stacks import running_stack, unlimited_token
+from nitro_llm_dev.bench.speed.targets import check_targets
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,9 @@ from nitro_llm.inference.model import default_model_path
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 pytest.importorskip("llama_cpp")
 
-from nitro_llm.bench.speed.many_users import bench_many_users, raw_batched_tps  # noqa: E402
-from nitro_llm.bench.speed.overhead import bench_overhead  # noqa: E402
-from nitro_llm.bench.speed.stacks import running_stack, unlimited_token  # noqa: E402
+from nitro_llm_dev.bench.speed.many_users import bench_many_users, raw_batched_tps  # noqa: E402
+from nitro_llm_dev.bench.speed.overhead import bench_overhead  # noqa: E402
+from nitro_llm_dev.bench.speed.stacks import running_stack, unlimited_token  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("gguf")
 pytest.importorskip("llama_cpp")
 
-from nitro_llm.bench.speed.bloom_gguf import convert_to_gguf, ensure_random_bloom, synthetic_vocab
-from nitro_llm.bench.speed.seed_stack import bench_seed_stack
+from nitro_llm_dev.bench.speed.bloom_gguf import convert_to_gguf, ensure_random_bloom, synthetic_vocab
+from nitro_llm_dev.bench.speed.seed_stack import bench_seed_stack
 
 TINY = {
     "vocab_size": 2048,

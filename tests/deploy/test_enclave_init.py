@@ -78,7 +78,10 @@ def test_serve_argv_flags_exist_on_the_enclave_command():
     """A renamed flag would make the enclave exit at boot, where nobody sees its console."""
     import typer.main
 
-    from nitro_llm.cli.main import app
+    from nitro_llm.cli.main import full_app
+
+
+    app = full_app()
 
     commands = typer.main.get_command(app).commands
     if "enclave" not in commands:

@@ -81,7 +81,10 @@ def test_gateway_argv_is_accepted_by_the_gateway_command(tmp_path):
     """The unit's flags must exist on 'nitro-llm gateway' (a renamed flag would crash-loop the unit)."""
     import typer.main
 
-    from nitro_llm.cli.main import app
+    from nitro_llm.cli.main import full_app
+
+
+    app = full_app()
 
     command = typer.main.get_command(app).commands["gateway"]
     known = {opt for p in command.params for opt in p.opts}

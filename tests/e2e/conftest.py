@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nitro_llm.local.stack import EnclaveOptions, LocalStack
+from nitro_llm_dev.local.stack import EnclaveOptions, LocalStack
 
 
 @pytest.fixture(scope="session")

@@ -26,9 +26,9 @@ from nitro_llm.attestation import DebugModeError, PcrMismatchError
 from nitro_llm.client.attested_conversation import AttestedConversation
 from nitro_llm.client.kms_conversation import KmsConversation
 from nitro_llm.client.policy import ClientPolicy
-from nitro_llm.local.processes import ManagedProcess, cli_argv, isolated_argv, wait_until
-from nitro_llm.local.stack import LocalStack, free_port
-from nitro_llm.local.tampered import CodeOverride, make_tampered_copy
+from nitro_llm_dev.local.processes import ManagedProcess, cli_argv, isolated_argv, wait_until
+from nitro_llm_dev.local.stack import LocalStack, free_port
+from nitro_llm_dev.local.tampered import CodeOverride, make_tampered_copy
 from nitro_llm.protocol.errors import ChunkGapError, ChunkReplayError, ResponseTruncatedError
 from nitro_llm.proxy.app import create_app
 from nitro_llm.proxy.backends import AttestedBackend, KmsBackend
@@ -151,7 +151,7 @@ def side_enclave(
     gateway URL. The gateway's log is ``stack.logs / f"{name}-gateway.log"``."""
     sock = stack.run_dir / f"{name}.sock"
     sock.unlink(missing_ok=True)
-    argv = stack.enclave_argv(dataclasses.replace(stack.enclave, **options), sock, code)
+    argv, nsm, _ = stack.prepare_enclave(name, dataclasses.replace(stack.enclave, **options), sock, code)
     enclave = ManagedProcess(
         f"{name}-enclave",
         isolated_argv(argv) if stack.isolated else argv,
@@ -175,6 +175,7 @@ def side_enclave(
     finally:
         gateway.stop()
         enclave.stop()
+        nsm.stop()
 
 
 def _healthy(url: str) -> bool:

@@ -10,7 +10,7 @@ import subprocess
 import httpx
 import pytest
 
-from nitro_llm.bench.leaks import scan
+from nitro_llm_dev.bench.leaks import scan
 from nitro_llm.client.errors import RemoteError
 from nitro_llm.client.kms_conversation import KmsConversation
 from nitro_llm.kms.client import make_kms_client
@@ -67,7 +67,7 @@ def test_parent_credentials_without_attestation_are_denied(stack):
 def test_tampered_enclave_is_denied(stack):
     from rich.console import Console
 
-    from nitro_llm.local.demo import show_tampered_refused
+    from nitro_llm_dev.local.demo import show_tampered_refused
 
     pcr0, outcome = show_tampered_refused(stack, Console(file=io.StringIO()))
     assert pcr0 != stack.pcrs["0"]

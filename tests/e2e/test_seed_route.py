@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from nitro_llm.kms.client import make_kms_client
-from nitro_llm.local.stack import KEY_ALIAS, EnclaveOptions, LocalStack
+from nitro_llm_dev.local.stack import KEY_ALIAS, EnclaveOptions, LocalStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
+from nitro_llm_dev.nsm import open_emulated_nsm
 from nitro_llm.attestation import parse_document
-from nitro_llm.attestation.devca import DevCA
-from nitro_llm.attestation.nsm import open_nsm
+from nitro_llm_dev.nsm.devca import DevCA
 from nitro_llm.enclave.config import EnclaveConfig
 from nitro_llm.enclave.key_release import KeyRelease
 from nitro_llm.enclave.server import EnclaveServer
-from nitro_llm.inference.echo_engine import EchoEngine
+from nitro_llm_dev.engines.echo import EchoEngine
 from nitro_llm.kms.cms import build_enveloped_data, open_enveloped_data
 from nitro_llm.protocol import frames
 from nitro_llm.protocol.framing import encode_frame, read_frame
@@ -135,9 +135,7 @@ class Conversation:
 
 def start_enclave(tmp_path: Path, *, config: EnclaveConfig | None = None, engine=None, kms=None) -> Enclave:
     kms = kms or FakeKms()
-    nsm = open_nsm(
-        "emulated",
-        ca=DevCA.load_or_create(tmp_path / "dev-ca"),
+    nsm = open_emulated_nsm(ca=DevCA.load_or_create(tmp_path / "dev-ca"),
         pcrs={0: b"\x01" * 48, 1: b"\x02" * 48, 2: b"\x03" * 48},
     )
     key_release = KeyRelease(

@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 
 import nitro_llm
-from nitro_llm.attestation.devca import DevCA
+from nitro_llm_dev.nsm import emulated_transport
+from nitro_llm_dev.nsm.server import NsmEmulatorServer
+from nitro_llm_dev.nsm.devca import DevCA
 from nitro_llm.kms.client import make_kms_client
 from nitro_llm.kms.key_policy import build_key_policy
 from nitro_llm.protocol import frames
@@ -106,6 +108,7 @@ def stack(tmp_path_factory):
         root,
     )
     procs = [kms]
+    nsm_servers: list[NsmEmulatorServer] = []
     relay = None
     try:
         _wait(
@@ -132,6 +135,21 @@ def stack(tmp_path_factory):
 
         def start_enclave(name: str, *extra: str) -> str:
             sock = root / f"{name}.sock"
+            # The NSM runs outside the enclave, as on Nitro, and reports what this enclave measures to.
+            measured = json.loads(
+                subprocess.run(
+                    [*CLI, "enclave", "pcrs", "--engine", "echo", *extra], capture_output=True, check=True
+                ).stdout
+            )
+            nsm = NsmEmulatorServer(
+                emulated_transport(
+                    ca_path=root / "dev-ca",
+                    pcrs={int(i): bytes.fromhex(v) for i, v in measured.items()},
+                    debug="--debug-mode" in extra,
+                ),
+                root / f"{name}-nsm.sock",
+            ).start()
+            nsm_servers.append(nsm)
             proc = Proc(
                 [
                     *CLI,
@@ -146,9 +164,7 @@ def stack(tmp_path_factory):
                     "--region",
                     REGION,
                     "--nsm",
-                    "emulated",
-                    "--dev-ca",
-                    str(root / "dev-ca"),
+                    nsm.address,
                     "--engine",
                     "echo",
                     *extra,
@@ -178,6 +194,8 @@ def stack(tmp_path_factory):
     finally:
         for p in reversed(procs):
             p.stop()
+        for server in nsm_servers:
+            server.stop()
         if relay:
             relay.stop()
 

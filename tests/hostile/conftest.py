@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from nitro_llm.bench.hostile_stack import HostileStack
+from nitro_llm_dev.bench.hostile_stack import HostileStack
 from nitro_llm.gateway.admission import AccessSettings
 from nitro_llm.gateway.app import create_app
 from nitro_llm.gateway.auth import ClientLimits, add_client

@@ -7,8 +7,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from nitro_llm.bench.hostile import BEGIN, END, ReportError, write_report
-from nitro_llm.cli.main import app
+from nitro_llm_dev.bench.hostile import BEGIN, END, ReportError, write_report
+from nitro_llm.cli.main import full_app
+
+app = full_app()
 from nitro_llm.gateway.auth import TokenRegistry
 
 runner = CliRunner()

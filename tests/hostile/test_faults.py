@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from nitro_llm.bench import fault_drills
-from nitro_llm.bench.fault_drills import post_envelope
-from nitro_llm.bench.frame_fuzz import fuzz_enclave, send_one
-from nitro_llm.bench.hostile import _drill_failures
-from nitro_llm.bench.procstat import rss_bytes
+from nitro_llm_dev.bench import fault_drills
+from nitro_llm_dev.bench.fault_drills import post_envelope
+from nitro_llm_dev.bench.frame_fuzz import fuzz_enclave, send_one
+from nitro_llm_dev.bench.hostile import _drill_failures
+from nitro_llm_dev.bench.procstat import rss_bytes
 from nitro_llm.protocol import frames
 from nitro_llm.protocol.framing import encode_frame
 from nitro_llm.protocol.kms_envelope import KmsEnvelope, KmsHeader, new_id, seal_request

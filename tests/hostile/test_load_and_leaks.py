@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from nitro_llm.bench.hostile import RSS_CEILING, RSS_GROWTH_LIMIT, leak_scan
-from nitro_llm.bench.leaks import new_canary, scan
-from nitro_llm.bench.load import run_load
-from nitro_llm.bench.procstat import RssSampler
+from nitro_llm_dev.bench.hostile import RSS_CEILING, RSS_GROWTH_LIMIT, leak_scan
+from nitro_llm_dev.bench.leaks import new_canary, scan
+from nitro_llm_dev.bench.load import run_load
+from nitro_llm_dev.bench.procstat import RssSampler
 
 pytestmark = pytest.mark.slow
 

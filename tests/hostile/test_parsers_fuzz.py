@@ -25,16 +25,16 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nitro_llm.attestation.devca import DevCA
+from nitro_llm_dev.nsm.devca import DevCA
 from nitro_llm.client.wire import frame_error, response_error
 from nitro_llm.errors import ConfigError, NitroLLMError
 from nitro_llm.gateway.admission import AccessSettings
 from nitro_llm.gateway.app import create_app
 from nitro_llm.gateway.auth import bearer_token, parse_tokens
 from nitro_llm.gateway.settings import GatewaySettings
-from nitro_llm.kms.emulator import EmulatorConfig, EmulatorServer
-from nitro_llm.kms.emulator.operations import OPERATIONS
-from nitro_llm.kms.emulator.sigv4 import verify_request
+from nitro_llm_dev.kms_emulator import EmulatorConfig, EmulatorServer
+from nitro_llm_dev.kms_emulator.operations import OPERATIONS
+from nitro_llm_dev.kms_emulator.sigv4 import verify_request
 from nitro_llm.kms.errors import KmsApiError
 from nitro_llm.protocol import frames
 from nitro_llm.protocol.errors import FrameError

@@ -8,7 +8,7 @@ import pytest
 from enclave.conftest import Conversation, start_enclave
 
 from nitro_llm.enclave.config import EnclaveConfig
-from nitro_llm.inference.echo_engine import EchoEngine
+from nitro_llm_dev.engines.echo import EchoEngine
 from nitro_llm.inference.model import default_model_path
 from nitro_llm.protocol import frames
 from nitro_llm.protocol.framing import encode_frame

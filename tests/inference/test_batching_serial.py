@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from nitro_llm.inference.echo_engine import EchoEngine
+from nitro_llm_dev.engines.echo import EchoEngine
 from nitro_llm.inference.errors import EngineBusyError
 from nitro_llm.inference.scheduling import SerialScheduler, scheduled
 from nitro_llm.protocol.messages import Message

@@ -1,6 +1,6 @@
 import threading
 
-from nitro_llm.inference.echo_engine import EchoEngine
+from nitro_llm_dev.engines.echo import EchoEngine
 from nitro_llm.protocol.messages import Message
 
 CHAT = [

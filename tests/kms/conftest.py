@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # make kms_testing imp
 
 import kms_testing  # noqa: F401  (imported here so its path is in place for the tests)
 
-from nitro_llm.attestation.devca import DevCA
+from nitro_llm_dev.nsm.devca import DevCA
 
 
 @pytest.fixture(scope="session")

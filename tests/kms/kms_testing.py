@@ -16,8 +16,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from nitro_llm.attestation.devca import DevCA
-from nitro_llm.attestation.nsm import open_nsm
+from nitro_llm_dev.nsm import open_emulated_nsm
+from nitro_llm_dev.nsm.devca import DevCA
 from nitro_llm.kms.client import make_kms_client
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +41,7 @@ def attest(
 ) -> bytes:
     """A document from the emulated NSM, as the enclave would get it."""
     clock = (lambda: at) if at is not None else None
-    with open_nsm("emulated", ca=ca, pcrs=pcrs, debug=debug, clock=clock) as nsm:
+    with open_emulated_nsm(ca=ca, pcrs=pcrs, debug=debug, clock=clock) as nsm:
         return nsm.attest(public_key=public_key if public_key is not None else (spki(key) if key else None))
 
 

@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from kms_testing import REGION, attest
 
 from nitro_llm.kms.client import make_kms_client
-from nitro_llm.kms.emulator import EmulatorConfig, EmulatorServer
+from nitro_llm_dev.kms_emulator import EmulatorConfig, EmulatorServer
 from nitro_llm.kms.errors import EmulatorStateError
 
 CTX = {"purpose": "test"}

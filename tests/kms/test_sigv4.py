@@ -9,8 +9,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from nitro_llm.kms.emulator.principals import Principal, Principals
-from nitro_llm.kms.emulator.sigv4 import verify_request
+from nitro_llm_dev.kms_emulator.principals import Principal, Principals
+from nitro_llm_dev.kms_emulator.sigv4 import verify_request
 from nitro_llm.kms.errors import (
     IncompleteSignature,
     InvalidSignature,

@@ -13,9 +13,9 @@ import httpx
 import openai
 import pytest
 
+from nitro_llm_dev.nsm import open_emulated_nsm
 from nitro_llm.attestation import DebugModeError, PcrMismatchError, UntrustedRootError
-from nitro_llm.attestation.devca import DevCA
-from nitro_llm.attestation.nsm import open_nsm
+from nitro_llm_dev.nsm.devca import DevCA
 from nitro_llm.client.config import ClientConfig
 from nitro_llm.client.policy import ClientPolicy, TrustRoot
 from nitro_llm.protocol.attested import EnclaveSession, encode_attestation_bundle
@@ -46,7 +46,7 @@ class FakeGatewayEnclave:
     """Gateway HTTP API + attested enclave in one object; ``tamper`` rewrites the answer frames."""
 
     def __init__(self, ca, *, pcrs=PCRS, debug=False):
-        self.nsm = open_nsm("emulated", ca=ca, pcrs=pcrs, debug=debug)
+        self.nsm = open_emulated_nsm(ca=ca, pcrs=pcrs, debug=debug)
         self.sessions = {}
         self.requests = []
         self.tamper = None

@@ -1,26 +1,20 @@
-"""One NSM interface, two implementations: the real ``/dev/nsm`` and the local-mode emulator.
+"""One NSM interface, two transports: the real ``/dev/nsm`` and a Unix socket to local mode's emulator.
 
 The rest of the code holds an ``Nsm`` and never asks which kind it has (the httpx transport pattern):
 ``Nsm`` encodes requests and decodes responses, a transport moves the CBOR bytes. The kind is chosen
 once, from configuration, with ``open_nsm``; there is deliberately no "auto" that would fall back to
-the emulator when the device is missing, because silently attesting with a dev key in production is
+an emulator when the device is missing, because silently attesting with a dev key in production is
 the failure this layer exists to prevent.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable, Mapping
-from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 from nitro_llm.attestation.errors import NsmError
 from nitro_llm.attestation.nsm import messages
 from nitro_llm.attestation.nsm.messages import NsmDescription, PcrDescription
-
-if TYPE_CHECKING:
-    from nitro_llm.attestation.devca import DevCA
 
 __all__ = ["Nsm", "NsmDescription", "NsmTransport", "PcrDescription", "open_nsm"]
 
@@ -73,48 +67,23 @@ class Nsm:
         self.close()
 
 
-def open_nsm(
-    kind: Literal["device", "emulated"],
-    *,
-    device_path: str = "/dev/nsm",
-    ca: DevCA | None = None,
-    ca_path: str | Path | None = None,
-    pcrs: Mapping[int, bytes] | None = None,
-    code_root: str | Path | None = None,
-    model_path: str | Path | None = None,
-    config: Mapping[str, object] | object | None = None,
-    debug: bool = False,
-    role_arn: str | None = None,
-    clock: Callable[[], dt.datetime] | None = None,
-) -> Nsm:
+def open_nsm(kind: Literal["device", "socket"], *, device_path: str = "/dev/nsm", socket_path: str = "") -> Nsm:
     """Open the NSM of the given kind.
 
-    ``"device"`` opens ``device_path`` and raises ``NsmUnavailableError`` (with a hint) when it is
-    missing. ``"emulated"`` signs with ``ca`` (a ``DevCA``) or the dev CA at ``ca_path`` (default
-    ``state_dir()/dev-ca``), reporting either the given ``pcrs`` (PCR0-2) or the measurement of
-    ``code_root`` / ``model_path`` / ``config``; ``debug`` zeroes PCR0-2 either way.
+    ``"device"`` opens ``device_path`` (``/dev/nsm`` inside a Nitro Enclave) and raises
+    ``NsmUnavailableError`` with a hint when it is missing. ``"socket"`` reaches an NSM served on a
+    Unix socket outside this process: local mode's emulator (``nitro_llm_dev.nsm``), which holds the
+    dev CA key so that the enclave image never does. There is no emulated kind here on purpose: the
+    product cannot sign documents, only ask the NSM it is given.
     """
     if kind == "device":
         from nitro_llm.attestation.nsm.device import DeviceTransport
 
         return Nsm(DeviceTransport(device_path))
-    if kind == "emulated":
-        from nitro_llm.attestation.devca import DevCA
-        from nitro_llm.attestation.measure import measure_enclave
-        from nitro_llm.attestation.nsm.emulated import EmulatedTransport
-        from nitro_llm.attestation.pcr import ZERO_PCR
+    if kind == "socket":
+        from nitro_llm.attestation.nsm.socket_link import SocketTransport
 
-        dev_ca = ca if ca is not None else DevCA.load_or_create(ca_path)
-        if pcrs is None:
-            if model_path is None:
-                raise NsmError(
-                    "the emulated NSM needs the model it attests to",
-                    hint="pass model_path= (and config=) so PCR0-2 measure what the enclave runs, or pcrs=",
-                )
-            pcrs = measure_enclave(code_root, model_path, config if config is not None else {}, debug=debug)
-        if debug:
-            pcrs = {0: ZERO_PCR, 1: ZERO_PCR, 2: ZERO_PCR}
-        return Nsm(EmulatedTransport(dev_ca, pcrs, role_arn=role_arn, clock=clock))
+        return Nsm(SocketTransport(socket_path))
     raise NsmError(
-        f"unknown NSM kind {kind!r}", hint='use "device" inside an enclave, "emulated" in local mode'
+        f"unknown NSM kind {kind!r}", hint='use "device" inside an enclave, "socket" in local mode'
     )

@@ -1,0 +1,1 @@
+"""Development commands, registered into the product CLI through the ``nitro_llm.commands`` entry points."""

@@ -1,0 +1,102 @@
+"""`nitro-llm bench`: speed, measured — each scenario against a baseline from the same run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nitro_llm.errors import NitroLLMError
+
+SCENARIO_HELP = (
+    "Letters of the scenarios to run: a overhead, b protocol path, c seed stack (needs the bench extra), "
+    "d many users, e KMS calls."
+)
+
+
+def _repo_root() -> Path:
+    here = Path(__file__).resolve().parents[2]
+    return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+def bench(
+    ctx: typer.Context,
+    scenario: Annotated[str, typer.Option("--scenario", "-s", help=SCENARIO_HELP)] = "abde",
+    threads: Annotated[
+        int, typer.Option("--threads", min=1, help="Inference threads (enclave and baselines).")
+    ] = 1,
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", min=2, help="Tokens per answer in (a) and (d).")
+    ] = 64,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Runs per path in (a).")] = 7,
+    sessions: Annotated[int, typer.Option("--sessions", min=1, help="Concurrent sessions in (d).")] = 8,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="The enclave's batch size.")] = 8,
+    seconds: Annotated[
+        float, typer.Option("--seconds", min=0.5, help="Timed seconds per level in (b).")
+    ] = 3.0,
+    report: Annotated[
+        bool, typer.Option("--report", help="Rewrite BENCHMARKS.md and docs/bench/*.png from this run.")
+    ] = False,
+    output: Annotated[Path | None, typer.Option("--json", help="Also write the results here.")] = None,
+) -> None:
+    """Measure the confidential path against plain baselines; print ratios (and write the report).
+    'nitro-llm bench hostile' runs the hostile soak instead (see its --help)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import importlib.util
+
+    from nitro_llm_dev.bench.speed.runner import BenchOptions, run_bench
+    from nitro_llm_dev.bench.speed.targets import check_targets
+
+    wanted = "".join(sorted(set(scenario.lower())))
+    if not wanted or set(wanted) - set("abcde"):
+        raise typer.BadParameter("--scenario takes letters among a, b, c, d, e")
+    if "c" in wanted:
+        missing = [m for m in ("torch", "transformers", "gguf") if importlib.util.find_spec(m) is None]
+        if missing:
+            typer.echo(
+                f"scenario (c) needs {', '.join(missing)}: install the bench extra with\n"
+                "  .venv/bin/pip install -e '.[bench]'\n"
+                "(or run scripts/setup.sh with NITRO_LLM_BENCH=1), then run again.",
+                err=True,
+            )
+            raise typer.Exit(2)
+    options = BenchOptions(
+        scenarios=wanted,
+        threads=threads,
+        max_tokens=max_tokens,
+        repeats=repeats,
+        sessions=sessions,
+        batch_size=batch_size,
+        max_waiting=max(8, sessions),
+        seconds=seconds,
+    )
+    try:
+        results = run_bench(options, progress=lambda m: typer.echo(f"[bench] {m}", err=True))
+    except NitroLLMError as exc:
+        typer.echo(f"error [{exc.code}]: {exc.message}", err=True)
+        if exc.hint:
+            typer.echo(f"hint: {exc.hint}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=1))
+    for target in check_targets(results):
+        mark = {True: "MET   ", False: "MISSED", None: "-     "}[target["met"]]
+        typer.echo(f"{mark} {target['target']}: {target['measured']}")
+    if output:
+        output.write_text(json.dumps(results, indent=1) + "\n")
+    if report:
+        from nitro_llm_dev.bench.speed.report import write_report
+
+        path = write_report(results, _repo_root())
+        typer.echo(f"wrote {path}")
+
+
+def register(app: typer.Typer) -> None:
+    from nitro_llm_dev.cli.hostile import hostile_command
+
+    bench_app = typer.Typer(invoke_without_command=True)
+    bench_app.callback()(bench)
+    bench_app.command("hostile")(hostile_command)
+    app.add_typer(bench_app, name="bench")

@@ -1,0 +1,147 @@
+"""The identities the emulator issues on first start, and how a request's access key maps to one.
+
+Three principals, as in the deployment they stand for:
+
+* ``admin``: an IAM user that creates and manages keys (the only one allowed CreateKey);
+* ``client``: the data owner's IAM user;
+* ``enclave_role``: the EC2 instance role, as assumed-role session credentials with a session
+  token. On EC2 the parent instance and the enclave hold the *same* credentials, which is why the
+  key policy, not the credentials, must tell them apart (by attestation).
+
+They are written once to ``credentials.json`` (mode 0600) in the state directory, the file the
+local stack reads; restarting the emulator keeps them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nitro_llm_dev.kms_emulator.storage import read_json, write_json_atomic
+from nitro_llm.kms.errors import EmulatorStateError
+from nitro_llm.kms.policy_eval import Caller
+
+CREDENTIALS_FILE = "credentials.json"
+ADMIN_USER = "nitro-llm-admin"
+CLIENT_USER = "nitro-llm-client"
+ENCLAVE_ROLE = "nitro-llm-enclave"
+ENCLAVE_SESSION = "i-0e1c1a7e5e551011a"  # an instance id, as EC2 names instance-role sessions
+
+_KEY_ALPHABET = string.ascii_uppercase + string.digits
+_SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """One identity: what it signs with and who it is in policies."""
+
+    name: str
+    arn: str
+    account: str
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None = None
+    role_arn: str | None = None
+
+    def caller(self) -> Caller:
+        return Caller(arn=self.arn, account=self.account, role_arn=self.role_arn)
+
+    def __repr__(self) -> str:  # never print the secret or the token
+        return f"Principal(name={self.name!r}, arn={self.arn!r}, access_key_id={self.access_key_id!r})"
+
+
+class Principals:
+    """The emulator's account: lookup by access key id, and existence checks for key policies."""
+
+    def __init__(self, account: str, region: str, principals: list[Principal]) -> None:
+        self.account = account
+        self.region = region
+        self._by_key = {p.access_key_id: p for p in principals}
+        self._by_name = {p.name: p for p in principals}
+
+    def by_access_key(self, access_key_id: str) -> Principal | None:
+        return self._by_key.get(access_key_id)
+
+    def __getitem__(self, name: str) -> Principal:
+        return self._by_name[name]
+
+    def exists(self, principal_arn: str) -> bool:
+        """Whether a key policy may name this principal (AWS refuses unknown IAM principals)."""
+        if principal_arn == f"arn:aws:iam::{self.account}:root":
+            return True
+        if f"::{self.account}:" not in principal_arn:
+            return True  # another account's principal: AWS cannot check it either, so it allows it
+        return any(principal_arn in (p.arn, p.role_arn) for p in self._by_name.values())
+
+
+def load_or_issue(state_dir: Path, region: str) -> Principals:
+    """Read ``credentials.json``, or issue a fresh account and principals and write it."""
+    path = state_dir / CREDENTIALS_FILE
+    data = read_json(path)
+    if data is None:
+        data = _issue(region)
+        write_json_atomic(path, data)
+    try:
+        return _from_json(data, region)
+    except (KeyError, TypeError, ValueError):
+        raise EmulatorStateError(
+            f"{CREDENTIALS_FILE} in the state directory is not one this emulator wrote",
+            hint="move the state directory away to issue new credentials",
+        ) from None
+
+
+def _from_json(data: dict[str, Any], region: str) -> Principals:
+    account = str(data["account"])
+    stored_region = str(data["region"])
+    if stored_region != region:
+        raise EmulatorStateError(
+            f"this state directory belongs to region {stored_region}, not {region}",
+            hint=f"pass --region {stored_region}, or use another --state-dir",
+        )
+    principals = []
+    for name in ("admin", "client", "enclave_role"):
+        entry = data[name]
+        principals.append(
+            Principal(
+                name=name,
+                arn=str(entry.get("session_arn") or entry["arn"]),
+                account=account,
+                access_key_id=str(entry["access_key_id"]),
+                secret_access_key=str(entry["secret_access_key"]),
+                session_token=entry.get("session_token"),
+                role_arn=str(entry["arn"]) if entry.get("session_arn") else None,
+            )
+        )
+    return Principals(account, region, principals)
+
+
+def _issue(region: str) -> dict[str, Any]:
+    account = str(secrets.randbelow(9 * 10**11) + 10**11)
+    return {
+        "account": account,
+        "region": region,
+        "admin": _user(account, ADMIN_USER),
+        "client": _user(account, CLIENT_USER),
+        "enclave_role": {
+            "arn": f"arn:aws:iam::{account}:role/{ENCLAVE_ROLE}",
+            "session_arn": f"arn:aws:sts::{account}:assumed-role/{ENCLAVE_ROLE}/{ENCLAVE_SESSION}",
+            "access_key_id": "ASIA" + _random(_KEY_ALPHABET, 16),
+            "secret_access_key": _random(_SECRET_ALPHABET, 40),
+            "session_token": secrets.token_urlsafe(96),
+        },
+    }
+
+
+def _user(account: str, name: str) -> dict[str, str]:
+    return {
+        "arn": f"arn:aws:iam::{account}:user/{name}",
+        "access_key_id": "AKIA" + _random(_KEY_ALPHABET, 16),
+        "secret_access_key": _random(_SECRET_ALPHABET, 40),
+    }
+
+
+def _random(alphabet: str, length: int) -> str:
+    return "".join(secrets.choice(alphabet) for _ in range(length))

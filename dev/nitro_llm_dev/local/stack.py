@@ -1,0 +1,419 @@
+"""The whole system on one machine: KMS emulator, emulated enclave, gateway — real processes.
+
+This is what `nitro-llm up`, `nitro-llm demo` and the end-to-end tests run. Each party is its own
+process with its own view, as in a deployment: the enclave sits in a network namespace with only
+loopback (when the OS allows), reaches the gateway through a Unix socket standing in for vsock and
+KMS only through the gateway's relay standing in for vsock-proxy; the key policy is generated from
+the PCRs the enclave's code, model and config really measure to.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from nitro_llm.client.config import ClientConfig
+from nitro_llm.client.policy import ClientPolicy
+from nitro_llm.enclave.config import EnclaveConfig
+from nitro_llm.errors import NitroLLMError
+from nitro_llm.gateway.auth import ClientLimits, add_client
+from nitro_llm.kms.client import make_kms_client
+from nitro_llm.kms.key_policy import build_key_policy
+from nitro_llm_dev.local.processes import (
+    ManagedProcess,
+    StackError,
+    cli_argv,
+    isolated_argv,
+    network_isolation_available,
+    wait_until,
+)
+from nitro_llm_dev.local.supervisor import StackSupervisor, lost_processes, supervise_stack
+from nitro_llm_dev.local.tampered import CodeOverride
+from nitro_llm_dev.nsm.server import NsmEmulatorServer
+
+log = logging.getLogger("nitro_llm_dev.local")
+
+KEY_ALIAS = "alias/nitro-llm-local"
+LOCAL_CLIENT = "local-client"
+LOCAL_CLIENT_LIMITS = ClientLimits(rate_per_second=100.0, burst=200, max_concurrent=32)
+ENCLAVE_KMS_PORT = 8443
+"""Port of the in-enclave forwarder to KMS (inside the enclave's own network namespace)."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class EnclaveOptions:
+    engine: str = "llama"
+    model: Path | None = None
+    threads: int = 1
+    ctx: int = 8192
+    debug_mode: bool = False
+    seed_compat: bool = False
+    batch_size: int = 8
+    max_waiting: int = 8
+
+    def config(self) -> EnclaveConfig:
+        """The measured configuration ``nitro-llm enclave serve`` builds from ``args()``."""
+        return EnclaveConfig(
+            engine=self.engine,
+            model_path=self.model,
+            threads=self.threads,
+            ctx=self.ctx,
+            debug_mode=self.debug_mode,
+            seed_compat=self.seed_compat,
+            batch_size=self.batch_size,
+            max_waiting=self.max_waiting,
+        )
+
+    def args(self) -> list[str]:
+        out = ["--engine", self.engine, "--threads", str(self.threads), "--ctx", str(self.ctx)]
+        out += ["--batch-size", str(self.batch_size), "--max-waiting", str(self.max_waiting)]
+        if self.model:
+            out += ["--model", str(self.model)]
+        if self.debug_mode:
+            out.append("--debug-mode")
+        if self.seed_compat:
+            out.append("--seed-compat")
+        return out
+
+
+@dataclass
+class LocalStack:
+    root: Path
+    enclave: EnclaveOptions = field(default_factory=EnclaveOptions)
+    isolate: bool | None = None
+    """None: isolate the enclave's network when the OS allows; True: require it; False: never."""
+    region: str = "us-east-1"
+    seed_route: bool = False
+    """Open the gateway's seed-compatible POST / (the enclave then needs ``seed_compat``)."""
+    supervise: bool = True
+    """Restart the enclave and the KMS emulator when they die (local/supervisor.py)."""
+    gateway_args: list[str] = field(default_factory=list)
+    """Extra ``nitro-llm gateway`` flags (limits, timeouts)."""
+    gateway_env: dict[str, str] = field(default_factory=dict)
+    """Extra environment for the gateway process (e.g. a private TMPDIR to inspect)."""
+    enclave_code: CodeOverride | None = None
+    """Run (and measure) the enclave from this copy of the code: a frozen copy keeps a restarted
+    enclave's PCRs unchanged while the working tree is edited."""
+    progress: Callable[[str], None] = lambda _msg: None
+
+    kms: ManagedProcess | None = None
+    enclave_proc: ManagedProcess | None = None
+    gateway: ManagedProcess | None = None
+    kms_url: str = ""
+    gateway_url: str = ""
+    pcrs: dict[str, str] = field(default_factory=dict)
+    key_arn: str = ""
+    isolated: bool = False
+    api_token: str = field(default="", repr=False)
+    supervisor: StackSupervisor | None = None
+    nsm_server: NsmEmulatorServer | None = None
+
+    # -- paths -----------------------------------------------------------------------------------
+    @property
+    def dev_ca_dir(self) -> Path:
+        return self.root / "dev-ca"
+
+    @property
+    def kms_state(self) -> Path:
+        return self.root / "kms"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def enclave_socket(self) -> Path:
+        return self.run_dir / "enclave.sock"
+
+    @property
+    def kms_relay_socket(self) -> Path:
+        return self.run_dir / "kms-relay.sock"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.kms_state / "credentials.json"
+
+    @property
+    def client_policy_path(self) -> Path:
+        """The attested protocol's client policy, next to client.json (``--policy`` default)."""
+        return self.root / "policy.json"
+
+    def attestation_policy(self) -> ClientPolicy:
+        from nitro_llm_dev.local.client_policy import local_policy
+
+        return local_policy(self.pcrs, self.dev_ca_dir / "root.pem", self.enclave.model)
+
+    def credentials(self) -> dict[str, Any]:
+        return json.loads(self.credentials_file.read_text())
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def __enter__(self) -> LocalStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for stale in (self.enclave_socket, self.kms_relay_socket):
+            stale.unlink(missing_ok=True)
+        self._ensure_dev_ca()
+        self._start_kms()
+        self.pcrs = self.measure_pcrs(self.enclave, self.enclave_code)
+        self._ensure_key()
+        self._start_enclave()
+        self._start_gateway()
+        self._wait_ready()
+        if self.supervise:
+            self.supervisor = supervise_stack(self)
+        self.client_config().save(self.root / "client.json")
+        self.attestation_policy().save(self.client_policy_path)
+
+    def stop(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()  # first, or it would restart what we are stopping
+        for proc in (self.gateway, self.enclave_proc, self.kms):
+            if proc is not None:
+                proc.stop()
+        if self.nsm_server is not None:
+            self.nsm_server.stop()
+
+    # -- steps -----------------------------------------------------------------------------------
+    def _ensure_dev_ca(self) -> None:
+        from nitro_llm_dev.nsm.devca import DevCA
+
+        self.progress("dev root CA (created once, kept in the state dir)")
+        ca = DevCA.load_or_create(self.dev_ca_dir)
+        self.dev_root_pem = self.dev_ca_dir / "root.pem"
+        if not self.dev_root_pem.exists():
+            from cryptography.hazmat.primitives.serialization import Encoding
+
+            self.dev_root_pem.write_bytes(ca.root_certificate.public_bytes(Encoding.PEM))
+
+    def _start_kms(self) -> None:
+        self.progress("KMS emulator")
+        port_file = self.run_dir / "kms.port"
+        port_file.unlink(missing_ok=True)
+        self.kms = ManagedProcess(
+            "kms-emulator",
+            cli_argv(
+                "kms-emulator",
+                "--port",
+                "0",
+                "--state-dir",
+                str(self.kms_state),
+                "--trust-root",
+                str(self.dev_root_pem),
+                "--port-file",
+                str(port_file),
+                "--region",
+                self.region,
+            ),
+            self.logs / "kms-emulator.log",
+        )
+        self.kms.start()
+        wait_until(
+            lambda: port_file.exists() and port_file.read_text().strip().isdigit(),
+            what="the KMS emulator to listen",
+            timeout=30,
+            process=self.kms,
+        )
+        self.kms_url = f"http://127.0.0.1:{port_file.read_text().strip()}"
+
+    def measure_pcrs(self, options: EnclaveOptions, code: CodeOverride | None = None) -> dict[str, str]:
+        """The PCRs of the enclave these options start: its code tree (a copy, or this install), model
+        and config, measured here as the hypervisor measures an image before it boots."""
+        from nitro_llm_dev.nsm.measure import measure_config
+
+        self.progress("measuring the enclave (code, model, config) into PCRs")
+        code_root = code.cwd / "nitro_llm" if code is not None else None
+        try:
+            measured = measure_config(options.config(), code_root)
+        except NitroLLMError as exc:
+            raise StackError(f"measuring the enclave failed: {exc.message}", hint=exc.hint) from None
+        return {str(index): value.hex() for index, value in sorted(measured.items())}
+
+    def start_nsm(self, name: str, pcrs: dict[str, str], *, debug: bool = False) -> NsmEmulatorServer:
+        """The emulated NSM for one enclave, on a Unix socket outside it, reporting ``pcrs``."""
+        from nitro_llm_dev.nsm import emulated_transport
+
+        path = self.run_dir / f"{name}-nsm.sock"
+        path.unlink(missing_ok=True)
+        transport = emulated_transport(
+            ca_path=self.dev_ca_dir,
+            pcrs={int(index): bytes.fromhex(value) for index, value in pcrs.items()},
+            debug=debug,
+        )
+        return NsmEmulatorServer(transport, path).start()
+
+    def prepare_enclave(
+        self, name: str, options: EnclaveOptions, listen: Path, code: CodeOverride | None = None
+    ) -> tuple[list[str], NsmEmulatorServer, dict[str, str]]:
+        """Measure an enclave (these options, this code), start its NSM, and give its argv.
+
+        The caller starts the process and stops the NSM server after it.
+        """
+        pcrs = self.measure_pcrs(options, code)
+        nsm = self.start_nsm(name, pcrs, debug=options.debug_mode)
+        return self.enclave_argv(options, listen, nsm, code), nsm, pcrs
+
+    def admin_kms(self) -> Any:
+        return make_kms_client(self.kms_url, self.credentials()["admin"], self.region)
+
+    def _ensure_key(self) -> None:
+        """Create the data owner's key once; on every start, rewrite its policy from the PCRs just
+        measured, as an operator would after a new enclave build."""
+        self.progress("key and key policy bound to the measured PCRs")
+        creds = self.credentials()
+        policy = build_key_policy(
+            account=creds["account"],
+            admin_arn=creds["admin"]["arn"],
+            client_arns=[creds["client"]["arn"]],
+            enclave_role_arn=creds["enclave_role"]["arn"],
+            pcrs={int(i): self.pcrs[str(i)] for i in (0, 1, 2)},
+        )
+        kms = self.admin_kms()
+        try:
+            self.key_arn = kms.describe_key(KeyId=KEY_ALIAS)["KeyMetadata"]["Arn"]
+            kms.put_key_policy(KeyId=self.key_arn, PolicyName="default", Policy=json.dumps(policy))
+        except kms.exceptions.NotFoundException:
+            meta = kms.create_key(Policy=json.dumps(policy), Description="nitro-llm local data owner key")[
+                "KeyMetadata"
+            ]
+            kms.create_alias(AliasName=KEY_ALIAS, TargetKeyId=meta["KeyId"])
+            self.key_arn = meta["Arn"]
+        self.policy = policy
+
+    def enclave_argv(
+        self, options: EnclaveOptions, listen: Path, nsm: NsmEmulatorServer, code: CodeOverride | None = None
+    ) -> list[str]:
+        return cli_argv(
+            "enclave",
+            "serve",
+            "--listen",
+            f"unix:{listen}",
+            "--kms-endpoint",
+            f"http://127.0.0.1:{ENCLAVE_KMS_PORT}",
+            "--kms-forward-to",
+            f"unix:{self.kms_relay_socket}",
+            "--region",
+            self.region,
+            "--nsm",
+            nsm.address,
+            *options.args(),
+            python_flags=code.python_flags if code else (),
+        )
+
+    def _start_enclave(self) -> None:
+        if self.isolate is False:
+            self.isolated = False
+        else:
+            self.isolated = network_isolation_available()
+            if self.isolate and not self.isolated:
+                raise StackError(
+                    "network isolation was required but 'unshare --net' is not permitted here",
+                    hint="run as root (or with CAP_SYS_ADMIN), or pass --no-isolate",
+                )
+        self.progress(
+            "enclave"
+            + (" (own network namespace: loopback only)" if self.isolated else " (NOT network-isolated)")
+        )
+        self.nsm_server = self.start_nsm("enclave", self.pcrs, debug=self.enclave.debug_mode)
+        argv = self.enclave_argv(self.enclave, self.enclave_socket, self.nsm_server, self.enclave_code)
+        self.enclave_proc = ManagedProcess(
+            "enclave", isolated_argv(argv) if self.isolated else argv, self.logs / "enclave.log"
+        )
+        if self.enclave_code is not None:
+            self.enclave_proc.env = self.enclave_code.env
+            self.enclave_proc.cwd = self.enclave_code.cwd
+        self.enclave_proc.start()
+
+    def _start_gateway(self) -> None:
+        self.progress("gateway (HTTP, KMS relay, credentials hand-off)")
+        # The gateway requires API tokens, as an exposed one must; this stack's client gets one.
+        self.api_token = add_client(self.api_tokens_file, LOCAL_CLIENT, LOCAL_CLIENT_LIMITS)
+        port = free_port()
+        self.gateway_url = f"http://127.0.0.1:{port}"
+        self.gateway = ManagedProcess(
+            "gateway",
+            cli_argv(
+                "gateway",
+                "--enclave",
+                f"unix:{self.enclave_socket}",
+                "--port",
+                str(port),
+                "--kms-relay-listen",
+                f"unix:{self.kms_relay_socket}",
+                "--kms-upstream",
+                "tcp:" + self.kms_url.removeprefix("http://"),
+                "--credentials-file",
+                str(self.credentials_file),
+                *(["--seed-route"] if self.seed_route else []),
+                "--api-tokens-file",
+                str(self.api_tokens_file),
+                *self.gateway_args,
+            ),
+            self.logs / "gateway.log",
+            env=self.gateway_env,
+        )
+        self.gateway.start()
+
+    def _wait_ready(self) -> None:
+        self.progress("waiting for the enclave to load the model and take its credentials")
+
+        def healthy() -> bool:
+            try:
+                r = httpx.get(f"{self.gateway_url}/healthz", timeout=2)
+                stats = httpx.get(f"{self.gateway_url}/v1/enclave/stats", timeout=2).json()
+            except (httpx.HTTPError, ValueError):
+                return False
+            return r.status_code == 200 and bool(stats.get("has_credentials", True))
+
+        for proc in (self.enclave_proc, self.gateway, self.kms):
+            assert proc is not None
+            if not proc.alive():
+                wait_until(lambda: False, what="start-up", timeout=0.1, process=proc)
+        wait_until(
+            healthy, what="the gateway and enclave to be ready", timeout=300, process=self.enclave_proc
+        )
+
+    def client_config(self) -> ClientConfig:
+        creds = self.credentials()["client"]
+        return ClientConfig(
+            gateway_url=self.gateway_url,
+            key_id=KEY_ALIAS,
+            region=self.region,
+            kms_endpoint=self.kms_url,
+            credentials={k: v for k, v in creds.items() if k != "arn"},
+            api_token=self.api_token or None,
+        )
+
+    @property
+    def api_tokens_file(self) -> Path:
+        return self.root / "api-tokens.json"
+
+    def lost_processes(self) -> list[ManagedProcess]:
+        """Processes that died and will not be restarted (all dead ones when not supervised)."""
+        return lost_processes(self, self.supervisor)
