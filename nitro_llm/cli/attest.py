@@ -1,7 +1,8 @@
-"""`nitro-llm attest`: read, verify and measure Nitro attestation documents from the command line.
+"""`nitro-llm attest`: fetch, read, verify and measure Nitro attestation documents from the command line.
 
-Exit codes: 0 verified, 1 rejected (one line on stderr says which check failed and why), 2 unusable
-input (unreadable file, bad hex, bad time).
+Exit codes: 0 verified, 1 rejected (one line on stderr says which check failed and why; for
+``fetch``: the gateway refused or sent something unusable), 2 unusable input (unreadable file, bad
+hex, bad time, a maximum age that is not a sane number of seconds).
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import binascii
 import datetime as dt
 import json
 import logging
+import math
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -30,15 +33,19 @@ from nitro_llm.attestation.document import MAX_DOCUMENT_SIZE, AttestationDocumen
 from nitro_llm.attestation.pcr import load_eif_measurements, pcr3_for_role_arn, pcr4_for_instance_id
 from nitro_llm.attestation.policy import parse_hex, parse_pcr_expectation
 from nitro_llm.attestation.report import printable
+from nitro_llm.cli.console import make_console
 from nitro_llm.errors import NitroLLMError
 
 attest_app = typer.Typer(
     name="attest",
-    help="Show, verify and measure Nitro attestation documents.",
+    help="Fetch, show, verify and measure Nitro attestation documents.",
     no_args_is_help=True,
 )
-out_console = Console()
-err_console = Console(stderr=True)
+out_console = make_console()
+err_console = make_console(stderr=True)
+
+#: ``--max-age`` above this is no freshness check at all (real leaf certificates live about 3 hours).
+MAX_AGE_LIMIT_SECONDS = 366 * 24 * 3600
 
 
 def register(app: typer.Typer) -> None:
@@ -103,7 +110,9 @@ def show(
         out_console.print_json(json.dumps(doc.to_json()))
         return
     _print_document(doc)
-    out_console.print("[yellow]not verified[/]: run 'nitro-llm attest verify' to check signature, chain and PCRs")
+    out_console.print(
+        "[yellow]not verified[/]: run 'nitro-llm attest verify' to check signature, chain and PCRs"
+    )
 
 
 def _text(value: str) -> str:
@@ -178,6 +187,8 @@ def verify(
 ) -> None:
     """Verify a document: chain to the pinned root, signature, debug mode, and your expectations."""
     _setup_logging()
+    if max_age is not None and not (math.isfinite(max_age) and 0 < max_age <= MAX_AGE_LIMIT_SECONDS):
+        raise fail_usage(f"--max-age must be a number of seconds above 0 and at most {MAX_AGE_LIMIT_SECONDS}")
     data = _read_document(file)
     try:
         expected = dict(parse_pcr_expectation(text) for text in expect_pcr or [])
@@ -210,6 +221,102 @@ def verify(
         out_console.print_json(report.to_json_text())
     else:
         out_console.print(report.to_table())
+
+
+@attest_app.command("fetch")
+def fetch(
+    gateway: Annotated[
+        str | None,
+        typer.Option(help="Gateway URL. Default: the client configuration's, with its API token."),
+    ] = None,
+    nonce: Annotated[
+        str | None,
+        typer.Option(help="Nonce for the enclave to sign into the document, hex. Default: 32 random bytes."),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Where to write the document (raw CBOR); '-' for standard output.")
+    ] = Path("attestation.cbor"),
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Client configuration (JSON). Default: the one 'nitro-llm up' writes."),
+    ] = None,
+    suite: Annotated[str, typer.Option(help="The session key's HPKE suite to attest.")] = "x25519",
+) -> None:
+    """Fetch the enclave's attestation document from the gateway (GET /v1/attestation) for
+    'nitro-llm attest verify'. Nothing is checked here: the gateway is untrusted until you verify."""
+    from nitro_llm.protocol.attested_wire import MAX_NONCE_SIZE, MIN_NONCE_SIZE, SUITES
+
+    if suite not in SUITES:
+        raise fail_usage(f"--suite must be one of {', '.join(SUITES)}")
+    if nonce is None:
+        challenge = os.urandom(32)
+    else:
+        try:
+            challenge = parse_hex(nonce, what="--nonce")
+        except NitroLLMError as exc:
+            raise fail_usage(str(exc)) from None
+        if not MIN_NONCE_SIZE <= len(challenge) <= MAX_NONCE_SIZE:
+            raise fail_usage(f"--nonce must be {MIN_NONCE_SIZE} to {MAX_NONCE_SIZE} bytes")
+    if str(out) == "-" and sys.stdout.isatty():
+        raise fail_usage("the document is binary: pass --out FILE, or redirect standard output")
+    try:
+        url, headers = _gateway(gateway, config)
+    except NitroLLMError as exc:
+        raise fail_usage(str(exc)) from None
+    try:
+        document = _fetch_document(url, headers, challenge, suite)
+    except NitroLLMError as exc:
+        err_console.print(f"error [{exc.code}] {exc}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    if str(out) == "-":
+        sys.stdout.buffer.write(document)
+        sys.stdout.buffer.flush()
+    else:
+        try:
+            out.write_bytes(document)
+        except OSError as exc:
+            raise fail_usage(f"cannot write {out}: {exc.strerror}") from None
+    where = "standard output" if str(out) == "-" else str(out)
+    err_console.print(
+        f"wrote the attestation document ({len(document)} bytes, unverified) to {where}",
+        highlight=False,
+        markup=False,
+    )
+    err_console.print(
+        f"verify it: nitro-llm attest verify {'FILE' if str(out) == '-' else out} --nonce {challenge.hex()}"
+        " --max-age 300 --expect-pcr 0=<the PCR0 you expect> (and 1=, 2=)",
+        highlight=False,
+        markup=False,
+    )
+
+
+def _gateway(gateway: str | None, config_path: Path | None) -> tuple[str, dict[str, str]]:
+    """The gateway's URL, and its API token only when the URL is the configuration's own (as 'ask'
+    does: a token is never sent to a gateway the configuration does not name)."""
+    if gateway is not None:
+        return gateway.rstrip("/"), {}
+    from nitro_llm.client.config import ClientConfig, default_config_path
+
+    config = ClientConfig.load(config_path or default_config_path())
+    return config.gateway_url.rstrip("/"), config.auth_headers()
+
+
+def _fetch_document(url: str, headers: dict[str, str], nonce: bytes, suite: str) -> bytes:
+    """The document of the gateway's bundle, read with the client's capped reader (``ask`` and the
+    proxy read it the same way): a hostile gateway's endless body is cut off while it streams."""
+    import httpx
+
+    from nitro_llm.client.errors import GatewayUnreachable
+    from nitro_llm.client.wire import fetch_attestation_bundle
+    from nitro_llm.protocol.attested_wire import decode_attestation_bundle
+
+    try:
+        with httpx.Client(timeout=httpx.Timeout(10.0, read=30.0), headers=headers) as http:
+            body = fetch_attestation_bundle(http, url, nonce, suite)
+    except httpx.InvalidURL:
+        raise GatewayUnreachable(f"{url[:100]!r} is not a usable gateway URL") from None
+    document, _descriptor = decode_attestation_bundle(body)
+    return document
 
 
 @attest_app.command("pcr")

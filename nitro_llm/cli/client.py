@@ -1,22 +1,28 @@
-"""`nitro-llm ask` and `nitro-llm chat`: the data owner's commands. All decryption happens here."""
+"""`nitro-llm ask` and `nitro-llm chat`: the data owner's commands. All decryption happens here.
+
+Answers are printed as they arrive, so an answer that stops early is marked where it is printed: a
+last line ``[answer cut off: REASON]`` on standard output, whether the stream failed (the error
+itself goes to standard error), the user pressed Ctrl-C, or the answer reached ``--max-tokens``.
+"""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from nitro_llm.cli.console import make_console
 from nitro_llm.errors import NitroLLMError
 
 if TYPE_CHECKING:
-    from nitro_llm.client.protocols import Conversation
+    from nitro_llm.client.protocol_choice import Conversation
+    from nitro_llm.client.wire import AnswerChunk
 
-err = Console(stderr=True)
+err = make_console(stderr=True)
 
 ConfigOpt = Annotated[
     Path | None,
@@ -39,7 +45,9 @@ ProtocolOpt = Annotated[
 ]
 PolicyOpt = Annotated[
     Path | None,
-    typer.Option(help="Client policy (JSON) for the attested protocol. Default: the local stack's."),
+    typer.Option(
+        help="Client policy (JSON) for the attested protocol; it must exist. Default: the local stack's."
+    ),
 ]
 GatewayOpt = Annotated[
     str | None, typer.Option(help="Gateway URL for the attested protocol. Default: from --config.")
@@ -47,6 +55,14 @@ GatewayOpt = Annotated[
 HybridOpt = Annotated[
     bool, typer.Option(help="Attested: seal with ML-KEM-768+X25519 (post-quantum hybrid) HPKE.")
 ]
+
+CHAT_HELP = """\
+/help   this list
+/new    start a fresh conversation (a new attestation, or a new KMS data key)
+/exit   leave (also /quit, or Ctrl-D)
+//text  send a line that starts with '/'
+Ctrl-C  while an answer streams: stop that answer; the conversation goes on
+Up/Down earlier questions of this session (kept in memory only, never written to disk)"""
 
 
 def _fail(exc: NitroLLMError) -> typer.Exit:
@@ -60,18 +76,86 @@ def _error_line(exc: NitroLLMError) -> str:
     return f"[bold red]error[/] {escape(f'[{exc.code}] {exc}')}"
 
 
+def _choose_protocol(protocol: str | None, policy: Path | None, hybrid: bool) -> str:
+    """The protocol to speak. Options the chosen protocol would ignore are usage errors, not silently
+    dropped; a ``--policy`` naming no file raises (a typo must not turn off this machine's check)."""
+    from nitro_llm.client.protocol_choice import KMS, choose_protocol, kms_fallback_note
+
+    if protocol == KMS and policy is not None:
+        raise typer.BadParameter(
+            "a client policy is checked only in the attested protocol; in the kms protocol the KMS key"
+            " policy checks the enclave (leave out --policy, or use --protocol attested)",
+            param_hint="'--policy'",
+        )
+    chosen = choose_protocol(protocol, policy)
+    if hybrid and chosen == KMS:
+        why = "" if protocol == KMS else " (no client policy was found, so the kms protocol was chosen)"
+        raise typer.BadParameter(
+            f"the ML-KEM hybrid seals to the enclave's attested key, so it exists only in the attested"
+            f" protocol{why}",
+            param_hint="'--hybrid'",
+        )
+    if protocol is None and policy is None and chosen == KMS:
+        err.print(f"[yellow]note[/] {escape(kms_fallback_note())}")
+    return chosen
+
+
 def _conversation(
-    config_path: Path | None, protocol: str | None, policy: Path | None, gateway: str | None, hybrid: bool
+    config_path: Path | None, protocol: str, policy: Path | None, gateway: str | None, hybrid: bool
 ) -> Conversation:
-    from nitro_llm.client.protocols import choose_protocol, open_conversation
+    from nitro_llm.client.protocol_choice import open_conversation
 
     return open_conversation(
-        choose_protocol(protocol, policy),
+        protocol,
         config_path=config_path,
         policy_path=policy,
         gateway=gateway,
         suite="mlkem768-x25519" if hybrid else None,
     )
+
+
+def show_answer(chunks: Iterator[AnswerChunk], out: TextIO, *, max_tokens: int, started: bool = False) -> str:
+    """Write the answer to ``out`` as it arrives and return it.
+
+    An answer that does not end normally is marked on ``out`` with a last line ``[answer cut off:
+    REASON]``: the error's code (the error is then re-raised for the caller to report), "stopped
+    (Ctrl-C)" (KeyboardInterrupt re-raised), or the max_tokens limit (returned normally: it is a whole
+    answer, only shorter than the model wanted). ``started``: something (a prompt) is already on the
+    line, so even an answer cut before its first piece ends it.
+    """
+    parts: list[str] = []
+    reason: str | None = None
+    try:
+        for chunk in chunks:
+            out.write(chunk.text)
+            out.flush()
+            parts.append(chunk.text)
+            if chunk.final:
+                reason = chunk.finish_reason
+    except NitroLLMError as exc:
+        _mark_cut(out, exc.code, bool(parts) or started)
+        raise
+    except KeyboardInterrupt:
+        _mark_cut(out, "stopped (Ctrl-C)", bool(parts) or started)
+        raise
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()  # leaves the HTTP stream: the gateway and the enclave stop this answer too
+    out.write("\n")
+    if reason == "length":
+        out.write(f"[answer cut off: it reached max_tokens ({max_tokens})]\n")
+        err.print("[dim]raise --max-tokens for longer answers[/]")
+    elif reason not in (None, "stop"):
+        out.write(f"[answer cut off: {reason}]\n")
+    out.flush()
+    return "".join(parts)
+
+
+def _mark_cut(out: TextIO, reason: str, shown: bool) -> None:
+    if shown:  # nothing printed yet: standard output holds no partial answer to mark
+        out.write(f"\n[answer cut off: {reason}]\n")
+        out.flush()
 
 
 def ask(
@@ -94,13 +178,16 @@ def ask(
         {"role": "user", "content": text}
     ]
     try:
-        conv = _conversation(config, protocol, policy, gateway, hybrid)
-        for chunk in conv.stream(messages, max_tokens=max_tokens, temperature=temperature, seed=seed):
-            sys.stdout.write(chunk.text)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
+        conv = _conversation(config, _choose_protocol(protocol, policy, hybrid), policy, gateway, hybrid)
     except NitroLLMError as exc:
         raise _fail(exc) from None
+    try:
+        chunks = conv.stream(messages, max_tokens=max_tokens, temperature=temperature, seed=seed)
+        show_answer(chunks, sys.stdout, max_tokens=max_tokens)
+    except NitroLLMError as exc:
+        raise _fail(exc) from None
+    finally:
+        conv.close()
 
 
 def chat(
@@ -115,43 +202,116 @@ def chat(
     hybrid: HybridOpt = False,
 ) -> None:
     """Multi-turn confidential chat with streamed answers: one attestation (attested protocol) or one
-    KMS data key (kms protocol) for the whole conversation. Type /exit (or Ctrl-D) to leave, /new to
-    start a fresh conversation."""
+    KMS data key (kms protocol) for the whole conversation. Ctrl-C stops an answer, /help lists the
+    commands, /new starts a fresh conversation, /exit (or Ctrl-D) leaves."""
     try:
-        conv = _conversation(config, protocol, policy, gateway, hybrid)
+        chosen = _choose_protocol(protocol, policy, hybrid)
+        conv = _conversation(config, chosen, policy, gateway, hybrid)
+        verify = getattr(conv, "verify", None)  # attested: check the enclave now, before any question
+        if verify is not None:
+            verify()
     except NitroLLMError as exc:
         raise _fail(exc) from None
-    history: list[Mapping[str, str]] = [{"role": "system", "content": system}] if system else []
-    err.print("[dim]confidential chat — /new for a fresh conversation, /exit to leave[/]")
-    while True:
-        try:
-            line = input("you> ")
-        except (EOFError, KeyboardInterrupt):
-            err.print()
-            return
-        if line.strip() in ("/exit", "/quit"):
-            return
-        if line.strip() == "/new":
-            conv = _conversation(config, protocol, policy, gateway, hybrid)
-            history = history[:1] if system else []
-            err.print("[dim]new conversation[/]")
-            continue
-        if not line.strip():
-            continue
-        history.append({"role": "user", "content": line})
-        sys.stdout.write("llm> ")
-        parts: list[str] = []
-        try:
-            for chunk in conv.stream(history, max_tokens=max_tokens, temperature=temperature, seed=seed):
-                parts.append(chunk.text)
-                sys.stdout.write(chunk.text)
-                sys.stdout.flush()
-        except NitroLLMError as exc:
-            history.pop()  # the turn failed: do not send a question without its answer next time
-            err.print("\n" + _error_line(exc))
-            continue
-        sys.stdout.write("\n")
-        history.append({"role": "assistant", "content": "".join(parts)})
+    _enable_line_editing()
+    err.print("[dim]confidential chat — /help for the commands, /exit to leave[/]")
+    run_chat(
+        conv,
+        lambda: _conversation(config, chosen, policy, gateway, hybrid),
+        read_line=input,
+        out=sys.stdout,
+        system=system,
+        sampling={"max_tokens": max_tokens, "temperature": temperature, "seed": seed},
+    )
+
+
+def run_chat(
+    conv: Conversation,
+    reopen: Callable[[], Conversation],
+    *,
+    read_line: Callable[[str], str],
+    out: TextIO,
+    system: str | None,
+    sampling: Mapping[str, Any],
+) -> None:
+    """The chat loop: questions from ``read_line``, answers to ``out``, until /exit or end of input.
+
+    Lines starting with '/' are commands handled here and never sent to the model. Ctrl-C while an
+    answer streams stops that answer (the turn is left out of the conversation, which goes on);
+    Ctrl-C at the prompt clears the line, twice in a row leaves.
+    """
+    base: list[Mapping[str, str]] = [{"role": "system", "content": system}] if system else []
+    history = list(base)
+    interrupted = False
+    try:
+        while True:
+            try:
+                line = read_line("you> ")
+            except EOFError:
+                err.print()
+                return
+            except KeyboardInterrupt:
+                err.print()
+                if interrupted:
+                    return
+                interrupted = True
+                err.print("[dim](Ctrl-C again, Ctrl-D or /exit to leave)[/]")
+                continue
+            interrupted = False
+            text = line.strip()
+            if not text:
+                continue
+            if text.startswith("/") and not text.startswith("//"):
+                command = text.split()[0].lower()
+                if command in ("/exit", "/quit"):
+                    return
+                if command == "/help":
+                    err.print(CHAT_HELP, markup=False, highlight=False)
+                elif command == "/new":
+                    try:
+                        fresh = reopen()
+                    except NitroLLMError as exc:
+                        err.print(_error_line(exc) + " [dim](the current conversation goes on)[/]")
+                        continue
+                    conv.close()
+                    conv, history = fresh, list(base)
+                    err.print("[dim]new conversation[/]")
+                else:
+                    err.print(
+                        f"unknown command {command[:40]}, /help lists them", markup=False, highlight=False
+                    )
+                continue
+            if text.startswith("//"):
+                line = line.lstrip()[1:]
+            history.append({"role": "user", "content": line})
+            out.write("llm> ")
+            out.flush()
+            try:
+                chunks = conv.stream(history, **sampling)
+                answer = show_answer(chunks, out, max_tokens=int(sampling["max_tokens"]), started=True)
+            except NitroLLMError as exc:
+                history.pop()  # the turn failed: do not send a question without its answer next time
+                err.print(_error_line(exc))
+                continue
+            except KeyboardInterrupt:
+                history.pop()
+                err.print("[dim]answer stopped; that question is left out of the conversation[/]")
+                continue
+            history.append({"role": "assistant", "content": answer})
+    finally:
+        conv.close()
+
+
+def _enable_line_editing() -> None:
+    """Arrow keys, Ctrl-A/Ctrl-E and Up/Down history for ``input()`` on a terminal (the ``readline``
+    module does it once imported). The history stays in this process: questions may hold PHI, so it
+    is never written to a file."""
+    if not sys.stdin.isatty():
+        return
+    try:
+        import readline
+    except ImportError:  # not built on every platform; chat works without it
+        return
+    readline.set_history_length(1000)
 
 
 def register(app: typer.Typer) -> None:

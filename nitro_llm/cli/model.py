@@ -13,6 +13,7 @@ from nitro_llm.inference.model import (
     DEFAULT_MODEL_NAME,
     DEFAULT_MODEL_PACKAGE,
     DEFAULT_MODEL_SHA256,
+    check_gguf_header,
     check_model,
     default_model_path,
 )
@@ -29,9 +30,11 @@ Sha256Option = Annotated[
 
 @model_app.command("check")
 def check(model: ModelOption = None, sha256: Sha256Option = None) -> None:
-    """Verify the model's SHA-256; exit 1 if the file is missing or its digest does not match."""
+    """Verify the model's SHA-256 and that it is a GGUF file; exit 1 if the file is missing, its
+    digest does not match, or it is not a GGUF model."""
     try:
         info = check_model(model, expected_sha256=sha256)
+        version = check_gguf_header(info.path)
     except InferenceError as exc:
         typer.echo(f"error [{exc.code}]: {exc.message}", err=True)
         typer.echo(f"hint: {exc.hint}", err=True)
@@ -39,6 +42,7 @@ def check(model: ModelOption = None, sha256: Sha256Option = None) -> None:
     typer.echo(f"path    {info.path}")
     typer.echo(f"size    {info.size} bytes")
     typer.echo(f"sha256  {info.sha256}")
+    typer.echo(f"format  GGUF version {version}")
     pinned = model is None or sha256 is not None
     typer.echo("status  ok (digest matches)" if pinned else "status  ok (no expected digest given)")
 

@@ -1,7 +1,9 @@
 """`nitro-llm proxy`: the local OpenAI-compatible proxy and web chat, on the user's machine.
 
 Point any OpenAI client at ``http://127.0.0.1:8000/v1`` (any API key) and its questions are sealed
-here, answered inside the enclave, and opened here. The protocol is chosen once, at start.
+here, answered inside the enclave, and opened here. The protocol is chosen once, at start, as ``ask``
+and ``chat`` choose it: attested (this machine verifies the enclave) when a client policy is
+available, else kms, said on standard error.
 """
 
 from __future__ import annotations
@@ -10,16 +12,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 
-from nitro_llm.client.protocols import default_policy_path
+from nitro_llm.cli.console import make_console
+from nitro_llm.client.protocol_choice import default_policy_path
 from nitro_llm.errors import NitroLLMError
 from nitro_llm.transport.address import is_loopback_host
 
 if TYPE_CHECKING:
-    from nitro_llm.proxy.backend import ConfidentialBackend
+    from nitro_llm.proxy.backend_seam import ConfidentialBackend
 
-err = Console(stderr=True)
+err = make_console(stderr=True)
 
 PROTOCOLS = ("kms", "attested")
 
@@ -30,11 +33,11 @@ def _backend(
     from nitro_llm.client.config import ClientConfig, default_config_path
 
     if protocol == "kms":
-        from nitro_llm.proxy.backends import KmsBackend
+        from nitro_llm.proxy.confidential_backends import KmsBackend
 
         return KmsBackend(ClientConfig.load(config_path or default_config_path()))
     from nitro_llm.client.policy import ClientPolicy
-    from nitro_llm.proxy.backends import AttestedBackend
+    from nitro_llm.proxy.confidential_backends import AttestedBackend
 
     policy = ClientPolicy.load(policy_path or default_policy_path())
     auth: dict[str, str] = {}
@@ -49,13 +52,15 @@ def _backend(
     return AttestedBackend(gateway, policy, suite=suite, model_id=model, http=http)
 
 
-
-
 def proxy(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (loopback).")] = 8000,
     protocol: Annotated[
-        str, typer.Option(help="kms: KMS key policy checks the enclave. attested: this machine checks it.")
-    ] = "kms",
+        str | None,
+        typer.Option(
+            help="attested: this machine checks the enclave (needs a policy). kms: the KMS key policy does."
+            " Default: attested when a policy is available, else kms."
+        ),
+    ] = None,
     policy: Annotated[
         Path | None,
         typer.Option(help="Attestation policy (JSON) for --protocol attested. Default: the local stack's."),
@@ -74,7 +79,9 @@ def proxy(
     ] = ("127.0.0.1"),
 ) -> None:
     """Run a local OpenAI-compatible API (/v1/chat/completions, /v1/models) and a web chat at /."""
-    if protocol not in PROTOCOLS:
+    from nitro_llm.cli.client import _choose_protocol  # the same choice, checks and note as ask/chat
+
+    if protocol is not None and protocol not in PROTOCOLS:
         raise typer.BadParameter(f"--protocol must be one of {', '.join(PROTOCOLS)}")
     if not is_loopback_host(host):
         raise typer.BadParameter(
@@ -82,20 +89,33 @@ def proxy(
         )
     suite = "mlkem768-x25519" if hybrid else "x25519"
     try:
-        backend = _backend(protocol, config, policy, gateway, suite)
+        chosen = _choose_protocol(protocol, policy, hybrid)
+        backend = _backend(chosen, config, policy, gateway, suite)
         state = backend.describe()
     except NitroLLMError as exc:
-        err.print(f"[bold red]error[/] [{exc.code}] {exc}")
+        err.print(f"[bold red]error[/] {escape(f'[{exc.code}] {exc}')}")
         raise typer.Exit(code=2) from None
     import uvicorn
 
     from nitro_llm.proxy.app import create_app
+    from nitro_llm.proxy.verification import BLOCKED, VERIFIED, verification_panel
 
-    if state.get("verified") is False:
-        err.print(f"[bold red]BLOCKED[/] the enclave is not verified: {state.get('failure_reason')}")
+    probe = getattr(backend, "probe", None)
+    panel = verification_panel(state, probe() if callable(probe) else None)
+    badge = escape(str(panel["badge"]))
+    if panel["state"] == BLOCKED:
+        err.print(
+            f"[bold red]BLOCKED[/] the enclave is not verified: {escape(str(state.get('failure_reason')))}"
+        )
         err.print("[dim]the proxy starts anyway so the web chat can show why; nothing will be sent[/]")
+    elif panel["state"] == VERIFIED:
+        err.print(f"[green]{chosen}[/] protocol ready: {badge}")
     else:
-        err.print(f"[green]{protocol}[/] protocol ready: {state.get('verified_by', '')}")
+        err.print(f"[yellow]{chosen}[/] protocol: {badge}")
+        if panel["unreachable_reason"]:
+            err.print(
+                f"[dim]{escape(str(panel['unreachable_reason']))}; the web chat shows when it answers[/]"
+            )
     for reason in state.get("unsafe", []) or []:
         err.print(f"[bold yellow]{reason}[/]")
     shown = f"[{host}]" if ":" in host else host

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
@@ -28,24 +28,23 @@ from nitro_llm.client.attested_verify import (
     new_nonce,
     verify_attestation,
 )
-from nitro_llm.client.errors import GatewayUnreachable, RemoteError
 from nitro_llm.client.policy import ClientPolicy
 from nitro_llm.client.wire import (
-    CBOR_MEDIA_TYPE,
-    FRAMES_MEDIA_TYPE,
+    MAX_ATTESTATION_BYTES,
+    UNREACHABLE_CODES,
     AnswerChunk,
     WireRecord,
-    frame_error,
-    response_error,
+    fetch_attestation_bundle,
+    probe_gateway,
+    stream_answer,
 )
 from nitro_llm.errors import NitroLLMError
 from nitro_llm.protocol.attested import seal_request
 from nitro_llm.protocol.attested_errors import UnknownDescriptorError
 from nitro_llm.protocol.attested_wire import DEFAULT_SUITE, decode_attestation_bundle
-from nitro_llm.protocol.framing import FrameDecoder
-from nitro_llm.protocol.messages import ChatRequest, chat_request
+from nitro_llm.protocol.messages import AnswerOptions, ChatRequest, chat_request
 
-MAX_BUNDLE_BYTES = 128 * 1024
+MAX_BUNDLE_BYTES = MAX_ATTESTATION_BYTES
 VERIFIED_BY = "this machine (client policy)"
 
 
@@ -86,34 +85,27 @@ class AttestedConversation:
 
     def _fetch_and_verify(self) -> VerifiedEnclave:
         nonce = new_nonce()
-        try:
-            response = self._http.get(
-                f"{self.gateway_url}/v1/attestation",
-                params={"nonce": nonce.hex(), "suite": self.suite},
-                headers={"accept": CBOR_MEDIA_TYPE},
-            )
-        except httpx.TransportError as exc:
-            raise GatewayUnreachable(
-                f"lost the gateway at {self.gateway_url} ({type(exc).__name__})"
-            ) from None
-        if response.status_code != 200:
-            raise response_error(response)
-        if len(response.content) > MAX_BUNDLE_BYTES:
-            raise RemoteError("attestation_too_large", "the attestation answer is implausibly large")
-        document, descriptor = decode_attestation_bundle(response.content)
+        body = fetch_attestation_bundle(self._http, self.gateway_url, nonce, self.suite)
+        document, descriptor = decode_attestation_bundle(body)
         return verify_attestation(document, descriptor, nonce, self.policy, at=self._clock())
 
     def describe(self) -> dict[str, Any]:
         """What was verified, for people (the web chat's panel, ``--verbose``); verifies first if
-        nothing is verified yet, so it is never stale."""
+        nothing is verified yet, so it is never stale.
+
+        ``verified``: True when this machine verified the enclave, False when it refused it, None
+        when there was nothing to verify (the gateway or its enclave did not answer: a liveness
+        problem, not a verdict). ``checks``: what verification checked (the policy's terms)."""
         try:
             enclave = self.verify()
         except NitroLLMError as exc:
             return {
                 "protocol": "attested",
-                "verified": False,
+                "verified": None if exc.code in UNREACHABLE_CODES else False,
                 "verified_by": VERIFIED_BY,
+                "failure_code": exc.code,
                 "failure_reason": f"[{exc.code}] {exc.message}",
+                "checks": self.policy.checks(),
                 "pcrs": {},
                 "model_digest": None,
                 "verified_at": None,
@@ -123,19 +115,26 @@ class AttestedConversation:
         return {
             **enclave.describe(),
             "verified_by": VERIFIED_BY,
+            "checks": self.policy.checks(),
             "failure_reason": None,
             "gateway": self.gateway_url,
         }
 
+    def probe(self) -> str | None:
+        """None when the gateway and its enclave answer; else why not (see ``probe_gateway``)."""
+        return probe_gateway(self._http, self.gateway_url)
+
     # --- answering ---------------------------------------------------------------------------
 
-    def stream(self, messages: list[Mapping[str, str]], **sampling: Any) -> Iterator[AnswerChunk]:
+    def stream(
+        self, messages: list[Mapping[str, str]], **options: Unpack[AnswerOptions]
+    ) -> Iterator[AnswerChunk]:
         """Verify (or reuse the verified session), seal, send, and yield the answer as it comes.
 
         Nothing is sent unless verification passed. Raises a typed error on any refusal and on a
         stream cut short, reordered or tampered with.
         """
-        request = chat_request(messages, **sampling)
+        request = chat_request(messages, **options)
         enclave = self.verify()
         answered = False
         try:
@@ -150,43 +149,14 @@ class AttestedConversation:
             self._cache.forget(enclave.descriptor_hash)
             yield from self._exchange(self.verify(refresh=True), request)
 
-    def ask(self, messages: list[Mapping[str, str]], **sampling: Any) -> str:
-        return "".join(chunk.text for chunk in self.stream(messages, **sampling))
+    def ask(self, messages: list[Mapping[str, str]], **options: Unpack[AnswerOptions]) -> str:
+        return "".join(chunk.text for chunk in self.stream(messages, **options))
 
     def _exchange(self, enclave: VerifiedEnclave, request: ChatRequest) -> Iterator[AnswerChunk]:
         sealed = seal_request(enclave.descriptor, request)
         body = sealed.envelope.to_cbor()
-        opener = sealed.response_opener()
-        decoder = FrameDecoder()
         self.last_wire = wire = WireRecord(envelope=body)
-        try:
-            with self._http.stream(
-                "POST",
-                f"{self.gateway_url}/v1/infer",
-                content=body,
-                headers={"content-type": CBOR_MEDIA_TYPE, "accept": FRAMES_MEDIA_TYPE},
-            ) as response:
-                if response.status_code != 200:
-                    raise response_error(response)
-                for piece in response.iter_bytes():
-                    wire.answer_bytes += len(piece)
-                    for frame in decoder.feed(piece):
-                        wire.frames += 1
-                        if frame.get("t") == "error":
-                            raise frame_error(frame)
-                        payload = opener.open(frame)
-                        yield AnswerChunk(
-                            text=payload["text"],
-                            final=opener.finished,
-                            finish_reason=payload.get("finish_reason"),
-                            usage=payload.get("usage"),
-                        )
-        except httpx.TransportError as exc:
-            raise GatewayUnreachable(
-                f"lost the gateway at {self.gateway_url} ({type(exc).__name__})"
-            ) from None
-        decoder.close()
-        opener.finish()
+        yield from stream_answer(self._http, self.gateway_url, body, sealed.response_opener(), wire)
 
     def close(self) -> None:
         self._http.close()

@@ -30,31 +30,25 @@ NONCE_SIZE = 32
 MIN_NONCE_SIZE = 16
 
 
-class AttestedVerificationError(NitroLLMError):
-    """The enclave's document verified, but what it announces is not what the policy accepts."""
-
-    code = "attested_verification_failed"
-    default_hint = "do not send questions to this enclave; check the policy file against the deployment"
+# The enclave's document verified, but what it announces is not what the policy accepts.
+class AttestedVerificationError(NitroLLMError, code="attested_verification_failed"):
+    """do not send questions to this enclave; check the policy file against the deployment"""
 
 
-class DescriptorBindingError(AttestedVerificationError):
-    code = "attested_descriptor_unbound"
-    default_hint = "the descriptor is not the one the enclave attested: the relay altered it; do not use it"
+class DescriptorBindingError(AttestedVerificationError, code="attested_descriptor_unbound"):
+    """the descriptor is not the one the enclave attested: the relay altered it; do not use it"""
 
 
-class ModelMismatchError(AttestedVerificationError):
-    code = "attested_model_mismatch"
-    default_hint = "the enclave runs another model than the policy names; update the policy or the deployment"
+class ModelMismatchError(AttestedVerificationError, code="attested_model_mismatch"):
+    """the enclave runs another model than the policy names; update the policy or the deployment"""
 
 
-class ConfigMismatchError(AttestedVerificationError):
-    code = "attested_config_mismatch"
-    default_hint = "the enclave runs another configuration than the policy names"
+class ConfigMismatchError(AttestedVerificationError, code="attested_config_mismatch"):
+    """the enclave runs another configuration than the policy names"""
 
 
-class SuiteNotAcceptedError(AttestedVerificationError):
-    code = "attested_suite_refused"
-    default_hint = "ask the gateway for a suite the policy lists in accepted_suites"
+class SuiteNotAcceptedError(AttestedVerificationError, code="attested_suite_refused"):
+    """ask the gateway for a suite the policy lists in accepted_suites"""
 
 
 def new_nonce() -> bytes:

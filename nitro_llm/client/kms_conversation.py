@@ -8,24 +8,21 @@ nonce per turn. Everything is decrypted here; the gateway and the network see ci
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 
 from nitro_llm.client.config import ClientConfig
-from nitro_llm.client.errors import GatewayUnreachable, KmsRefused, KmsUnreachable
+from nitro_llm.client.errors import KmsRefused, KmsUnreachable
 from nitro_llm.client.wire import (  # AnswerChunk and WireRecord are re-exported: callers import them here
-    FRAMES_MEDIA_TYPE,
     AnswerChunk,
     WireRecord,
-    frame_error,
-    response_error,
+    stream_answer,
 )
 from nitro_llm.kms.client import make_kms_client
-from nitro_llm.protocol.framing import FrameDecoder
 from nitro_llm.protocol.kms_envelope import KmsEnvelope, KmsHeader, ResponseOpener, new_id, seal_request
-from nitro_llm.protocol.messages import chat_request
+from nitro_llm.protocol.messages import AnswerOptions, chat_request
 
 __all__ = ["AnswerChunk", "KmsConversation", "WireRecord"]
 
@@ -55,62 +52,35 @@ class KmsConversation:
                 raise KmsRefused(f"KMS refused GenerateDataKey: {code}") from None
             self._data_key, self._edk = reply["Plaintext"], reply["CiphertextBlob"]
 
-    def seal(self, messages: list[Mapping[str, str]], **sampling: Any) -> tuple[KmsHeader, KmsEnvelope]:
+    def seal(
+        self, messages: list[Mapping[str, str]], **options: Unpack[AnswerOptions]
+    ) -> tuple[KmsHeader, KmsEnvelope]:
         header = KmsHeader.new(
             model=self.config.model, conversation_id=self.conversation_id, key_id=self.config.key_id
         )
         self._ensure_data_key(header)
         assert self._data_key is not None
-        return header, seal_request(self._data_key, header, chat_request(messages, **sampling), edk=self._edk)
+        return header, seal_request(self._data_key, header, chat_request(messages, **options), edk=self._edk)
 
-    def stream(self, messages: list[Mapping[str, str]], **sampling: Any) -> Iterator[AnswerChunk]:
+    def stream(
+        self, messages: list[Mapping[str, str]], **options: Unpack[AnswerOptions]
+    ) -> Iterator[AnswerChunk]:
         """Send the conversation so far; yield the answer as it is generated.
 
         Raises a typed error on any refusal, and on a stream cut short, reordered or tampered with —
         a partial answer is never presented as a whole one.
         """
-        header, envelope = self.seal(messages, **sampling)
+        header, envelope = self.seal(messages, **options)
         body = envelope.to_cbor()
         assert self._data_key is not None
         opener = ResponseOpener(self._data_key, header)
-        decoder = FrameDecoder()
         self.last_wire = WireRecord(envelope=body, header=header.to_map())
-        try:
-            with self._http.stream(
-                "POST",
-                f"{self.config.gateway_url}/v1/infer",
-                content=body,
-                headers={
-                    "content-type": "application/cbor",
-                    "accept": FRAMES_MEDIA_TYPE,
-                    **self.config.auth_headers(),
-                },
-            ) as response:
-                if response.status_code != 200:
-                    raise response_error(response)
-                for piece in response.iter_bytes():
-                    self.last_wire.answer_bytes += len(piece)
-                    for frame in decoder.feed(piece):
-                        self.last_wire.frames += 1
-                        if frame.get("t") == "error":
-                            raise frame_error(frame)
-                        payload = opener.open(frame)
-                        final = opener.finished
-                        yield AnswerChunk(
-                            text=str(payload.get("text", "")),
-                            final=final,
-                            finish_reason=payload.get("finish_reason"),
-                            usage=payload.get("usage"),
-                        )
-        except httpx.TransportError as exc:
-            raise GatewayUnreachable(
-                f"lost the gateway at {self.config.gateway_url} ({type(exc).__name__})"
-            ) from None
-        decoder.close()
-        opener.finish()
+        yield from stream_answer(
+            self._http, self.config.gateway_url, body, opener, self.last_wire, self.config.auth_headers()
+        )
 
-    def ask(self, messages: list[Mapping[str, str]], **sampling: Any) -> str:
-        return "".join(chunk.text for chunk in self.stream(messages, **sampling))
+    def ask(self, messages: list[Mapping[str, str]], **options: Unpack[AnswerOptions]) -> str:
+        return "".join(chunk.text for chunk in self.stream(messages, **options))
 
     def close(self) -> None:
         self._http.close()

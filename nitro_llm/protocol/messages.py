@@ -4,14 +4,17 @@ Checked on both sides: the client fails early with a useful message, and the enc
 nothing it did not decrypt and validate, refuses anything outside these bounds before the model
 sees it. Limits are generous (a 20 KB question is ordinary) but finite, so one request cannot
 exhaust the enclave's memory.
+
+``stop`` (optional, OpenAI's stop sequences) travels inside the sealed request like the rest, so the
+host never learns it; the enclave ends the answer before the first of them (inference/stops.py).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 from nitro_llm.protocol.cbor import is_int_in
 from nitro_llm.protocol.errors import RequestSchemaError
@@ -26,9 +29,24 @@ MAX_TOKENS_LIMIT = 4096
 DEFAULT_MAX_TOKENS = 256
 MAX_TEMPERATURE = 2.0
 MAX_SEED = 2**32 - 1
+MAX_STOP_SEQUENCES = 4  # OpenAI's limit
+MAX_STOP_CHARS = 64  # per stop sequence: the enclave holds back at most this much of a streamed answer
+
+
+class AnswerOptions(TypedDict, total=False):
+    """How a client asks for its answer, as keywords beside the messages: ``stream(messages,
+    max_tokens=…, temperature=…, seed=…, stop=…)``. Every client-side layer (conversations, proxy
+    backends) passes them through as ``**options: Unpack[AnswerOptions]`` down to :func:`chat_request`,
+    which fills the defaults, so the set is written once and a misspelt keyword is a type error."""
+
+    max_tokens: int
+    temperature: float
+    seed: int | None
+    stop: Sequence[str]
+
 
 _REQUIRED = {"messages", "max_tokens", "temperature"}
-_ALLOWED = _REQUIRED | {"seed"}
+_ALLOWED = _REQUIRED | {"seed", "stop"}
 
 
 @dataclass(frozen=True)
@@ -49,15 +67,17 @@ class ChatRequest:
     max_tokens: int = DEFAULT_MAX_TOKENS
     temperature: float = 0.0
     seed: int | None = None
+    stop: tuple[str, ...] = ()  # end the answer before the first of these; never part of it
 
     def __post_init__(self) -> None:
         _check_messages(self.messages)
         _check_sampling(self.max_tokens, self.temperature, self.seed)
+        _check_stop(self.stop)
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # stop sequences may quote the conversation: only their count
         return (
             f"ChatRequest(messages=<{len(self.messages)}>, max_tokens={self.max_tokens}, "
-            f"temperature={self.temperature}, seed={self.seed})"
+            f"temperature={self.temperature}, seed={self.seed}, stop=<{len(self.stop)}>)"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,6 +88,8 @@ class ChatRequest:
         }
         if self.seed is not None:
             out["seed"] = self.seed
+        if self.stop:  # absent when unused: the request an enclave without stop support accepts
+            out["stop"] = list(self.stop)
         return out
 
     @classmethod
@@ -86,11 +108,17 @@ class ChatRequest:
         if len(raw_messages) > MAX_MESSAGES:  # before building objects, so the bound protects memory
             raise RequestSchemaError(f"'messages' has {len(raw_messages)} entries; at most {MAX_MESSAGES}")
         messages = tuple(_message(i, m) for i, m in enumerate(raw_messages))
+        raw_stop = data.get("stop", [])
+        if not isinstance(raw_stop, list):
+            raise RequestSchemaError("'stop' must be a list of strings")
+        if len(raw_stop) > MAX_STOP_SEQUENCES:  # before copying: the bound protects memory
+            raise RequestSchemaError(f"'stop' has {len(raw_stop)} entries; at most {MAX_STOP_SEQUENCES}")
         return cls(
             messages=messages,
             max_tokens=data["max_tokens"],
             temperature=data["temperature"],
             seed=data.get("seed"),
+            stop=tuple(raw_stop),
         )
 
 
@@ -141,13 +169,28 @@ def _check_sampling(max_tokens: Any, temperature: Any, seed: Any) -> None:
         raise RequestSchemaError(f"'seed' must be an integer from 0 to {MAX_SEED}, or absent")
 
 
+def _check_stop(stop: Any) -> None:
+    if not isinstance(stop, tuple):
+        raise RequestSchemaError("'stop' must be a list of strings")
+    if len(stop) > MAX_STOP_SEQUENCES:
+        raise RequestSchemaError(f"'stop' has {len(stop)} entries; at most {MAX_STOP_SEQUENCES}")
+    for i, sequence in enumerate(stop):
+        if not isinstance(sequence, str) or not 1 <= len(sequence) <= MAX_STOP_CHARS:
+            raise RequestSchemaError(f"stop[{i}] must be text of 1 to {MAX_STOP_CHARS} characters")
+
+
 def chat_request(
-    messages: list[Mapping[str, str]] | list[Message],
-    *,
-    max_tokens: int = DEFAULT_MAX_TOKENS,
-    temperature: float = 0.0,
-    seed: int | None = None,
+    messages: list[Mapping[str, str]] | list[Message], **options: Unpack[AnswerOptions]
 ) -> ChatRequest:
-    """Convenience for clients: accept plain ``{"role", "content"}`` dicts or :class:`Message`."""
+    """Convenience for clients: accept plain ``{"role", "content"}`` dicts or :class:`Message`, and
+    one stop sequence as a plain string."""
     built = tuple(m if isinstance(m, Message) else _message(i, m) for i, m in enumerate(messages))
-    return ChatRequest(messages=built, max_tokens=max_tokens, temperature=temperature, seed=seed)
+    stop = options.get("stop", ())
+    stops = (stop,) if isinstance(stop, str) else tuple(stop)
+    return ChatRequest(
+        messages=built,
+        max_tokens=options.get("max_tokens", DEFAULT_MAX_TOKENS),
+        temperature=options.get("temperature", 0.0),
+        seed=options.get("seed"),
+        stop=stops,
+    )

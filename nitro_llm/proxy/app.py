@@ -20,14 +20,24 @@ from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from nitro_llm.errors import NitroLLMError
 from nitro_llm.proxy import openai_schema as oai
-from nitro_llm.proxy.backend import BackendChunk, ConfidentialBackend
-from nitro_llm.proxy.errors import BlockedError, InvalidRequestError, UnsupportedMediaTypeError, to_openai
+from nitro_llm.proxy.backend_seam import BackendChunk, ConfidentialBackend
+from nitro_llm.proxy.errors import (
+    BlockedError,
+    InvalidRequestError,
+    UnsupportedMediaTypeError,
+    error_body,
+    http_error,
+    to_openai,
+)
+from nitro_llm.proxy.verification import verification_panel
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +64,19 @@ def create_app(
             log.warning("request failed: %s", exc.code)
         return JSONResponse(body, status_code=status, headers=_NO_STORE)
 
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        """Unknown paths and wrong methods in OpenAI's error shape, not FastAPI's ``{"detail": ...}``."""
+        body = http_error(exc.status_code, request.method, request.url.path)
+        headers = {**(exc.headers or {}), **_NO_STORE}
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, _exc: RequestValidationError) -> JSONResponse:
+        message = "the request is not valid for this endpoint"
+        body = error_body(message, "invalid_request_error", "bad_request")
+        return JSONResponse(body, status_code=400, headers=_NO_STORE)
+
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.error("unexpected %s in the proxy", type(exc).__name__)  # no message: it may quote content
@@ -70,6 +93,11 @@ def create_app(
             **_NO_STORE,
         }
         return HTMLResponse(page, headers=headers)
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        """The proxy is up. Cheap on purpose: it does not ask the gateway (GET /v1/verification does)."""
+        return JSONResponse({"status": "ok"}, headers=_NO_STORE)
 
     @app.get("/v1/models")
     def models() -> JSONResponse:
@@ -88,7 +116,11 @@ def create_app(
 
     @app.get("/v1/verification")
     def verification() -> JSONResponse:
-        return JSONResponse(backend.describe(), headers=_NO_STORE)
+        """What was checked, by whom and when, and whether the enclave answers now (proxy/verification.py)."""
+        facts = backend.describe()
+        probe = getattr(backend, "probe", None)  # optional: a backend that cannot probe is not told down
+        unreachable = probe() if callable(probe) else None
+        return JSONResponse(verification_panel(facts, unreachable), headers=_NO_STORE)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -101,11 +133,13 @@ def create_app(
                 hint="nothing was sent; fix the policy or the deployment, then restart the proxy",
             )
         chat = parsed.chat
+        stop = {"stop": chat.stop} if chat.stop else {}  # sealed with the question, applied in the enclave
         chunks = backend.stream(
             [m.to_dict() for m in chat.messages],
             max_tokens=chat.max_tokens,
             temperature=chat.temperature,
             seed=chat.seed,
+            **stop,
         )
         # Pull the first piece before answering, so a refusal (verification, gateway, enclave) is an
         # HTTP error the client can act on, not a 200 with an error buried in the stream.

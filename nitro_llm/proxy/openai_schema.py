@@ -2,8 +2,9 @@
 
 Lenient where OpenAI clients routinely send options that do not change the answer's meaning (``user``,
 ``stream_options``, penalties, ``top_p``), strict where silently ignoring an option would return
-something the caller did not ask for (``n`` > 1, tools, images, JSON mode, logprobs). The
-conversation itself is then held to the enclave's request schema before anything is sealed.
+something the caller did not ask for (``n`` > 1, tools, images, JSON mode, logprobs). ``stop`` (a
+string or up to four) is sealed into the request and applied inside the enclave. The conversation
+itself is then held to the enclave's request schema before anything is sealed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nitro_llm.protocol.messages import DEFAULT_MAX_TOKENS, MAX_TOKENS_LIMIT, ChatRequest, chat_request
+from nitro_llm.protocol.messages import (
+    DEFAULT_MAX_TOKENS,
+    MAX_STOP_SEQUENCES,
+    MAX_TOKENS_LIMIT,
+    ChatRequest,
+    chat_request,
+)
 from nitro_llm.proxy.errors import InvalidRequestError, UnsupportedFeatureError
 
 # Deterministic by default: the same question gives the same answer unless the caller asks otherwise.
@@ -68,8 +75,22 @@ def parse_request(body: Any) -> CompletionRequest:
         raise InvalidRequestError("'temperature' must be a number")
     seed = body.get("seed")
     messages = _messages(body.get("messages"))
-    chat = chat_request(messages, max_tokens=max_tokens, temperature=float(temperature), seed=seed)
+    stop = _stop(body.get("stop"))
+    chat = chat_request(messages, max_tokens=max_tokens, temperature=float(temperature), seed=seed, stop=stop)
     return CompletionRequest(chat=chat, stream=stream, include_usage=include_usage, requested_model=model)
+
+
+def _stop(raw: Any) -> tuple[str, ...]:
+    """OpenAI's ``stop``: absent or null, one string, or a list of up to four strings."""
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        return (raw,)
+    if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
+        raise InvalidRequestError("'stop' must be a string or a list of strings")
+    if len(raw) > MAX_STOP_SEQUENCES:
+        raise InvalidRequestError(f"'stop' may hold at most {MAX_STOP_SEQUENCES} sequences")
+    return tuple(raw)
 
 
 def _messages(raw: Any) -> list[Mapping[str, str]]:

@@ -448,7 +448,7 @@ def test_sealer_refuses_bad_payloads_and_keys():
 
 def test_two_answers_of_different_length_in_one_bucket_have_identical_wire_sizes():
     """What the gateway sees: frame bytes. Same chunk count, different token and answer lengths."""
-    from nitro_llm.protocol.framing import encode_frame
+    from nitro_llm.protocol.frame_codec import encode_frame
 
     a = _answer(texts=("Yes", "."), final_text="")
     b = _answer(texts=(" Paracetamol", " is an analgesic with a long name"), final_text="and more")

@@ -6,7 +6,6 @@ import hashlib
 import pytest
 from vectors import vector
 
-from nitro_llm_dev.nsm import open_emulated_nsm
 from nitro_llm.attestation import (
     DebugModeError,
     NonceMismatchError,
@@ -27,6 +26,7 @@ from nitro_llm.client.attested_verify import (
 from nitro_llm.client.policy import ClientPolicy, TrustRoot
 from nitro_llm.protocol.attested import EnclaveSession, seal_request
 from nitro_llm.protocol.attested_errors import DescriptorError
+from nitro_llm_dev.nsm import open_emulated_nsm
 
 MODEL = hashlib.sha256(b"model").hexdigest()
 CONFIG = hashlib.sha256(b"config").hexdigest()

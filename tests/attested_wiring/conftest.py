@@ -18,8 +18,6 @@ import pytest
 from fastapi.testclient import TestClient
 from wire_tools import RunningServer
 
-from nitro_llm_dev.nsm import open_emulated_nsm
-from nitro_llm_dev.nsm.devca import DevCA
 from nitro_llm.client.attested_conversation import AttestedConversation
 from nitro_llm.client.policy import ClientPolicy, TrustRoot
 from nitro_llm.enclave.attested_handler import AttestedHandler, config_digest
@@ -28,11 +26,13 @@ from nitro_llm.enclave.key_release import KeyRelease
 from nitro_llm.enclave.server import EnclaveServer
 from nitro_llm.gateway.app import create_app
 from nitro_llm.gateway.settings import GatewaySettings
-from nitro_llm_dev.engines.echo import EchoEngine
 from nitro_llm.kms.cms import open_enveloped_data
-from nitro_llm.protocol import frames
-from nitro_llm.protocol.framing import encode_frame, read_frame
+from nitro_llm.protocol import frame_kinds
+from nitro_llm.protocol.frame_codec import encode_frame, read_frame
 from nitro_llm.transport import close_listener, connect, listen
+from nitro_llm_dev.engines.echo import EchoEngine
+from nitro_llm_dev.nsm import open_emulated_nsm
+from nitro_llm_dev.nsm.devca import DevCA
 
 PCRS = {i: hashlib.sha384(f"wired pcr{i}".encode()).digest() for i in (0, 1, 2)}
 MODEL_DIGEST = hashlib.sha256(b"model file").hexdigest()
@@ -83,7 +83,7 @@ class Enclave:
         self.start()
 
     def stats(self) -> dict:
-        return self.call(frames.ping_frame())[0]
+        return self.call(frame_kinds.ping_frame())[0]
 
     def call(self, frame: dict) -> list[dict]:
         with connect(self.address, 5.0) as sock:

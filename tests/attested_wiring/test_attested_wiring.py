@@ -15,28 +15,29 @@ import pytest
 from typer.testing import CliRunner
 from wire_tools import RecordingTransport, decode_frames
 
-from nitro_llm_dev.nsm import open_emulated_nsm
 from nitro_llm.attestation import DebugModeError, PcrMismatchError, UntrustedRootError, parse_document
-from nitro_llm_dev.nsm.devca import DevCA
 from nitro_llm.cli.main import full_app
-
-cli_app = full_app()
 from nitro_llm.client.attested_verify import new_nonce, verify_attestation
-from nitro_llm.client.protocols import choose_protocol, default_policy_path
+from nitro_llm.client.protocol_choice import choose_protocol, default_policy_path
 from nitro_llm.enclave.attested_handler import config_digest
 from nitro_llm.enclave.config import EnclaveConfig
 from nitro_llm.enclave.key_release import KeyRelease
 from nitro_llm.enclave.server import EnclaveServer
-from nitro_llm_dev.engines.echo import EchoEngine
 from nitro_llm.kms.cms import open_enveloped_data
 from nitro_llm.protocol.attested import decode_attestation_bundle, seal_request
 from nitro_llm.protocol.errors import ChunkGapError, ChunkReplayError, ResponseTruncatedError
-from nitro_llm.protocol.framing import encode_frame
+from nitro_llm.protocol.frame_codec import encode_frame
+from nitro_llm.protocol.frame_kinds import infer_frame
 from nitro_llm.protocol.kms_envelope import KmsHeader
 from nitro_llm.protocol.kms_envelope import seal_request as kms_seal
 from nitro_llm.transport import close_listener, listen
+from nitro_llm_dev.engines.echo import EchoEngine
+from nitro_llm_dev.nsm import open_emulated_nsm
+from nitro_llm_dev.nsm.devca import DevCA
 
 from .conftest import MODEL_DIGEST, PCRS
+
+cli_app = full_app()
 
 CANARY = "CANARY-wired-5cd1e0"
 
@@ -236,8 +237,26 @@ def test_kms_envelopes_still_take_the_kms_path(deploy):
     assert reply["code"] == "no_credentials"  # reached KMS key release, not the attested opener
 
 
+def test_infer_frames_naming_their_protocol_are_dispatched_by_name(deploy):
+    d = deploy()
+    sealed = _sealed(d, "named")
+    replies = d.enclave.call(infer_frame(sealed.envelope.to_cbor(), protocol="attested"))
+    opener = sealed.response_opener()
+    assert "".join(opener.open(f)["text"] for f in replies) == "named"
+    opener.finish()
+    # a kms envelope in a frame that names "attested" goes to the attested reader, which refuses it
+    header = KmsHeader.new(model="default", conversation_id="a" * 32, key_id="alias/k")
+    request = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "temperature": 0.0}
+    kms = kms_seal(b"k" * 32, header, request, edk=b"e" * 40).to_cbor()
+    (reply,) = d.enclave.call(infer_frame(kms, protocol="attested"))
+    assert reply["code"] == "bad_attested_envelope"
+    (reply,) = d.enclave.call(infer_frame(kms, protocol="seed"))
+    assert reply["code"] == "unknown_protocol" and "attested, kms" in reply["hint"]
+    (reply,) = d.enclave.call(infer_frame(kms, protocol="kms"))
+    assert reply["code"] == "no_credentials"
+
+
 def test_an_enclave_without_the_attested_protocol_refuses_itsdecode_frames(tmp_path, ca):
-    from nitro_llm_dev.nsm import open_emulated_nsm
 
     address = f"unix:{tmp_path / 'plain.sock'}"
     nsm = open_emulated_nsm(ca=ca, pcrs=PCRS)
@@ -344,7 +363,6 @@ def create_app_for(d):
 
 
 def test_local_policy_pins_the_measurements_and_verifies_a_matching_enclave(tmp_path, ca):
-    from nitro_llm_dev.nsm import open_emulated_nsm
     from nitro_llm.client.policy import ClientPolicy
     from nitro_llm.inference.model import DEFAULT_MODEL_SHA256
     from nitro_llm_dev.local.client_policy import local_policy

@@ -15,8 +15,9 @@ runner = CliRunner()
 
 def test_check_custom_file_ok_and_mismatch(tmp_path):
     path = tmp_path / "m.gguf"
-    path.write_bytes(b"weights")
-    digest = hashlib.sha256(b"weights").hexdigest()
+    weights = b"GGUF\x03\x00\x00\x00weights"  # a GGUF header: 'model check' refuses other files
+    path.write_bytes(weights)
+    digest = hashlib.sha256(weights).hexdigest()
     ok = runner.invoke(app, ["model", "check", "--model", str(path), "--sha256", digest])
     assert ok.exit_code == 0 and digest in ok.output
     bad = runner.invoke(app, ["model", "check", "--model", str(path), "--sha256", "ab" * 32])
@@ -34,3 +35,20 @@ def test_check_and_info_default_model():
     assert result.exit_code == 0 and "digest matches" in result.output
     info = json.loads(runner.invoke(app, ["model", "info"]).output)
     assert info["exists"] and info["size"] > 50_000_000
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"just some notes, not a model\n", "not a GGUF model"),
+        (b"", "not a GGUF model"),
+        (b"GGUF\x01\x00\x00\x00", "GGUF version 1"),
+    ],
+)
+def test_check_refuses_a_file_that_is_not_gguf(tmp_path, content, says):
+    path = tmp_path / "some.txt"
+    path.write_bytes(content)
+    result = runner.invoke(app, ["model", "check", "--model", str(path)])
+    assert result.exit_code == 1, result.output
+    assert "model_not_gguf" in result.output and says in result.output
+    assert "status  ok" not in result.output

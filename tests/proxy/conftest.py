@@ -8,7 +8,7 @@ import pytest
 import uvicorn
 
 from nitro_llm.protocol.errors import ChunkReplayError
-from nitro_llm.proxy.backend import BackendChunk
+from nitro_llm.proxy.backend_seam import BackendChunk
 
 
 class EchoBackend:
@@ -19,8 +19,9 @@ class EchoBackend:
 
     model_id = "echo-test-model"
 
-    def __init__(self, *, verified=True, fail_after=None, fail_before=False, delay=0.0):
+    def __init__(self, *, verified=True, fail_after=None, fail_before=False, delay=0.0, finish_reason="stop"):
         self.verified = verified
+        self.finish_reason = finish_reason  # "length": as if max_tokens cut the answer
         self.fail_after = fail_after
         self.fail_before = fail_before
         self.delay = delay
@@ -43,7 +44,7 @@ class EchoBackend:
             text = word if i == 0 else " " + word
             if i == len(words) - 1:
                 usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}
-                yield BackendChunk(text, "stop", usage)
+                yield BackendChunk(text, self.finish_reason, usage)
             else:
                 yield BackendChunk(text)
 

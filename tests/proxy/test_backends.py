@@ -13,18 +13,18 @@ import httpx
 import openai
 import pytest
 
-from nitro_llm_dev.nsm import open_emulated_nsm
 from nitro_llm.attestation import DebugModeError, PcrMismatchError, UntrustedRootError
-from nitro_llm_dev.nsm.devca import DevCA
 from nitro_llm.client.config import ClientConfig
 from nitro_llm.client.policy import ClientPolicy, TrustRoot
 from nitro_llm.protocol.attested import EnclaveSession, encode_attestation_bundle
 from nitro_llm.protocol.attested_errors import UnknownDescriptorError
 from nitro_llm.protocol.errors import ChunkGapError, ChunkReplayError, ResponseTruncatedError
-from nitro_llm.protocol.framing import encode_frame
+from nitro_llm.protocol.frame_codec import encode_frame
 from nitro_llm.protocol.kms_envelope import KmsEnvelope, ResponseSealer, open_request
 from nitro_llm.proxy.app import create_app
-from nitro_llm.proxy.backends import AttestedBackend, KmsBackend
+from nitro_llm.proxy.confidential_backends import AttestedBackend, KmsBackend
+from nitro_llm_dev.nsm import open_emulated_nsm
+from nitro_llm_dev.nsm.devca import DevCA
 
 PCRS = {i: hashlib.sha384(f"measured pcr{i}".encode()).digest() for i in (0, 1, 2)}
 MODEL = hashlib.sha256(b"smollm2.gguf").hexdigest()

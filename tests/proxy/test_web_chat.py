@@ -84,3 +84,22 @@ def test_web_chat_blocks_when_verification_failed(echo_backend, serve, browser):
         color = page.eval_on_selector("#status", "e => getComputedStyle(e).color")
         assert color == "rgb(198, 40, 40)"
     assert backend.calls == []
+
+
+@pytest.mark.parametrize("finish_reason", ["length", "stop"])
+def test_web_chat_marks_an_answer_cut_by_max_tokens(echo_backend, serve, browser, finish_reason):
+    backend = echo_backend(finish_reason=finish_reason)
+    with serve(create_app(backend)) as server:
+        page = browser.new_page(viewport={"width": 1000, "height": 600})
+        page.goto(server.url.replace("127.0.0.1", "localhost") + "/")
+        page.wait_for_selector("#status.ok")
+        page.fill("#input", "tell me everything")
+        page.press("#input", "Enter")
+        page.wait_for_selector(".meta")
+        assert page.inner_text(".msg.assistant") == "echo: tell me everything"
+        notices = page.query_selector_all(".cut")
+        if finish_reason == "length":
+            assert len(notices) == 1 and "cut off" in notices[0].inner_text()
+            assert "max_tokens" in notices[0].inner_text()
+        else:
+            assert notices == []

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Unpack, runtime_checkable
+
+from nitro_llm.protocol.messages import AnswerOptions
 
 
 @dataclass(frozen=True)
@@ -30,20 +32,22 @@ class ConfidentialBackend(Protocol):
     ``stream`` raises a typed ``NitroLLMError`` for anything that is not a complete, authentic answer
     (refused verification, unreachable gateway, truncated or tampered stream); it never ends early
     without the final chunk. ``describe`` reports what was verified, for people, with at least:
-    ``protocol`` (str), ``verified`` (bool: False blocks the web chat), ``failure_reason``
-    (str | None), ``pcrs`` (index -> hex), ``model_digest`` (str | None), ``verified_at``
-    (ISO 8601 | None).
+    ``protocol`` (str), ``verified`` (True only when this machine verified the enclave; False when
+    it refused it, which blocks sending; None when nothing was verified here: the kms protocol, or
+    nobody answered), ``failure_reason`` (str | None), ``pcrs`` (index -> hex), ``model_digest``
+    (str | None), ``verified_at`` (ISO 8601 | None), and ``checks`` (what verification checked).
+
+    Optionally ``probe() -> str | None``: why the gateway or its enclave does not answer now (None:
+    it does); ``GET /v1/verification`` then says "enclave unreachable" (proxy/verification.py).
     """
 
     model_id: str
 
     def stream(
-        self,
-        messages: list[Mapping[str, str]],
-        *,
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
-    ) -> Iterator[BackendChunk]: ...
+        self, messages: list[Mapping[str, str]], **options: Unpack[AnswerOptions]
+    ) -> Iterator[BackendChunk]:
+        """``options`` are sealed into the request with the messages (``stop`` included: the host never
+        learns it); the proxy passes ``stop`` only when the caller set it."""
+        ...
 
     def describe(self) -> dict[str, Any]: ...

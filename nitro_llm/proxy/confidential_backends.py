@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
@@ -23,8 +23,10 @@ from nitro_llm.client.attested_conversation import AttestedConversation
 from nitro_llm.client.attested_verify import VerifiedEnclave, VerifiedEnclaveCache
 from nitro_llm.client.config import ClientConfig
 from nitro_llm.client.policy import ClientPolicy
+from nitro_llm.client.wire import probe_gateway
 from nitro_llm.protocol.attested_wire import DEFAULT_SUITE
-from nitro_llm.proxy.backend import BackendChunk
+from nitro_llm.protocol.messages import AnswerOptions
+from nitro_llm.proxy.backend_seam import BackendChunk
 
 
 class KmsBackend:
@@ -46,36 +48,44 @@ class KmsBackend:
         self._kms = kms
         self._lock = threading.Lock()
 
-    def _clients(self) -> tuple[httpx.Client, Any]:
+    def _http_client(self) -> httpx.Client:
         with self._lock:
             if self._http is None:
                 self._http = httpx.Client(timeout=httpx.Timeout(10.0, read=300.0))
+            return self._http
+
+    def _clients(self) -> tuple[httpx.Client, Any]:
+        http = self._http_client()
+        with self._lock:
             if self._kms is None:
                 from nitro_llm.kms.client import make_kms_client
 
                 self._kms = make_kms_client(
                     self.config.kms_endpoint, self.config.credentials, self.config.region
                 )
-            return self._http, self._kms
+            return http, self._kms
 
     def stream(
-        self, messages: list[Mapping[str, str]], *, max_tokens: int, temperature: float, seed: int | None
+        self, messages: list[Mapping[str, str]], **options: Unpack[AnswerOptions]
     ) -> Iterator[BackendChunk]:
         from nitro_llm.client.kms_conversation import KmsConversation
 
         http, kms = self._clients()
         conversation = KmsConversation(self.config, http=http, kms=kms)
-        for chunk in conversation.stream(messages, max_tokens=max_tokens, temperature=temperature, seed=seed):
+        chunks = conversation.stream(messages, **options)
+        for chunk in chunks:
             if chunk.final:
                 yield BackendChunk(chunk.text, chunk.finish_reason or "stop", _usage(chunk.usage))
             else:
                 yield BackendChunk(chunk.text)
 
     def describe(self) -> dict[str, Any]:
+        """Nothing is verified on this machine in this protocol: ``verified`` is None (neither a pass
+        nor a refusal), and ``verified_by`` names who does check the enclave."""
         return {
             "protocol": "kms",
-            "verified": True,
-            "verified_by": "KMS key policy (kms:RecipientAttestation PCR conditions)",
+            "verified": None,
+            "verified_by": "not this machine: the KMS key policy (kms:RecipientAttestation PCR conditions)",
             "failure_reason": None,
             "pcrs": {},
             "model_digest": None,
@@ -87,6 +97,10 @@ class KmsBackend:
                 "Start the proxy with --protocol attested to verify the enclave here."
             ),
         }
+
+    def probe(self) -> str | None:
+        """None when the gateway and its enclave answer; else why not (see ``probe_gateway``)."""
+        return probe_gateway(self._http_client(), self.config.gateway_url, headers=self.config.auth_headers())
 
     def close(self) -> None:
         if self._http is not None:
@@ -122,9 +136,9 @@ class AttestedBackend:
         return self.conversation.verify(refresh=refresh)
 
     def stream(
-        self, messages: list[Mapping[str, str]], *, max_tokens: int, temperature: float, seed: int | None
+        self, messages: list[Mapping[str, str]], **options: Unpack[AnswerOptions]
     ) -> Iterator[BackendChunk]:
-        chunks = self.conversation.stream(messages, max_tokens=max_tokens, temperature=temperature, seed=seed)
+        chunks = self.conversation.stream(messages, **options)
         for chunk in chunks:
             if chunk.final:
                 yield BackendChunk(chunk.text, chunk.finish_reason or "stop", _usage(chunk.usage))
@@ -133,6 +147,9 @@ class AttestedBackend:
 
     def describe(self) -> dict[str, Any]:
         return self.conversation.describe()
+
+    def probe(self) -> str | None:
+        return self.conversation.probe()
 
     def close(self) -> None:
         self.conversation.close()
