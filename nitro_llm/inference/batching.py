@@ -14,30 +14,48 @@ Bounded: at most ``n_seq`` running plus ``max_waiting`` waiting; beyond that ``g
 ``EngineBusyError`` at once (the client is told to retry) instead of queueing without limit.
 Cancellation: a request stops at the next step after its ``cancel`` event is set or its stream is
 closed (the connection to the client went away), and its slot and KV cells are freed.
+
+Conversations: a request given a ``cache_key`` leaves a copy of its KV cells behind when it
+finishes (``kv_cache.ConversationCache``, bounded, LRU, wiped on eviction); the next request with
+the same key restores it into the slot it is given and prefills only what its prompt adds after the
+longest common prefix, so turn eight costs about what turn one did. Never across keys: a request
+without a key, or with another key, prefills everything, whatever it shares with anyone.
+``evict(key)`` wipes a conversation at once (and stops requests still running under that key from
+leaving a copy behind).
 """
 
 from __future__ import annotations
 
 import codecs
+import functools
 import heapq
 import logging
 import queue
 import secrets
 import threading
+import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
-from nitro_llm.inference.engine import FinishReason, TokenChunk, Usage
+from nitro_llm.inference.engine import FinishReason, SamplingArgs, TokenChunk, Usage
 from nitro_llm.inference.errors import EngineBusyError, InferenceError
-from nitro_llm.inference.llama_batch import Feed, LlamaBatchDecoder, Sampling, check_fits
+from nitro_llm.inference.kv_cache import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_CACHE_CONVERSATIONS,
+    DEFAULT_CACHE_TTL_SECONDS,
+    ConversationCache,
+    common_prefix,
+)
+from nitro_llm.inference.llama_batch import Feed, LlamaBatchDecoder, Sampling, SeqState, check_fits
 from nitro_llm.protocol.messages import Message
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFILL_CHUNK = 128
 _POLL_SECONDS = 0.25
+_SWEEP_SECONDS = 5.0  # while idle with conversations cached: how often expired ones are wiped
 
 
 @dataclass(eq=False)
@@ -53,6 +71,10 @@ class _Request:
     pending: int | None = None  # sampled, not yet fed back
     generated: int = 0
     text: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+    cache_key: bytes | None = field(default=None, repr=False)
+    kv: list[int] = field(default_factory=list, repr=False)  # the tokens in the slot's cells (len == pos)
+    cache_revoked: bool = False  # evict(cache_key) was called: leave no copy behind
+    settling: bool = False  # answered; its cells are being made exact before a copy is kept
 
     @property
     def cancelled(self) -> bool:
@@ -103,7 +125,12 @@ class BatchScheduler:
         ctx: int,
         max_waiting: int,
         prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+        cache_conversations: int = DEFAULT_CACHE_CONVERSATIONS,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        cache_ttl_seconds: float | None = DEFAULT_CACHE_TTL_SECONDS,
     ) -> None:
+        """``cache_conversations`` / ``cache_bytes``: bounds of the per-conversation KV cache (0
+        turns it off); ``cache_ttl_seconds``: how long an idle conversation's copy is kept."""
         if max_waiting < 0 or ctx < 2 or prefill_chunk < 1:
             raise ValueError("max_waiting >= 0, ctx >= 2 and prefill_chunk >= 1 are required")
         self._decoder = decoder
@@ -121,6 +148,15 @@ class BatchScheduler:
         self._model_lock = threading.Lock()  # tokenising vs freeing the model
         self.steps = 0  # decode steps run (for benchmarks: tokens per step shows the batching)
         self.step_tokens = 0
+        self._cache = ConversationCache(
+            max_entries=cache_conversations, max_bytes=cache_bytes, ttl_seconds=cache_ttl_seconds
+        )
+        self.prefill_tokens = 0  # prompt tokens decoded (a cache hit skips the reused prefix)
+        self.cache_hits = 0  # requests with a key that restored their conversation's cells
+        self.cache_misses = 0  # requests with a key that found nothing usable
+        self.cache_reused_tokens = 0  # prompt tokens not prefilled thanks to a hit
+        self.settle_tokens = 0  # answer tokens prefilled again after their answer (see _settle)
+        self._settling = 0  # active requests that are only settling (not counted as queued)
         self._thread = threading.Thread(target=self._run, name="batch-scheduler", daemon=True)
         self._thread.start()
 
@@ -132,7 +168,7 @@ class BatchScheduler:
     def queued(self) -> int:
         """Requests waiting or running (the pong frame's ``queued``)."""
         with self._wake:
-            return len(self._waiting) + len(self._active)
+            return len(self._waiting) + len(self._active) - self._settling
 
     @property
     def capacity(self) -> int:
@@ -142,53 +178,89 @@ class BatchScheduler:
         self,
         messages: Sequence[Message],
         *,
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
         cancel: threading.Event | None = None,
+        cache_key: bytes | None = None,
+        **sampling: Unpack[SamplingArgs],
     ) -> Iterator[TokenChunk]:
         with self._model_lock:  # on the caller's thread, beside decoding; never after close()
             if self._closed:
                 raise EngineBusyError("the engine is shutting down")
             prompt = self._decoder.prompt_tokens(messages)
-        return self.generate_tokens(
-            prompt, max_tokens=max_tokens, temperature=temperature, seed=seed, cancel=cancel
-        )
+        return self.generate_tokens(prompt, cancel=cancel, cache_key=cache_key, **sampling)
 
     def generate_tokens(
         self,
         prompt: list[int],
         *,
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
         cancel: threading.Event | None = None,
+        cache_key: bytes | None = None,
+        **sampling: Unpack[SamplingArgs],
     ) -> Iterator[TokenChunk]:
         """Admit a tokenised prompt or refuse it now: ``EngineBusyError`` when the queue is full,
-        ``ContextOverflowError`` when it could never fit."""
+        ``ContextOverflowError`` when it could never fit. ``cache_key``: the conversation's opaque
+        key (None: nothing reused, nothing kept)."""
         ctx = min(self._ctx, self._decoder.n_ctx_seq)
         check_fits(len(prompt), ctx)
-        budget = max(0, min(max_tokens, ctx - len(prompt)))
-        sampling = Sampling(
-            temperature=float(temperature), seed=seed if seed is not None else secrets.randbits(32)
+        budget = max(0, min(sampling["max_tokens"], ctx - len(prompt)))
+        seed = sampling["seed"]
+        chosen = Sampling(
+            temperature=float(sampling["temperature"]),
+            seed=seed if seed is not None else secrets.randbits(32),
         )
-        request = _Request(prompt=prompt, budget=budget, sampling=sampling, cancel=cancel)
+        request = _Request(
+            prompt=prompt, budget=budget, sampling=chosen, cancel=cancel, cache_key=cache_key or None
+        )
         with self._wake:
             if self._closed:
                 raise EngineBusyError("the engine is shutting down")
-            ahead = len(self._waiting) + len(self._active)
+            ahead = len(self._waiting) + len(self._active) - self._settling
             if ahead >= self.capacity:
                 raise EngineBusyError(f"{ahead} requests are running or waiting")
             self._waiting.append(request)
             self._wake.notify()
         return _Stream(request, self._wake)
 
+    def evict(self, cache_key: bytes) -> bool:
+        """Wipe the conversation's saved cells now (any thread); requests under that key that are
+        waiting or running finish normally but leave nothing behind. True if a copy was wiped."""
+        with self._wake:
+            for request in (*self._waiting, *self._active.values()):
+                if request.cache_key == cache_key:
+                    request.cache_revoked = True
+            return self._cache.evict(cache_key)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until nothing waits, runs or settles, or ``timeout`` seconds have passed (for tests
+        and benchmarks: a conversation's copy is kept once this returns True)."""
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            while self._waiting or self._active:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.wait(left)
+            return True
+
+    def cache_stats(self) -> dict[str, int]:
+        """Counters of the conversation cache (for tests and benchmarks; no key, no content)."""
+        return {
+            "conversations": len(self._cache),
+            "bytes": self._cache.nbytes,
+            "hits": self.cache_hits,
+            "misses": self.cache_misses,
+            "reused_tokens": self.cache_reused_tokens,
+            "prefill_tokens": self.prefill_tokens,
+            "settle_tokens": self.settle_tokens,
+            "evictions": self._cache.evictions,
+        }
+
     def close(self, timeout: float = 10.0) -> None:
-        """Cancel everything, stop the scheduler thread, free the model."""
+        """Cancel everything, stop the scheduler thread, wipe the conversation cache, free the model."""
         with self._wake:
             self._closed = True
             self._wake.notify()
         self._thread.join(timeout)
+        self._cache.clear()
         if not self._thread.is_alive():
             with self._model_lock:
                 self._decoder.close()
@@ -198,14 +270,18 @@ class BatchScheduler:
         while True:
             with self._wake:
                 while not self._closed and not self._waiting and not self._active:
-                    self._wake.wait()
+                    self._wake.wait(_SWEEP_SECONDS if len(self._cache) else None)
+                    self._cache.sweep()  # idle conversations past their TTL are wiped even when idle
                 if self._closed:
                     for request in list(self._waiting):
                         request.out.put(TokenChunk("", "cancelled", Usage(len(request.prompt), 0)))
                     self._waiting.clear()
             if self._closed:
                 for request in list(self._order):
-                    self._finish(request, "cancelled")
+                    if request.settling:
+                        self._release(request)
+                    else:
+                        self._finish(request, "cancelled")
                 self._flush()
                 return
             self._drop_cancelled()
@@ -242,26 +318,91 @@ class BatchScheduler:
                 self._waiting.remove(request)
         for request in gone:
             request.out.put(TokenChunk("", "cancelled", Usage(len(request.prompt), 0)))
-        for request in [r for r in self._order if r.cancelled]:
-            self._finish(request, "cancelled")
+        for request in list(self._order):
+            if request.settling:  # its answer is out: only an evict() stops it
+                if request.cache_revoked:
+                    self._release(request)
+            elif request.cancelled:
+                self._finish(request, "cancelled")
 
     def _admit(self) -> None:
-        while True:
+        # Each pass admits the oldest waiting request, or frees a slot a settling conversation held.
+        for _ in range(self.capacity + self._decoder.n_seq + 1):
             with self._wake:
-                if not self._waiting or not self._free_slots:
+                if not self._waiting:
                     return
-                head = self._waiting.popleft()
-                head.slot = heapq.heappop(self._free_slots)  # lowest free slot: keeps ids consecutive
+                head = self._waiting[0]
+                has_free_slot = bool(self._free_slots)
+            donor = self._settling_under(head.cache_key)
+            if donor is None and not has_free_slot:
+                oldest = next((r for r in self._order if r.settling), None)
+                if oldest is None:
+                    return  # every slot is answering someone
+                self._cut_settling(oldest)
+                continue
+            with self._wake:
+                self._waiting.popleft()
+                if donor is not None:  # the same conversation's cells are still in that slot
+                    head.slot = donor.slot
+                    self._settling -= 1
+                else:
+                    head.slot = heapq.heappop(self._free_slots)  # lowest free: keeps ids consecutive
                 self._active[head.slot] = head
-            self._order.append(head)
-            self._decoder.open_slot(head.slot, head.sampling)
+            if donor is not None:
+                self._order.remove(donor)
+                self._order.append(head)
+                self._decoder.reset_sampler(head.slot, head.sampling)
+                exact = donor.kv[: donor.pos]  # the part of its cells settled so far
+                donor.kv = []
+                self._reuse(head, exact, functools.partial(self._decoder.trim_seq, head.slot))
+            else:
+                self._order.append(head)
+                self._decoder.open_slot(head.slot, head.sampling)
+                if head.cache_key is not None:
+                    self._restore(head)
             if head.budget == 0:
                 self._finish(head, "length")
 
+    def _settling_under(self, key: bytes | None) -> _Request | None:
+        if key is None:
+            return None
+        return next(
+            (r for r in self._order if r.settling and r.cache_key == key and not r.cache_revoked), None
+        )
+
+    def _restore(self, request: _Request) -> None:
+        """Put the conversation's saved cells (its key's only) into the request's fresh slot."""
+        assert request.cache_key is not None
+        entry = self._cache.take(request.cache_key)
+        if entry is None:
+            self._reuse(request, [], lambda keep: False)
+            return
+        state = entry.state
+        self._reuse(
+            request,
+            entry.tokens,
+            lambda keep: isinstance(state, SeqState) and self._decoder.restore_seq(request.slot, state, keep),
+        )
+        entry.wipe()  # restored into the slot, or useless: the copy goes either way
+
+    def _reuse(self, request: _Request, cached: list[int], load: Callable[[int], bool]) -> None:
+        """Skip the prompt tokens whose cells ``cached`` holds: the longest common prefix, but at
+        least the last two prompt tokens are decoded again (the last one for its logits, and a
+        one-token batch is computed by another kernel than a prompt is: see ``_plan``)."""
+        reuse = min(common_prefix(cached, request.prompt), len(request.prompt) - 2)
+        if reuse > 0 and load(reuse):
+            self.cache_hits += 1
+            self.cache_reused_tokens += reuse
+            request.pos = reuse
+            request.kv = request.prompt[:reuse]
+        else:
+            self._decoder.trim_seq(request.slot, 0)
+            self.cache_misses += 1
+
     def _plan(self) -> list[list[Feed]]:
         """The decode calls of one round: every running sequence's next token together in one call,
-        then one prompt's next chunk in a call of its own (whole, when it fits: a prompt cut into
-        different chunks would round differently and change a greedy answer).
+        then one prompt's next chunk in a call of its own (whole, when it fits), or, when no prompt
+        waits, one chunk of a finished answer being settled (see ``_settle``).
 
         Two rules of llama.cpp with one KV stream per sequence shape this. It splits a call into
         micro-batches in which every sequence has the same number of tokens, so prompt chunks
@@ -269,6 +410,12 @@ class BatchScheduler:
         micro-batch only takes sequence ids in increasing, consecutive order, so feeds go in slot
         order and slots are handed out lowest first (see ``_admit``): eight running sequences in
         slots 0-7 are one pass, not eight.
+
+        Rounding: a micro-batch of one token goes through llama.cpp's matrix-vector kernels, any
+        larger one through its matrix-matrix kernels, and the two round differently; prompts cut
+        into chunks of two or more tokens get bit-identical cells however they are cut (measured).
+        So no prompt chunk is ever a lone token (unless the whole prompt is one): the cells a
+        conversation keeps are then exactly those a fresh prefill of the same tokens would make.
         """
         calls: list[list[Feed]] = []
         running = sorted((r for r in self._order if r.pending is not None), key=lambda r: r.slot)
@@ -276,13 +423,18 @@ class BatchScheduler:
             calls.append(
                 [Feed(r.slot, (r.pending,), r.pos, sample=True) for r in running if r.pending is not None]
             )
-        room = self._prefill_chunk if running else self._decoder.n_batch
-        for request in self._order:  # prompts in admission order: the oldest first
-            if request.pending is None and request.pos < len(request.prompt):
-                part = request.prompt[request.pos : request.pos + room]
-                last = request.pos + len(part) == len(request.prompt)
-                calls.append([Feed(request.slot, part, request.pos, sample=last)])
-                break
+        room = min(self._decoder.n_batch, max(3, self._prefill_chunk if running else self._decoder.n_batch))
+        prompts = [r for r in self._order if r.pending is None and r.pos < len(r.prompt) and not r.settling]
+        settling = [r for r in self._order if r.settling and r.pos < len(r.kv)]
+        for request in prompts[:1] or settling[:1]:  # the oldest prompt first; settling when none
+            tokens = request.kv if request.settling else request.prompt
+            left = len(tokens) - request.pos
+            take = min(room, left)
+            if left - take == 1:
+                take -= 1  # leave two tokens for the next chunk, never one
+            part = tokens[request.pos : request.pos + take]
+            last = not request.settling and take == left
+            calls.append([Feed(request.slot, part, request.pos, sample=last)])
         return calls
 
     def _advance(self, feeds: list[Feed], sampled: dict[int, int]) -> None:
@@ -291,6 +443,17 @@ class BatchScheduler:
             request = self._active.get(feed.slot)
             if request is None:
                 continue
+            if request.settling:
+                request.pos += len(feed.tokens)
+                self.settle_tokens += len(feed.tokens)
+                if request.pos >= len(request.kv):
+                    self._store(request)
+                    self._release(request)
+                continue
+            if request.pos < len(request.prompt):
+                self.prefill_tokens += len(feed.tokens)
+            if request.cache_key is not None:
+                request.kv.extend(feed.tokens)
             request.pos += len(feed.tokens)
             request.pending = None
             token = sampled.get(feed.slot)
@@ -309,15 +472,80 @@ class BatchScheduler:
                 request.pending = token
 
     def _finish(self, request: _Request, reason: FinishReason) -> None:
-        tail = request.text.decode(b"", final=True)
-        self._emit(request, TokenChunk(tail, reason, Usage(len(request.prompt), request.generated)))
+        # The incremental decoder hands out every complete character at once, so all it can still
+        # hold is the start of a character cut off by max_tokens (or a cancel): that is dropped,
+        # never shown as U+FFFD, which flushing it with final=True would give.
+        request.text.reset()
+        self._emit(request, TokenChunk("", reason, Usage(len(request.prompt), request.generated)))
+        if reason != "cancelled" and self._settle(request):
+            return
         self._release(request)
+
+    # -- the conversation cache (scheduler thread) ------------------------------------------------
+    def _keepable(self, request: _Request) -> bool:
+        return (
+            request.cache_key is not None
+            and not request.cache_revoked
+            and not self._closed
+            and self._cache.enabled
+            and request.pos > 0
+        )
+
+    def _settle(self, request: _Request) -> bool:
+        """After an answer: make the conversation's cells the ones a prefill would make, then keep
+        a copy (``_store``). True when that takes decode rounds (the slot stays busy until then).
+
+        The prompt's cells already are (prompt chunks have two tokens or more, see ``_plan``), but
+        the answer's were made one decode step at a time, by the matrix-vector kernels, and with
+        them the next turn's answer could differ from an uncached one in a rare greedy tie. So the
+        answer's cells are dropped and its tokens prefilled again, as a chunk of their own, after
+        the answer has been sent: off the next turn's path, in rounds no prompt needs. It is the
+        work the next turn would otherwise do on its own path. A turn that arrives meanwhile takes
+        the slot over (``_admit``); a slot needed by someone else is cut short (``_cut_settling``).
+        """
+        if not self._keepable(request):
+            return False
+        exact = min(request.pos, len(request.prompt))
+        extra = request.pos - exact
+        if extra == 0:
+            self._store(request)
+            return False
+        start = exact if extra >= 2 else exact - 1  # re-decode two tokens at least (see _plan)
+        self._decoder.trim_seq(request.slot, start)
+        request.pos = start
+        request.pending = None
+        request.settling = True
+        with self._wake:
+            self._settling += 1
+        return True
+
+    def _cut_settling(self, request: _Request) -> None:
+        """Keep only what a settling conversation has settled so far, and free its slot."""
+        self._decoder.trim_seq(request.slot, request.pos)
+        del request.kv[request.pos :]
+        self._store(request)
+        self._release(request)
+
+    def _store(self, request: _Request) -> None:
+        """Leave a copy of the request's cells (all made as a prefill makes them) for the next turn."""
+        key = request.cache_key
+        if key is None or not self._keepable(request):
+            return
+        state = self._decoder.save_seq(request.slot, self._cache.max_bytes)
+        if state is None:
+            return
+        with self._wake:  # against evict(): a revoke seen here means no copy may stay
+            if request.cache_revoked or self._closed:
+                state.wipe()
+            else:
+                self._cache.put(key, request.kv[: request.pos], state)
 
     def _fail(self, feeds: list[Feed], exc: InferenceError) -> None:
         for feed in feeds:
             request = self._active.get(feed.slot)
             if request is not None:
-                self._emit(request, type(exc)(exc.message, hint=exc.hint))
+                if not request.settling:  # a settling request's answer is already out
+                    self._emit(request, type(exc)(exc.message, hint=exc.hint))
                 self._release(request)
 
     def _emit(self, request: _Request, item: TokenChunk | BaseException) -> None:
@@ -332,8 +560,13 @@ class BatchScheduler:
             request.out.put(item)
 
     def _release(self, request: _Request) -> None:
-        self._decoder.close_slot(request.slot)
+        self._decoder.close_slot(request.slot)  # the slot's cells are gone (a copy may be kept)
         self._order.remove(request)
+        request.kv = []
         with self._wake:
             del self._active[request.slot]
             heapq.heappush(self._free_slots, request.slot)
+            if request.settling:
+                request.settling = False
+                self._settling -= 1
+            self._wake.notify_all()  # wait_idle

@@ -3,6 +3,12 @@
 The server depends only on this protocol, so the llama.cpp backend, the deterministic echo engine
 and a future batching engine are interchangeable. Engines need not be thread-safe: the server runs
 one generation at a time.
+
+``cache_key`` names the conversation a request belongs to, so an engine may keep that
+conversation's state between turns (the batching engine keeps its KV cells: inference/kv_cache.py).
+It is opaque, secret and per conversation (the enclave derives it from the conversation's key), and
+an engine must never use state kept under one key for a request under another. None: nothing is
+reused or kept. Engines without such state accept it and ignore it.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypedDict, Unpack
 
 from nitro_llm.protocol.messages import Message
 
@@ -43,6 +49,16 @@ class TokenChunk:
         return self.finish_reason is not None
 
 
+class SamplingArgs(TypedDict):
+    """How to sample one answer, given as keywords: ``generate(messages, max_tokens=…, temperature=…,
+    seed=…)``. Every engine gathers them as ``**sampling: Unpack[SamplingArgs]``, so the set is defined
+    once and callers keep passing plain keywords."""
+
+    max_tokens: int
+    temperature: float
+    seed: int | None
+
+
 class Engine(Protocol):
     @property
     def name(self) -> str:
@@ -53,10 +69,9 @@ class Engine(Protocol):
         self,
         messages: Sequence[Message],
         *,
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
         cancel: threading.Event | None = None,
+        cache_key: bytes | None = None,
+        **sampling: Unpack[SamplingArgs],
     ) -> Iterator[TokenChunk]:
         """Stream the answer; stop early (finish_reason "cancelled") soon after ``cancel`` is set."""
         ...

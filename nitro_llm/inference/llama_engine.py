@@ -12,8 +12,9 @@ import secrets
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any, Unpack, cast
 
-from nitro_llm.inference.engine import FinishReason, TokenChunk, Usage
+from nitro_llm.inference.engine import FinishReason, SamplingArgs, TokenChunk, Usage
 from nitro_llm.inference.errors import ContextOverflowError, EngineUnavailableError, InferenceError
 from nitro_llm.protocol.messages import Message
 
@@ -59,11 +60,11 @@ class LlamaEngine:
         self,
         messages: Sequence[Message],
         *,
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
         cancel: threading.Event | None = None,
+        cache_key: bytes | None = None,  # ignored: this engine keeps nothing per conversation
+        **sampling: Unpack[SamplingArgs],
     ) -> Iterator[TokenChunk]:
+        max_tokens, temperature, seed = sampling["max_tokens"], sampling["temperature"], sampling["seed"]
         greedy = temperature == 0
         try:
             stream = self._llm.create_chat_completion(
@@ -79,13 +80,13 @@ class LlamaEngine:
         completion = 0
         reason: FinishReason = "length"
         try:
-            for part in stream:  # type: ignore[union-attr]  # stream=True returns an iterator
+            for part in cast(Iterator[dict[str, Any]], stream):  # stream=True returns an iterator of dicts
                 if cancel is not None and cancel.is_set():
                     reason = "cancelled"
                     break
                 choice = part["choices"][0]
                 text = choice["delta"].get("content")
-                if text:
+                if isinstance(text, str) and text:
                     completion += 1
                     yield TokenChunk(text)
                 if choice["finish_reason"]:

@@ -4,7 +4,8 @@ An engine that schedules itself (``BatchScheduler``: continuous batching) is use
 other engine (the echo engine, the single-stream llama engine) is not thread-safe, so it is
 wrapped in a ``SerialScheduler``: one generation at a time, strictly in arrival order (a plain
 lock is not fair), with the same bounded queue. Either way the server calls ``generate`` from
-many threads and gets ``EngineBusyError`` at once when the queue is full.
+many threads and gets ``EngineBusyError`` at once when the queue is full, passes each request's
+conversation ``cache_key``, and calls ``evict(cache_key)`` when it forgets that conversation's key.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from typing import Protocol, Unpack
 
-from nitro_llm.inference.engine import Engine, TokenChunk, Usage
+from nitro_llm.inference.engine import Engine, SamplingArgs, TokenChunk, Usage
 from nitro_llm.inference.errors import EngineBusyError
 from nitro_llm.protocol.messages import Message
 
@@ -25,6 +26,10 @@ class ScheduledEngine(Engine, Protocol):
     @property
     def queued(self) -> int:
         """Requests waiting or running."""
+        ...
+
+    def evict(self, cache_key: bytes) -> bool:
+        """Wipe whatever the engine keeps for this conversation (see ``Engine``); True if it held any."""
         ...
 
     def close(self) -> None: ...
@@ -110,14 +115,13 @@ class SerialScheduler:
         self,
         messages: Sequence[Message],
         *,
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
         cancel: threading.Event | None = None,
+        cache_key: bytes | None = None,
+        **sampling: Unpack[SamplingArgs],
     ) -> Iterator[TokenChunk]:
-        turn = _Turn(
-            self, messages, {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}, cancel
-        )
+        # The engines run here (echo, single-stream llama) keep nothing per conversation: the key
+        # is not passed on, so they need not know about it.
+        turn = _Turn(self, messages, dict(sampling), cancel)
         with self._cv:
             if self._closed:
                 raise EngineBusyError("the engine is shutting down")
@@ -139,6 +143,9 @@ class SerialScheduler:
             if turn in self._line:
                 self._line.remove(turn)
             self._cv.notify_all()
+
+    def evict(self, cache_key: bytes) -> bool:
+        return False  # nothing is kept per conversation (see generate)
 
     def close(self) -> None:
         with self._cv:

@@ -8,11 +8,11 @@ import pytest
 from enclave.conftest import Conversation, start_enclave
 
 from nitro_llm.enclave.config import EnclaveConfig
-from nitro_llm_dev.engines.echo import EchoEngine
 from nitro_llm.inference.model import default_model_path
-from nitro_llm.protocol import frames
-from nitro_llm.protocol.framing import encode_frame
+from nitro_llm.protocol import frame_kinds
+from nitro_llm.protocol.frame_codec import encode_frame
 from nitro_llm.transport import connect
+from nitro_llm_dev.engines.echo import EchoEngine
 
 
 def wait_for(predicate, timeout=5.0):
@@ -41,7 +41,7 @@ def test_waiting_request_is_dropped_when_its_connection_closes(tmp_path):
         assert wait_for(lambda: enclave.server.stats()["queued"] == 1)
         _, envelope = conv.seal([{"role": "user", "content": "queued then gone"}])
         sock = connect(enclave.address, 5)
-        sock.sendall(encode_frame(frames.infer_frame(envelope.to_cbor())))
+        sock.sendall(encode_frame(frame_kinds.infer_frame(envelope.to_cbor())))
         assert wait_for(lambda: enclave.server.stats()["queued"] == 2)
         sock.close()  # the gateway hangs up while the request waits
         assert wait_for(lambda: enclave.server.stats()["queued"] == 1, timeout=2.0)

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from nitro_llm_dev.engines.echo import EchoEngine
 from nitro_llm.inference.errors import EngineBusyError
 from nitro_llm.inference.scheduling import SerialScheduler, scheduled
 from nitro_llm.protocol.messages import Message
+from nitro_llm_dev.engines.echo import EchoEngine
 
 
 def gen(s, text, cancel=None, max_tokens=64):

@@ -1,7 +1,7 @@
 import threading
 
-from nitro_llm_dev.engines.echo import EchoEngine
 from nitro_llm.protocol.messages import Message
+from nitro_llm_dev.engines.echo import EchoEngine
 
 CHAT = [
     Message("system", "s"),
