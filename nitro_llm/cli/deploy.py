@@ -1,4 +1,5 @@
-"""`nitro-llm deploy ...` (build the EIF, run it, configure the parent) and `nitro-llm kms-policy`.
+"""`nitro-llm deploy ...` (build the EIF with nitro-cli, run it, configure the parent) and
+`nitro-llm kms-policy` (from an image manifest or nitro-cli's measurements).
 
 Every command first computes what it will do (argv lists, file texts) with the pure functions in
 ``nitro_llm.deploy``; ``--dry-run``/``--print`` show exactly that without touching the machine.
@@ -9,21 +10,22 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.panel import Panel
 
+from nitro_llm.cli.console import make_console
 from nitro_llm.deploy import host_files, nitro_cli, runner
 from nitro_llm.deploy.config import DeployConfig
 from nitro_llm.deploy.errors import DeployConfigError, DeployError
-from nitro_llm.deploy.measurements import load_measurements, parse_measurements
+from nitro_llm.deploy.measurements import load_manifest_measurements, load_measurements, parse_measurements
 from nitro_llm.errors import NitroLLMError
 
-err = Console(stderr=True)
+err = make_console(stderr=True)  # not wrapped at 80 columns when piped
 
 DEFAULT_CONFIGS = (Path("/etc/nitro-llm/deploy.toml"), Path("deploy/nitro-llm.toml"))
 
@@ -78,16 +80,28 @@ def _show(argv: list[str]) -> None:
 def build_eif(
     config: ConfigOption = None, region: RegionOption = None, dry_run: DryRunOption = False
 ) -> None:
-    """Build the enclave image with docker, turn it into an EIF with nitro-cli, save its PCRs."""
+    """Turn an image build into an EIF with nitro-cli (docker import, then build-enclave); save its PCRs.
+
+    Takes build.image_dir, the output of 'nitro-llm image build'. That command with --blobs is the
+    reproducible path: it writes the EIF itself, with PCRs anyone can rebuild and compare. nitro-cli
+    packs the same files into a ramdisk of its own, so the PCR2 it prints differs from the manifest's,
+    and the key policy must pin what it printed (kms-policy --measurements).
+    """
+    from nitro_llm.image.manifest import read_manifest
+    from nitro_llm.image.publish import check_rootfs_tar
+
     try:
         cfg, _ = _load(config, region)
-        steps = [nitro_cli.docker_build_argv(cfg), nitro_cli.build_enclave_argv(cfg)]
+        manifest_path, rootfs_tar = nitro_cli.image_paths(cfg)
+        manifest = read_manifest(manifest_path)
+        steps = [nitro_cli.docker_import_argv(cfg, manifest, rootfs_tar), nitro_cli.build_enclave_argv(cfg)]
         if dry_run:
             for argv in steps:
-                typer.echo(" ".join(argv))
+                typer.echo(shlex.join(argv))
             return
-        for tool in ("docker", "nitro-cli"):  # both, before a long docker build
+        for tool in ("docker", "nitro-cli"):  # both, before importing a large tarball
             runner.require_tool(tool)
+        check_rootfs_tar(manifest, rootfs_tar)
         _show(steps[0])
         runner.run(steps[0])
         cfg.path(cfg.enclave.eif).parent.mkdir(parents=True, exist_ok=True)
@@ -101,6 +115,14 @@ def build_eif(
     for index, value in sorted(measurements.pcrs.items()):
         typer.echo(f"PCR{index}: {value}")
     err.print(f"measurements saved to {out}")
+    if measurements.pcrs[2] != manifest.pcr2:
+        err.print(
+            f"note: PCR2 differs from {manifest_path}'s: nitro-cli packs the root filesystem into a "
+            "ramdisk of its own. Pin these measurements; 'nitro-llm image build --blobs' gives PCRs "
+            "anyone can reproduce.",
+            soft_wrap=True,
+            highlight=False,
+        )
     err.print(
         f"EIF {eif_bytes / nitro_cli.MIB:.1f} MiB: the enclave needs enclave.memory_mib >= "
         f"{nitro_cli.required_memory_mib(eif_bytes)} (configured: {cfg.enclave.memory_mib})"
@@ -155,7 +177,11 @@ def run(
             return
         eif = cfg.path(cfg.enclave.eif)
         if not eif.is_file():
-            raise DeployError(f"no EIF at {eif}", hint="run 'nitro-llm deploy build-eif' first")
+            raise DeployError(
+                f"no EIF at {eif}",
+                hint="download the published EIF there and check it with 'nitro-llm image verify', "
+                "or build one with 'nitro-llm deploy build-eif'",
+            )
         nitro_cli.check_enclave_memory(cfg.enclave.memory_mib, eif.stat().st_size)
         allocator = host_files.ALLOCATOR_PATH
         check_allocator(cfg, allocator.read_text() if allocator.is_file() else None)
@@ -246,9 +272,6 @@ def _check_arn(kind: str, arn: str) -> str:
 
 
 def kms_policy(
-    measurements: Annotated[
-        Path, typer.Option(help="The measurements JSON saved by 'deploy build-eif' (or nitro-cli's output).")
-    ],
     account: Annotated[str, typer.Option(help="The 12-digit AWS account that owns the key.")],
     enclave_role: Annotated[str, typer.Option(help="ARN of the instance role the enclave uses for KMS.")],
     client: Annotated[
@@ -265,11 +288,27 @@ def kms_policy(
     ] = False,
     output: Annotated[Path | None, typer.Option(help="Write the policy here instead of stdout.")] = None,
     compact: Annotated[bool, typer.Option(help="One line of JSON (for a CloudFormation parameter).")] = False,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            help="The image manifest of 'nitro-llm image build --blobs' (its EIF's PCRs): the policy "
+            "exists before any instance does."
+        ),
+    ] = None,
+    measurements: Annotated[
+        Path | None,
+        typer.Option(help="Or: the measurements JSON saved by 'deploy build-eif' (or nitro-cli's output)."),
+    ] = None,
 ) -> None:
     """Print the KMS key policy for this enclave: only an attested enclave with these PCRs decrypts."""
     from nitro_llm.kms.key_policy import build_key_policy
 
     try:
+        if (manifest is None) == (measurements is None):
+            raise DeployConfigError(
+                "give exactly one of --manifest and --measurements",
+                hint="--manifest from 'nitro-llm image build', or --measurements from nitro-cli",
+            )
         if not _ACCOUNT.fullmatch(account):
             raise DeployConfigError(f"{account!r} is not a 12-digit AWS account id")
         for kind, arn in (
@@ -278,7 +317,11 @@ def kms_policy(
             *(("--client", c) for c in client),
         ):
             _check_arn(kind, arn)
-        found = load_measurements(measurements)
+        if manifest is not None:
+            found = load_manifest_measurements(manifest)
+        else:
+            assert measurements is not None
+            found = load_measurements(measurements)
         pcrs = found.policy_pcrs()
         image = pcrs.pop(0) if image_sha384 else None  # ImageSha384 is PCR0 under another name
         policy = build_key_policy(

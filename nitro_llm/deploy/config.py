@@ -14,12 +14,10 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nitro_llm.deploy.errors import DeployConfigError
-
-PARENT_CID = 3
-"""The parent instance's vsock CID as every enclave sees it."""
+from nitro_llm.enclave.boot import PARENT_CID as PARENT_CID  # the parent's vsock CID (3), re-exported
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 
@@ -38,16 +36,29 @@ class EnclaveSection(_Section):
     eif: Path = Path("../build/nitro-llm.eif")
     image: str = "nitro-llm-enclave:latest"
     name: str = "nitro-llm"
+    # No longer read by any command: the image measures them ('nitro-llm image build --threads --ctx').
+    # Still accepted so that existing configs load.
     threads: int | None = Field(None, ge=1, description="inference threads; default: cpu_count")
     ctx: int = Field(2048, ge=256)
 
 
 class BuildSection(_Section):
-    dockerfile: Path = Path("enclave/Dockerfile")
-    context: Path = Path("..")
+    image_dir: Path = Path("../build/image")
+    """The output of ``nitro-llm image build`` (rootfs.tar, manifest.json) that 'deploy build-eif'
+    hands to nitro-cli through ``docker import``."""
     measurements: Path = Path("../build/measurements.json")
     signing_certificate: Path | None = None
     signing_key: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_dockerfile(cls, data: Any) -> Any:
+        if isinstance(data, dict) and {"dockerfile", "context"} & data.keys():
+            raise ValueError(
+                "dockerfile and context are gone: the image is built by 'nitro-llm image build OUT' "
+                "(set image_dir = OUT, or remove both keys)"
+            )
+        return data
 
 
 class KmsProxySection(_Section):

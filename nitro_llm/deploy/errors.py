@@ -6,36 +6,26 @@ from __future__ import annotations
 from nitro_llm.errors import ConfigError, NitroLLMError
 
 
-class DeployError(NitroLLMError):
-    code = "deploy_error"
+class DeployError(NitroLLMError, code="deploy_error"):
+    pass
 
 
-class DeployConfigError(ConfigError):
-    code = "deploy_config_error"
-    default_hint = "fix the deployment config (see deploy/nitro-llm.toml for every key and its meaning)"
+class DeployConfigError(ConfigError, code="deploy_config_error"):
+    """fix the deployment config (see deploy/nitro-llm.toml for every key and its meaning)"""
 
 
-class ToolMissing(DeployError):
-    code = "tool_missing"
+class ToolMissing(DeployError, code="tool_missing"):
+    pass
 
 
-class ToolFailed(DeployError):
-    code = "tool_failed"
+class ToolFailed(DeployError, code="tool_failed"):
+    pass
 
 
-class MeasurementsError(DeployError):
-    code = "measurements_invalid"
-    default_hint = (
-        "pass the JSON that 'nitro-cli build-enclave' or 'nitro-cli describe-eif' printed, or the file "
-        "'nitro-llm deploy build-eif' saved"
-    )
+class MeasurementsError(DeployError, code="measurements_invalid"):
+    """pass the JSON that 'nitro-cli build-enclave' or 'nitro-cli describe-eif' printed, or the file
+    'nitro-llm deploy build-eif' saved"""
 
 
-class EnclaveMemoryTooSmall(DeployError):
-    code = "enclave_memory_too_small"
-
-
-class EnclaveInitError(DeployError):
-    """The enclave image's init could not prepare the enclave; it stops rather than serve half-set-up."""
-
-    code = "enclave_init_failed"
+class EnclaveMemoryTooSmall(DeployError, code="enclave_memory_too_small"):
+    pass

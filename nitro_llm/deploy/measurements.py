@@ -1,5 +1,8 @@
 """The EIF's measurements as nitro-cli reports them: the PCRs a key policy and a verifier pin.
 
+They come from nitro-cli's output, or from the manifest of ``nitro-llm image build`` (its
+``outputs.eif.measurements`` has the same shape), which exists before any instance does.
+
 ``nitro-cli build-enclave`` and ``describe-eif`` print ``{"Measurements": {"HashAlgorithm": ...,
 "PCR0": hex, "PCR1": hex, "PCR2": hex[, "PCR8": hex]}}`` (PCR8 only for a signed EIF), possibly
 after progress lines. The file we save keeps exactly that shape so any tool that reads nitro-cli's
@@ -16,6 +19,7 @@ from typing import Any
 
 from nitro_llm.attestation.pcr import parse_eif_measurements
 from nitro_llm.deploy.errors import MeasurementsError
+from nitro_llm.image.manifest import read_manifest
 
 REQUIRED_PCRS = (0, 1, 2)
 _ZERO = "0" * 96
@@ -68,3 +72,15 @@ def load_measurements(path: Path) -> Measurements:
             hint="run 'nitro-llm deploy build-eif' first; it saves the measurements there",
         ) from None
     return parse_measurements(text)
+
+
+def load_manifest_measurements(path: Path) -> Measurements:
+    """The EIF's PCRs from an image manifest, checked like nitro-cli's output."""
+    manifest = read_manifest(path)
+    if manifest.eif is None:
+        raise MeasurementsError(
+            f"{path} pins only PCR2: its image was built without nitro-cli's blobs, so it has no EIF "
+            "and no PCR0/PCR1",
+            hint="build with 'nitro-llm image build OUT --blobs DIR' and use OUT/manifest.json",
+        )
+    return parse_measurements(json.dumps({"Measurements": manifest.eif.measurements()}))

@@ -1,5 +1,10 @@
 """The docker and nitro-cli command lines for building and running the enclave, as argv lists.
 
+nitro-cli builds from a docker image; ours is the root filesystem of ``nitro-llm image build``,
+loaded with ``docker import`` (no Dockerfile). ``nitro-llm image build --blobs`` is the
+reproducible path: nitro-cli packs the same files into a ramdisk of its own, whose PCR2 is not the
+manifest's (see ``nitro_llm.image.publish``).
+
 Pure functions of the deployment config, so the exact commands are unit-tested here and shown to
 the operator (``--dry-run``) before anything runs on a parent instance.
 """
@@ -7,9 +12,14 @@ the operator (``--dry-run``) before anything runs on a parent instance.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from nitro_llm.deploy.config import DeployConfig
-from nitro_llm.deploy.errors import DeployConfigError, EnclaveMemoryTooSmall
+from nitro_llm.deploy.errors import DeployConfigError, DeployError, EnclaveMemoryTooSmall
+from nitro_llm.image.manifest import MANIFEST_FILE, PublishedManifest
+from nitro_llm.image.publish import docker_import_argv as image_docker_import_argv
+
+ROOTFS_TAR = "rootfs.tar"
 
 MIB = 1024 * 1024
 EIF_MEMORY_FACTOR = 4
@@ -23,25 +33,23 @@ DEBUG_MODE_WARNING = (
 )
 
 
-def image_build_args(cfg: DeployConfig) -> dict[str, str]:
-    """Settings baked into the image. The enclave has no way to receive arguments at launch, and
-    baking them in means they are measured into PCR0: a different region or port is a different,
-    separately attested enclave."""
-    return {
-        "NITRO_LLM_REGION": cfg.region,
-        "NITRO_LLM_ENCLAVE_PORT": str(cfg.enclave.port),
-        "NITRO_LLM_KMS_PROXY_PORT": str(cfg.kms_proxy.port),
-        "NITRO_LLM_THREADS": str(cfg.inference_threads),
-        "NITRO_LLM_CTX": str(cfg.enclave.ctx),
-    }
+def image_paths(cfg: DeployConfig) -> tuple[Path, Path]:
+    """(manifest.json, rootfs.tar) of the build in ``build.image_dir``."""
+    image_dir = cfg.path(cfg.build.image_dir)
+    manifest = image_dir / MANIFEST_FILE
+    if not manifest.is_file():
+        raise DeployError(
+            f"no image build in {image_dir} (no {MANIFEST_FILE})",
+            hint=f"run 'nitro-llm image build {image_dir}' first, or set build.image_dir in the config",
+        )
+    return manifest, image_dir / ROOTFS_TAR
 
 
-def docker_build_argv(cfg: DeployConfig) -> list[str]:
-    argv = ["docker", "build", "--file", str(cfg.path(cfg.build.dockerfile)), "--tag", cfg.enclave.image]
-    for key, value in image_build_args(cfg).items():
-        argv += ["--build-arg", f"{key}={value}"]
-    argv.append(str(cfg.path(cfg.build.context)))
-    return argv
+def docker_import_argv(cfg: DeployConfig, manifest: PublishedManifest, rootfs_tar: Path) -> list[str]:
+    """``docker import`` of the image build's root filesystem, with its command and environment, so
+    that nitro-cli builds its EIF from the same files, started the same way. Everything the enclave
+    runs with is fixed by 'nitro-llm image build'; nothing here adds to it."""
+    return image_docker_import_argv(manifest, rootfs_tar, cfg.enclave.image)
 
 
 def build_enclave_argv(cfg: DeployConfig) -> list[str]:

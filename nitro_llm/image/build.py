@@ -14,20 +14,17 @@ The same inputs give the same bytes in any directory, at any time, on any machin
 lets a key policy pin PCRs computed here before the enclave ever runs. Downloads are cached under
 ``~/.cache/nitro-llm/image`` (``$NITRO_LLM_CACHE/image``) and hash-checked on every use.
 
-Usage: ``python -m nitro_llm.image.build OUT_DIR [--entry MODULE] [--model GGUF --model-sha256 HEX]``.
+Usage: ``nitro-llm image build OUT_DIR [--model GGUF --model-sha256 HEX] (see its --help)``.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from nitro_llm.enclave.config import EnclaveConfig
-from nitro_llm.errors import NitroLLMError
 from nitro_llm.image.app_files import copy_code, copy_model, resolve_model, write_config
 from nitro_llm.image.bytecode import compile_tree
 from nitro_llm.image.debian_root import unpack_packages
@@ -45,7 +42,7 @@ from nitro_llm.image.layout import (
     enclave_env,
 )
 from nitro_llm.image.lock import DEFAULT_LOCK_PATH, read_lock
-from nitro_llm.image.manifest import CodeFile, LlamaWheel, Manifest, OutputFile
+from nitro_llm.image.manifest import MANIFEST_FILE, CodeFile, LlamaWheel, Manifest, OutputFile
 from nitro_llm.image.modules import DEFAULT_ENTRY, reachable
 from nitro_llm.image.progress import Progress
 from nitro_llm.image.python_deps import (
@@ -66,7 +63,7 @@ from nitro_llm.image.tree import normalise, walk
 ROOTFS_DIR = "rootfs"
 ROOTFS_TAR = "rootfs.tar"
 RAMDISK = "application.cpio"
-MANIFEST = "manifest.json"
+MANIFEST = MANIFEST_FILE
 
 
 def cache_root() -> Path:
@@ -183,34 +180,3 @@ def build_image(
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m nitro_llm.image.build", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--entry", default=DEFAULT_ENTRY, help="the enclave's entry module (run with -m)")
-    parser.add_argument("--model", type=Path, help="a GGUF file (default: the packaged SmolLM2)")
-    parser.add_argument("--model-sha256", help="the model file's SHA-256 (required with --model)")
-    parser.add_argument("--llama-wheel", type=Path, help="the portable llama-cpp-python wheel")
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        manifest = build_image(
-            args.out_dir,
-            model=args.model,
-            model_sha256=args.model_sha256,
-            llama_wheel=args.llama_wheel,
-            entry=args.entry,
-            progress=Progress(quiet=args.quiet),
-        )
-    except NitroLLMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"PCR2 {manifest.pcr2}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

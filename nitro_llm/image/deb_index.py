@@ -38,13 +38,19 @@ class Source:
 
 
 @dataclass(frozen=True)
-class IndexEntry:
+class DebPackage:
+    """One package as the archive's index names it: what the lock pins and the build fetches."""
+
     name: str
     version: str
     architecture: str
     sha256: str
     size: int
     url: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}={self.version}"
 
 
 def parse_stanzas(text: str) -> Iterator[dict[str, str]]:
@@ -67,11 +73,11 @@ def parse_stanzas(text: str) -> Iterator[dict[str, str]]:
         yield fields
 
 
-def read_index(path: Path, base_uri: str) -> Iterator[IndexEntry]:
+def read_index(path: Path, base_uri: str) -> Iterator[DebPackage]:
     for stanza in parse_stanzas(path.read_text(encoding="utf-8")):
         if not {"Package", "Version", "Filename", "SHA256", "Size"} <= stanza.keys():
             continue
-        yield IndexEntry(
+        yield DebPackage(
             name=stanza["Package"],
             version=stanza["Version"],
             architecture=stanza.get("Architecture", ""),
@@ -81,9 +87,9 @@ def read_index(path: Path, base_uri: str) -> Iterator[IndexEntry]:
         )
 
 
-def read_lists(lists_dir: Path, sources: list[Source]) -> list[IndexEntry]:
+def read_lists(lists_dir: Path, sources: list[Source]) -> list[DebPackage]:
     """Every package of every source's ``Packages`` file found in an apt lists directory."""
-    entries: list[IndexEntry] = []
+    entries: list[DebPackage] = []
     for path in sorted(lists_dir.glob("*_Packages")):
         for source in sources:
             if path.name.startswith(source.list_prefix()):

@@ -43,7 +43,7 @@ def fetch(package: DebPackage, cache_dir: Path, progress: Progress | None = None
             f"Debian package {package.label}",
             f"{path} has SHA-256 {digest}, the lock says {package.sha256}",
             hint=f"delete {path} to fetch it again; if the mirror serves the new bytes, "
-            "run 'python -m nitro_llm.image.lock check' and review the update",
+            "run 'nitro-llm image lock check' and review the update",
         )
     return path
 
@@ -61,7 +61,7 @@ def _download(package: DebPackage, path: Path) -> None:
             f"Debian package {package.label}",
             f"cannot download {package.url} ({exc})",
             hint="check the network; if the mirror dropped this version, run "
-            "'python -m nitro_llm.image.lock update' and review the new lock",
+            "'nitro-llm image lock update' and review the new lock",
         ) from None
     os.replace(partial, path)
 

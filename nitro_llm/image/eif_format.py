@@ -54,24 +54,19 @@ class SectionType(IntEnum):
     METADATA = 5
 
 
-class EifFormatError(ImageError):
-    """The bytes are not an EIF this reader accepts (magic, version, layout, CRC, signature)."""
-
-    code = "eif_format_invalid"
-    default_hint = "rebuild the EIF, or download it again: a changed byte changes the PCRs KMS pins"
+# The bytes are not an EIF this reader accepts (magic, version, layout, CRC, signature).
+class EifFormatError(ImageError, code="eif_format_invalid"):
+    """rebuild the EIF, or download it again: a changed byte changes the PCRs KMS pins"""
 
 
-class EifCrcError(EifFormatError):
-    """The header's CRC32 does not match the file: it was damaged or edited after it was built."""
+# The header's CRC32 does not match the file: it was damaged or edited after it was built.
+class EifCrcError(EifFormatError, code="eif_crc_mismatch"):
+    pass
 
-    code = "eif_crc_mismatch"
 
-
-class EifSignatureError(EifFormatError):
-    """The signature section is malformed or does not verify with its own certificate."""
-
-    code = "eif_signature_invalid"
-    default_hint = "sign the EIF again with the certificate and its private key"
+# The signature section is malformed or does not verify with its own certificate.
+class EifSignatureError(EifFormatError, code="eif_signature_invalid"):
+    """sign the EIF again with the certificate and its private key"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,13 +11,13 @@ from __future__ import annotations
 from nitro_llm.errors import NitroLLMError
 
 LOCK_UPDATE_HINT = (
-    "if the change is intended, regenerate the lock with 'python -m nitro_llm.image.lock update' "
+    "if the change is intended, regenerate the lock with 'nitro-llm image lock update' "
     "and review the diff; otherwise clear the cached file and build again"
 )
 
 
-class ImageError(NitroLLMError):
-    code = "image_build_failed"
+class ImageError(NitroLLMError, code="image_build_failed"):
+    pass
 
 
 class InputMismatchError(ImageError):
@@ -31,9 +31,8 @@ class InputMismatchError(ImageError):
         self.input_name = input_name
 
 
+# An input cannot be found locally nor fetched.
 class InputMissingError(ImageError):
-    """An input cannot be found locally nor fetched."""
-
     code = "image_input_missing"
 
     def __init__(self, input_name: str, message: str, *, hint: str | None = None) -> None:
@@ -41,18 +40,20 @@ class InputMissingError(ImageError):
         self.input_name = input_name
 
 
-class LockFileError(ImageError):
-    code = "image_lock_invalid"
-    default_hint = "regenerate it with 'python -m nitro_llm.image.lock update' (or restore it from git)"
+class LockFileError(ImageError, code="image_lock_invalid"):
+    """regenerate it with 'nitro-llm image lock update' (or restore it from git)"""
 
 
-class ToolError(ImageError):
-    """A host tool the build needs is missing or failed."""
+# A host tool the build needs is missing or failed.
+class ToolError(ImageError, code="image_tool_failed"):
+    pass
 
-    code = "image_tool_failed"
+
+# The files to put in the image do not form a valid tree (conflicts, unsafe paths).
+class LayoutError(ImageError, code="image_layout_invalid"):
+    pass
 
 
-class LayoutError(ImageError):
-    """The files to put in the image do not form a valid tree (conflicts, unsafe paths)."""
-
-    code = "image_layout_invalid"
+# A published image manifest cannot be read or is not one the build writes.
+class ManifestError(ImageError, code="image_manifest_invalid"):
+    pass

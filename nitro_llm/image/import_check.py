@@ -43,6 +43,6 @@ def check_imports(root: Path, modules: list[str], progress: Progress | None = No
         raise InputMissingError(
             culprit,
             f"the image's interpreter cannot import it: {' '.join(failed)[-600:]}",
-            hint="regenerate the locks (python -m nitro_llm.image.python_lock update; "
-            "python -m nitro_llm.image.lock update) so they cover what the enclave imports",
+            hint="regenerate the locks (nitro-llm image python-lock update; "
+            "nitro-llm image lock update) so they cover what the enclave imports",
         )

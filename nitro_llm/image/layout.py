@@ -20,6 +20,10 @@ The environment is part of the measured image too, so each variable is a decisio
 
 from __future__ import annotations
 
+import re
+
+from nitro_llm.image.errors import LayoutError
+
 APP_ROOT = "opt/nitro-llm"
 SITE_PACKAGES = f"{APP_ROOT}/site-packages"
 APP_CODE = f"{APP_ROOT}/app"
@@ -37,6 +41,33 @@ def enclave_cmd(entry: str, args: tuple[str, ...] | None = None) -> list[str]:
     """
     tail = list(args) if args is not None else ["--config", f"/{CONFIG_PATH}"]
     return [PYTHON, "-P", "-s", "-m", entry, *tail]
+
+
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+
+
+def entry_args(
+    *,
+    region: str | None = None,
+    port: int | None = None,
+    kms_proxy_port: int | None = None,
+    model_name: str | None = None,
+) -> tuple[str, ...]:
+    """The entry module's arguments (``nitro_llm.enclave.main``): the config, then only the options
+    given, so an image built without them has exactly the default command. ``--region`` is required
+    on Nitro (the KMS endpoint), the ports are the vsock ones; all are measured with the command."""
+    args = ["--config", f"/{CONFIG_PATH}"]
+    if region is not None:
+        if not _REGION.fullmatch(region):
+            raise LayoutError(f"{region!r} is not an AWS region name such as eu-west-1")
+        args += ["--region", region]
+    if port is not None:
+        args += ["--port", str(port)]
+    if kms_proxy_port is not None:
+        args += ["--kms-proxy-port", str(kms_proxy_port)]
+    if model_name is not None:
+        args += ["--model-name", model_name]
+    return tuple(args)
 
 
 def enclave_env() -> dict[str, str]:

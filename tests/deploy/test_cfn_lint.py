@@ -179,7 +179,7 @@ def test_user_data_config_is_accepted_and_units_match(tmp_path):
     cfg = DeployConfig.from_mapping(tomllib.loads(match.group(1)), Path("/etc/nitro-llm"))
     assert cfg.region == "eu-west-1"
     assert (cfg.enclave.cpu_count, cfg.enclave.memory_mib, cfg.gateway.port) == (2, 4096, 8080)
-    assert cfg.path(cfg.build.dockerfile) == Path("/opt/nitro-llm/src/deploy/enclave/Dockerfile")
+    assert cfg.path(cfg.build.image_dir) == Path("/opt/nitro-llm/build/image")
     for unit in (host_files.VSOCK_PROXY_UNIT, host_files.GATEWAY_UNIT, host_files.ENCLAVE_UNIT):
         assert unit in script
     assert f"disable --now {host_files.STOCK_VSOCK_PROXY_UNIT}" in script

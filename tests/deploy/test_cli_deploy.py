@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import stat
 from pathlib import Path
 
@@ -86,13 +87,40 @@ def tools(tmp_path, monkeypatch):
     return install, log
 
 
+ROOTFS = b"stand-in rootfs tarball"
+IMAGE_CMD = ["/usr/bin/python3.11", "-P", "-s", "-m", "nitro_llm.enclave.main"]
+
+
 @pytest.fixture
-def config(tmp_path) -> Path:
+def image_dir(tmp_path) -> Path:
+    """What 'nitro-llm image build' leaves for 'deploy build-eif': rootfs.tar and its manifest."""
+    directory = tmp_path / "image"
+    directory.mkdir()
+    (directory / "rootfs.tar").write_bytes(ROOTFS)
+    manifest = {
+        "format": 1,
+        "entrypoint": {"entry": "nitro_llm.enclave.main", "cmd": IMAGE_CMD, "env": {"PATH": "/usr/bin:/bin"}},
+        "outputs": {
+            "pcr2": pcr("2"),
+            "rootfs_tar": {
+                "file": "rootfs.tar",
+                "size": len(ROOTFS),
+                "sha256": hashlib.sha256(ROOTFS).hexdigest(),
+            },
+            "ramdisk": {"file": "application.cpio", "size": 1, "sha256": "b" * 64},
+        },
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return directory
+
+
+@pytest.fixture
+def config(tmp_path, image_dir) -> Path:
     path = tmp_path / "conf" / "deploy.toml"
     path.parent.mkdir()
     path.write_text(
         'region = "eu-west-1"\n[enclave]\nmemory_mib = 512\neif = "../out/n.eif"\n'
-        '[build]\nmeasurements = "../out/measurements.json"\n'
+        '[build]\nmeasurements = "../out/measurements.json"\nimage_dir = "../image"\n'
     )
     return path
 
@@ -101,12 +129,31 @@ def invoke(cli: typer.Typer, *args: str):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
-def test_build_eif_dry_run_prints_both_commands(cli, config):
+def test_build_eif_dry_run_prints_both_commands(cli, config, image_dir):
     result = invoke(cli, "deploy", "build-eif", "--config", str(config), "--dry-run")
     assert result.exit_code == 0
     lines = result.stdout.strip().splitlines()
-    assert lines[0].startswith("docker build ") and "NITRO_LLM_REGION=eu-west-1" in lines[0]
+    first = shlex.split(lines[0])
+    assert first[:2] == ["docker", "import"]
+    assert first[-2:] == [str(image_dir / "rootfs.tar"), "nitro-llm-enclave:latest"]
+    assert "CMD " + json.dumps(IMAGE_CMD) in first
     assert lines[1].startswith("nitro-cli build-enclave --docker-uri nitro-llm-enclave:latest")
+
+
+def test_build_eif_without_an_image_build_says_what_to_run(cli, config, image_dir):
+    (image_dir / "manifest.json").unlink()
+    result = invoke(cli, "deploy", "build-eif", "--config", str(config), "--dry-run")
+    assert result.exit_code == 2 and "nitro-llm image build" in result.output
+
+
+def test_build_eif_refuses_a_rootfs_tar_the_manifest_does_not_list(cli, config, tools, image_dir):
+    install, log = tools
+    install("docker", FAKE_DOCKER)
+    install("nitro-cli", FAKE_NITRO_CLI)
+    (image_dir / "rootfs.tar").write_bytes(ROOTFS + b"!")
+    result = invoke(cli, "deploy", "build-eif", "--config", str(config))
+    assert result.exit_code == 2 and "rootfs.tar" in result.output
+    assert log.read_text() == ""  # nothing was imported
 
 
 def test_build_eif_without_nitro_cli_says_what_to_install_before_building(cli, config, tools):
@@ -115,7 +162,7 @@ def test_build_eif_without_nitro_cli_says_what_to_install_before_building(cli, c
     result = invoke(cli, "deploy", "build-eif", "--config", str(config))
     assert result.exit_code == 2
     assert "nitro-cli" in result.output and "aws-nitro-enclaves-cli" in result.output
-    assert log.read_text() == ""  # no docker build was started
+    assert log.read_text() == ""  # no docker import was started
 
 
 def test_build_eif_without_docker(cli, config, tools):
@@ -131,12 +178,35 @@ def test_build_eif_builds_then_saves_the_measurements(cli, config, tools, tmp_pa
     result = invoke(cli, "deploy", "build-eif", "--config", str(config))
     assert result.exit_code == 0, result.output
     calls = log.read_text().splitlines()
-    assert calls[0].startswith("docker build --file ")
+    assert calls[0].startswith("docker import --change CMD ")
+    assert calls[0].endswith(f"{tmp_path / 'image' / 'rootfs.tar'} nitro-llm-enclave:latest")
     assert calls[1].startswith("build-enclave --docker-uri nitro-llm-enclave:latest --output-file ")
     saved = json.loads((tmp_path / "out" / "measurements.json").read_text())
     assert saved["Measurements"]["PCR0"] == pcr("0")
     assert f"PCR0: {pcr('0')}" in result.stdout
     assert "memory_mib >= 64" in result.output  # 1 MiB EIF -> floor of 64 MiB
+    assert "PCR2 differs" not in result.output  # the stand-in prints the manifest's PCR2
+
+
+def test_build_eif_says_when_nitro_cli_pcr2_is_not_the_manifests(cli, config, tools, tmp_path, monkeypatch):
+    install, _ = tools
+    install("docker", FAKE_DOCKER)
+    install("nitro-cli", FAKE_NITRO_CLI)
+    other = tmp_path / "other.json"
+    other.write_text(
+        json.dumps(
+            {
+                "Measurements": {
+                    "HashAlgorithm": "Sha384 { ... }",
+                    **{f"PCR{i}": pcr(f"x{i}") for i in (0, 1, 2)},
+                }
+            }
+        )
+    )
+    monkeypatch.setenv("FAKE_MEASUREMENTS", str(other))
+    result = invoke(cli, "deploy", "build-eif", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert "PCR2 differs" in result.output and "nitro-llm image build --blobs" in result.output
 
 
 def test_build_eif_with_bad_nitro_cli_output_fails_clearly(cli, config, tools, tmp_path, monkeypatch):

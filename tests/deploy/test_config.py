@@ -22,9 +22,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_shipped_example_loads_and_points_into_the_repo():
     cfg = DeployConfig.load(EXAMPLE)
     assert cfg.region == "us-east-1"
-    assert cfg.path(cfg.build.dockerfile) == REPO / "deploy" / "enclave" / "Dockerfile"
-    assert cfg.path(cfg.build.dockerfile).is_file()
-    assert cfg.path(cfg.build.context) == REPO
+    assert cfg.path(cfg.build.image_dir) == REPO / "build" / "image"  # 'nitro-llm image build build/image'
     assert cfg.path(cfg.enclave.eif) == REPO / "build" / "nitro-llm.eif"
     assert cfg.kms_host == "kms.us-east-1.amazonaws.com"
 
@@ -35,6 +33,15 @@ def test_paths_are_relative_to_the_file_not_the_cwd(tmp_path, monkeypatch):
     cfg = DeployConfig.load(path)
     assert cfg.path(cfg.enclave.eif) == tmp_path / "out" / "x.eif"
     assert cfg.path(Path("/abs/y.eif")) == Path("/abs/y.eif")
+
+
+def test_the_dockerfile_keys_are_refused_with_the_new_way(tmp_path):
+    path = write(
+        tmp_path, 'region = "eu-west-1"\n[build]\ndockerfile = "enclave/Dockerfile"\ncontext = ".."\n'
+    )
+    with pytest.raises(DeployConfigError) as info:
+        DeployConfig.load(path)
+    assert "build" in info.value.message and "nitro-llm image build" in info.value.message
 
 
 def test_typo_in_a_key_is_refused(tmp_path):

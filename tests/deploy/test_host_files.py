@@ -83,7 +83,6 @@ def test_gateway_argv_is_accepted_by_the_gateway_command(tmp_path):
 
     from nitro_llm.cli.main import full_app
 
-
     app = full_app()
 
     command = typer.main.get_command(app).commands["gateway"]

@@ -134,3 +134,82 @@ def test_bad_account(cli, tmp_path):
     args += ["--enclave-role", ROLE, "--admin", ADMIN, "--client", ALICE]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and "12-digit" in result.output
+
+
+# -- from the image manifest ('nitro-llm image build --blobs'), before any instance exists ----------
+
+
+def manifest_file(tmp_path: Path, pcrs: dict[int, str] | None, name: str = "manifest.json") -> Path:
+    """A manifest in the shape the image build writes (its EIF part from the writer's own class)."""
+    from nitro_llm.image.manifest import EifOutput
+
+    outputs: dict[str, object] = {
+        "pcr2": (pcrs or REAL)[2],
+        "rootfs_tar": {"file": "rootfs.tar", "size": 1, "sha256": "a" * 64},
+        "ramdisk": {"file": "application.cpio", "size": 1, "sha256": "b" * 64},
+    }
+    if pcrs is not None:
+        eif = EifOutput(
+            "nitro-llm.eif", 10, None if 8 in pcrs else "c" * 64, pcrs[0], pcrs[1], pcrs[2], pcrs.get(8)
+        )
+        outputs["eif"] = eif.to_dict()
+    manifest = {
+        "format": 1,
+        "entrypoint": {"entry": "nitro_llm.enclave.main", "cmd": ["/usr/bin/python3.11"], "env": {}},
+        "outputs": outputs,
+    }
+    path = tmp_path / name
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+def run_manifest(cli, path: Path, *extra: str):
+    args = ["kms-policy", "--manifest", str(path), "--account", ACCOUNT]
+    args += ["--enclave-role", ROLE, "--admin", ADMIN, "--client", ALICE, "--client", BOB]
+    return CliRunner().invoke(cli, args + list(extra), catch_exceptions=False)
+
+
+def test_manifest_gives_the_same_policy_as_nitro_cli_measurements(cli, tmp_path):
+    from_manifest = run_manifest(cli, manifest_file(tmp_path, REAL))
+    assert from_manifest.exit_code == 0, from_manifest.output
+    assert from_manifest.stdout == run(cli, tmp_path).stdout
+    (allow,) = [s for s in statements_for(json.loads(from_manifest.stdout), ROLE) if s["Effect"] == "Allow"]
+    assert allow["Condition"]["StringEqualsIgnoreCase"] == {
+        f"kms:RecipientAttestation:PCR{i}": v for i, v in REAL.items()
+    }
+
+
+def test_signed_manifest_pins_pcr8(cli, tmp_path):
+    result = run_manifest(cli, manifest_file(tmp_path, {**REAL, 8: PCR8}))
+    assert result.exit_code == 0, result.output
+    (allow,) = [s for s in statements_for(json.loads(result.stdout), ROLE) if s["Effect"] == "Allow"]
+    assert allow["Condition"]["StringEqualsIgnoreCase"]["kms:RecipientAttestation:PCR8"] == PCR8
+
+
+def test_manifest_of_a_build_without_blobs_is_refused(cli, tmp_path):
+    result = run_manifest(cli, manifest_file(tmp_path, None))
+    assert result.exit_code == 2
+    assert "only PCR2" in result.output and "--blobs" in result.output
+    assert result.stdout == ""
+
+
+def test_manifest_with_a_debug_enclaves_zero_pcrs_is_refused(cli, tmp_path):
+    result = run_manifest(cli, manifest_file(tmp_path, {0: "0" * 96, 1: "0" * 96, 2: REAL[2]}))
+    assert result.exit_code == 2 and "debug" in result.output and result.stdout == ""
+
+
+def test_exactly_one_source_of_pcrs(cli, tmp_path):
+    base = ["kms-policy", "--account", ACCOUNT, "--enclave-role", ROLE, "--admin", ADMIN, "--client", ALICE]
+    neither = CliRunner().invoke(cli, base)
+    assert neither.exit_code == 2 and "--manifest" in neither.output
+    both = CliRunner().invoke(
+        cli,
+        [
+            *base,
+            "--manifest",
+            str(manifest_file(tmp_path, REAL)),
+            "--measurements",
+            str(measurements_file(tmp_path, REAL)),
+        ],
+    )
+    assert both.exit_code == 2 and "exactly one" in both.output

@@ -1,36 +1,60 @@
-"""docker / nitro-cli command lines, and the 4x-EIF memory rule."""
+"""docker import / nitro-cli command lines, and the 4x-EIF memory rule."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from nitro_llm.deploy import nitro_cli
 from nitro_llm.deploy.config import DeployConfig
-from nitro_llm.deploy.errors import DeployConfigError, EnclaveMemoryTooSmall
+from nitro_llm.deploy.errors import DeployConfigError, DeployError, EnclaveMemoryTooSmall
+from nitro_llm.image.manifest import read_manifest
 
 MIB = 1024 * 1024
+# The part of an image manifest ('nitro-llm image build') that deploy reads.
+MANIFEST = {
+    "format": 1,
+    "entrypoint": {
+        "entry": "nitro_llm.enclave.main",
+        "cmd": ["/usr/bin/python3.11", "-m", "nitro_llm.enclave.main"],
+        "env": {"PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"},
+    },
+    "outputs": {
+        "pcr2": "2" * 96,
+        "rootfs_tar": {"file": "rootfs.tar", "size": 3, "sha256": "a" * 64},
+        "ramdisk": {"file": "application.cpio", "size": 3, "sha256": "b" * 64},
+    },
+}
 
 
 def cfg(tmp_path: Path, **sections: dict) -> DeployConfig:
     return DeployConfig.from_mapping({"region": "eu-west-1", **sections}, tmp_path)
 
 
-def test_docker_build_bakes_the_measured_settings(tmp_path):
-    argv = nitro_cli.docker_build_argv(cfg(tmp_path, enclave={"port": 5005, "cpu_count": 4}))
-    assert argv[:2] == ["docker", "build"]
-    assert argv[argv.index("--file") + 1] == str((tmp_path / "enclave/Dockerfile").resolve())
-    assert argv[argv.index("--tag") + 1] == "nitro-llm-enclave:latest"
-    build_args = [argv[i + 1] for i, a in enumerate(argv) if a == "--build-arg"]
-    assert build_args == [
-        "NITRO_LLM_REGION=eu-west-1",
-        "NITRO_LLM_ENCLAVE_PORT=5005",
-        "NITRO_LLM_KMS_PROXY_PORT=8000",
-        "NITRO_LLM_THREADS=4",
-        "NITRO_LLM_CTX=2048",
+def test_docker_import_loads_the_image_build_with_its_cmd_and_env(tmp_path):
+    image_dir = tmp_path / "img"
+    image_dir.mkdir()
+    (image_dir / "manifest.json").write_text(json.dumps(MANIFEST))
+    c = cfg(tmp_path, build={"image_dir": "img"})
+    manifest_path, rootfs_tar = nitro_cli.image_paths(c)
+    assert (manifest_path, rootfs_tar) == (image_dir / "manifest.json", image_dir / "rootfs.tar")
+    argv = nitro_cli.docker_import_argv(c, read_manifest(manifest_path), rootfs_tar)
+    assert argv[:2] == ["docker", "import"]
+    assert argv[-2:] == [str(rootfs_tar), "nitro-llm-enclave:latest"]  # the tag build-enclave uses
+    changes = [argv[i + 1] for i, a in enumerate(argv) if a == "--change"]
+    assert changes == [
+        'CMD ["/usr/bin/python3.11", "-m", "nitro_llm.enclave.main"]',
+        "ENV PATH=/usr/bin:/bin",
+        "ENV PYTHONUNBUFFERED=1",
     ]
-    assert argv[-1] == str(tmp_path.parent.resolve())  # context ".." from the config's folder
+
+
+def test_a_missing_image_build_says_what_to_run(tmp_path):
+    with pytest.raises(DeployError) as info:
+        nitro_cli.image_paths(cfg(tmp_path))
+    assert "nitro-llm image build" in info.value.hint
 
 
 def test_build_enclave_unsigned_and_signed(tmp_path):

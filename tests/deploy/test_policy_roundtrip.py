@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from typer.testing import CliRunner
 
-from nitro_llm_dev.nsm.devca import DevCA
 from nitro_llm.cli import deploy as deploy_cli
+from nitro_llm_dev.nsm.devca import DevCA
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kms"))
 from kms_testing import attest, start_emulator

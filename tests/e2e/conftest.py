@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from nitro_llm_dev.local.image_enclave import image_enclave_available
 from nitro_llm_dev.local.stack import EnclaveOptions, LocalStack
 
 
@@ -19,5 +20,9 @@ from nitro_llm_dev.local.stack import EnclaveOptions, LocalStack
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     root: Path = tmp_path_factory.mktemp("stack")
     threads = int(os.environ.get("NITRO_LLM_TEST_THREADS", "1"))
-    with LocalStack(root=root, enclave=EnclaveOptions(engine="llama", threads=threads)) as s:
+    # The enclave image, as 'nitro-llm up' runs it; without root (namespaces, chroot) the source tree,
+    # and the image's own tests (test_image_enclave.py) skip.
+    enclave_from = "image" if image_enclave_available() else "source"
+    options = EnclaveOptions(engine="llama", threads=threads)
+    with LocalStack(root=root, enclave=options, enclave_from=enclave_from) as s:
         yield s

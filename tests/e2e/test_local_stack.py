@@ -10,10 +10,10 @@ import subprocess
 import httpx
 import pytest
 
-from nitro_llm_dev.bench.leaks import scan
-from nitro_llm.client.errors import RemoteError
+from nitro_llm.client.errors import ServiceRefusedError
 from nitro_llm.client.kms_conversation import KmsConversation
 from nitro_llm.kms.client import make_kms_client
+from nitro_llm_dev.bench.leaks import scan
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
@@ -116,6 +116,6 @@ def test_gateway_refuses_garbage_with_typed_error(stack):
 def test_remote_errors_are_typed(stack):
     conv = KmsConversation(stack.client_config())
     conv.config = dataclasses.replace(conv.config, model="no-such-model")
-    with pytest.raises(RemoteError) as info:
+    with pytest.raises(ServiceRefusedError) as info:
         conv.ask([{"role": "user", "content": "hello"}], max_tokens=4)
     assert info.value.code

@@ -2,7 +2,7 @@
 
 Starts the local stack, asks a PHI-laden question, and puts side by side what the client, the gateway
 and KMS each saw; then shows the two refusals that make the design worth having: the parent host's
-credentials without attestation, and an enclave whose code was changed by one line.
+credentials without attestation, and an enclave image whose code was changed by one line.
 """
 
 from __future__ import annotations
@@ -94,49 +94,16 @@ def show_parent_refused(stack: LocalStack, console: Console) -> str:
 
 
 def show_tampered_refused(stack: LocalStack, console: Console) -> tuple[str, str]:
-    """Run a real enclave from a copy of the code with one line added; KMS must refuse it."""
-    from nitro_llm_dev.local.processes import ManagedProcess, isolated_argv, wait_until
-    from nitro_llm.protocol.framing import encode_frame, read_frame
-    from nitro_llm.transport import connect
+    """Run a real enclave whose code changed by one line; KMS must refuse it the key.
 
+    With the enclave image (the default) it is a copy of the running image with a comment line
+    appended to one of its modules, packed into its own ramdisk and EIF (so its PCRs are that
+    image's); with ``--enclave-from source``, a copy of the source tree with the same line."""
     with tempfile.TemporaryDirectory(prefix="nitro-llm-tampered-") as tmp:
-        code = make_tampered_copy(Path(tmp))
-        sock_path = stack.run_dir / "tampered-enclave.sock"
-        sock_path.unlink(missing_ok=True)
-        argv, nsm, pcrs = stack.prepare_enclave("tampered-enclave", stack.enclave, sock_path, code)
-        proc = ManagedProcess(
-            "tampered-enclave",
-            isolated_argv(argv) if stack.isolated else argv,
-            stack.logs / "tampered-enclave.log",
-            env=code.env,
-            cwd=code.cwd,
-        )
-        proc.start()
-        try:
-            wait_until(sock_path.exists, what="the tampered enclave to listen", timeout=120, process=proc)
-            creds = stack.credentials()["enclave_role"]
-            with connect(f"unix:{sock_path}", 10) as s:  # the gateway's job, done by hand here
-                s.sendall(
-                    encode_frame(
-                        {
-                            "t": "credentials",
-                            **{
-                                k: creds.get(k)
-                                for k in ("access_key_id", "secret_access_key", "session_token", "expiration")
-                            },
-                        }
-                    )
-                )
-                read_frame(s)
-            conv = KmsConversation(stack.client_config())
-            _, envelope = conv.seal([{"role": "user", "content": SAMPLE_QUESTION}], max_tokens=16)
-            with connect(f"unix:{sock_path}", 10) as s:
-                s.settimeout(120)
-                s.sendall(encode_frame({"t": "infer", "envelope": envelope.to_cbor()}))
-                reply = read_frame(s) or {}
-        finally:
-            proc.stop()
-            nsm.stop()
+        if stack.runs_image:
+            reply, pcrs = _run_tampered_image(stack)
+        else:
+            reply, pcrs = _run_tampered_source(stack, Path(tmp))
     if reply.get("t") == "error":
         outcome = f"{reply.get('code')}: {reply.get('message')}"
     else:  # pragma: no cover - would be a security failure
@@ -145,10 +112,86 @@ def show_tampered_refused(stack: LocalStack, console: Console) -> tuple[str, str
     table.add_row("PCR0 expected", stack.pcrs["0"])
     table.add_row("PCR0 tampered", pcrs["0"])
     table.add_row("outcome", Text(outcome, style="bold green" if reply.get("t") == "error" else "bold red"))
+    what = "the enclave image" if stack.runs_image else "the source-tree enclave"
     console.print(
-        Panel(table, title="[bold]refusal 2[/] — an enclave whose code changed by one line asks for the key")
+        Panel(table, title=f"[bold]refusal 2[/] — {what}, one line of code changed, asks for the key")
     )
     return pcrs["0"], outcome
+
+
+def _ask_by_hand(stack: LocalStack, sock_path: Path) -> dict[str, Any]:
+    """The gateway's job, done by hand: hand the enclave its credentials, then one sealed question."""
+    from nitro_llm.protocol.frame_codec import encode_frame, read_frame
+    from nitro_llm.transport import connect
+
+    creds = stack.credentials()["enclave_role"]
+    with connect(f"unix:{sock_path}", 10) as s:
+        s.sendall(
+            encode_frame(
+                {
+                    "t": "credentials",
+                    **{
+                        k: creds.get(k)
+                        for k in ("access_key_id", "secret_access_key", "session_token", "expiration")
+                    },
+                }
+            )
+        )
+        read_frame(s)
+    conv = KmsConversation(stack.client_config())
+    _, envelope = conv.seal([{"role": "user", "content": SAMPLE_QUESTION}], max_tokens=16)
+    with connect(f"unix:{sock_path}", 10) as s:
+        s.settimeout(120)
+        s.sendall(encode_frame({"t": "infer", "envelope": envelope.to_cbor()}))
+        return read_frame(s) or {}
+
+
+def _run_tampered_image(stack: LocalStack) -> tuple[dict[str, Any], dict[str, str]]:
+    from nitro_llm.transport.relay import Relay
+    from nitro_llm_dev.local.image_enclave import append_comment, derive_image, images_dir, share_with_enclave
+    from nitro_llm_dev.local.processes import wait_until
+
+    assert stack.enclave_image is not None
+    with tempfile.TemporaryDirectory(prefix="tampered-", dir=images_dir()) as tmp:  # same disk: hard links
+        image = derive_image(stack.enclave_image, Path(tmp), append_comment())
+        sockets = stack.run_dir / "tampered-enclave"
+        proc, nsm = stack.start_image_enclave("tampered-enclave", image, sockets)
+        relay = Relay(f"unix:{sockets / 'kms-relay.sock'}", "tcp:" + stack.kms_url.removeprefix("http://"))
+        relay.start()  # the vsock-proxy stand-in, as the gateway runs it for the real enclave
+        try:
+            share_with_enclave(sockets / "kms-relay.sock")
+            sock_path = sockets / "enclave.sock"
+            wait_until(sock_path.exists, what="the tampered enclave to listen", timeout=120, process=proc)
+            reply = _ask_by_hand(stack, sock_path)
+        finally:
+            proc.stop()
+            relay.stop()
+            nsm.stop()
+    return reply, image.pcr_hex()
+
+
+def _run_tampered_source(stack: LocalStack, tmp: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    from nitro_llm_dev.local.processes import ManagedProcess, isolated_argv, wait_until
+
+    code = make_tampered_copy(tmp)
+    sock_path = stack.run_dir / "tampered-enclave.sock"
+    sock_path.unlink(missing_ok=True)
+    argv, nsm, pcrs = stack.prepare_enclave("tampered-enclave", stack.enclave, sock_path, code)
+    proc = ManagedProcess(
+        "tampered-enclave",
+        isolated_argv(argv) if stack.isolated else argv,
+        stack.logs / "tampered-enclave.log",
+        env=code.env,
+        cwd=code.cwd,
+    )
+    proc.start()
+    try:
+        wait_until(sock_path.exists, what="the tampered enclave to listen", timeout=120, process=proc)
+        reply = _ask_by_hand(stack, sock_path)
+    finally:
+        proc.stop()
+        nsm.stop()
+    return reply, pcrs
 
 
 def run_demo(stack: LocalStack, console: Console, question: str, max_tokens: int) -> None:
@@ -161,13 +204,15 @@ def run_demo(stack: LocalStack, console: Console, question: str, max_tokens: int
                 Group(
                     Text(f"KMS emulator  {stack.kms_url}"),
                     Text(f"gateway       {stack.gateway_url}"),
+                    Text(f"enclave       {stack.enclave_label()}"),
+                    *(
+                        [Text(f"image         {stack.enclave_image.directory}")]
+                        if stack.enclave_image
+                        else []
+                    ),
                     Text(
-                        "enclave       unix socket (vsock stand-in), "
-                        + (
-                            "own network namespace, loopback only"
-                            if stack.isolated
-                            else "NOT network-isolated"
-                        )
+                        "              unix socket (vsock stand-in), "
+                        + ("network namespace with lo only" if stack.isolated else "NOT network-isolated")
                     ),
                     Text(f"logs          {stack.logs}"),
                 ),
@@ -176,7 +221,7 @@ def run_demo(stack: LocalStack, console: Console, question: str, max_tokens: int
         )
         ask_and_show(stack, console, question, max_tokens)
         show_parent_refused(stack, console)
-        with console.status("running a tampered copy of the enclave…"):
+        with console.status("building and running a tampered copy of the enclave…"):
             show_tampered_refused(stack, console)
     except NitroLLMError as exc:
         console.print(f"[bold red]demo failed[/] [{exc.code}] {exc}")

@@ -20,8 +20,8 @@ from pathlib import Path
 from nitro_llm.errors import NitroLLMError
 
 
-class StackError(NitroLLMError):
-    code = "local_stack_error"
+class StackError(NitroLLMError, code="local_stack_error"):
+    pass
 
 
 def cli_argv(*args: str, python_flags: tuple[str, ...] = ()) -> list[str]:

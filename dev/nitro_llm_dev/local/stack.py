@@ -1,10 +1,16 @@
 """The whole system on one machine: KMS emulator, emulated enclave, gateway — real processes.
 
 This is what `nitro-llm up`, `nitro-llm demo` and the end-to-end tests run. Each party is its own
-process with its own view, as in a deployment: the enclave sits in a network namespace with only
-loopback (when the OS allows), reaches the gateway through a Unix socket standing in for vsock and
-KMS only through the gateway's relay standing in for vsock-proxy; the key policy is generated from
-the PCRs the enclave's code, model and config really measure to.
+process with its own view, as in a deployment. By default the enclave is the **enclave image**
+(``image_enclave``): built from pinned inputs, run from its read-only root filesystem in its own
+network (``lo`` only), mount and PID namespaces through the image's own command, and measured as
+an EIF, so the PCRs the emulated NSM reports and the key policy pins are the image's. It reaches
+the gateway through a Unix socket standing in for vsock and KMS only through the gateway's relay
+standing in for vsock-proxy.
+
+``enclave_from="source"`` runs ``nitro-llm enclave serve`` from this virtualenv instead, measured by
+``nitro_llm_dev.nsm.measure`` (code tree, model, config): a developer's shortcut that skips the image
+build, and the only way to run the development engines (``echo``), which the image does not hold.
 """
 
 from __future__ import annotations
@@ -21,11 +27,23 @@ import httpx
 
 from nitro_llm.client.config import ClientConfig
 from nitro_llm.client.policy import ClientPolicy
+from nitro_llm.enclave.boot import LOCAL_KMS_PORT
 from nitro_llm.enclave.config import EnclaveConfig
 from nitro_llm.errors import NitroLLMError
 from nitro_llm.gateway.auth import ClientLimits, add_client
 from nitro_llm.kms.client import make_kms_client
 from nitro_llm.kms.key_policy import build_key_policy
+from nitro_llm_dev.local.image_enclave import (
+    EnclaveImage,
+    ImageEnclaveProcess,
+    ImageRequest,
+    check_can_launch,
+    ensure_image,
+    hold_image,
+    launch_argv,
+    prepare_socket_dir,
+    share_with_enclave,
+)
 from nitro_llm_dev.local.processes import (
     ManagedProcess,
     StackError,
@@ -43,8 +61,9 @@ log = logging.getLogger("nitro_llm_dev.local")
 KEY_ALIAS = "alias/nitro-llm-local"
 LOCAL_CLIENT = "local-client"
 LOCAL_CLIENT_LIMITS = ClientLimits(rate_per_second=100.0, burst=200, max_concurrent=32)
-ENCLAVE_KMS_PORT = 8443
+ENCLAVE_KMS_PORT = LOCAL_KMS_PORT
 """Port of the in-enclave forwarder to KMS (inside the enclave's own network namespace)."""
+ENCLAVE_SOURCES = ("image", "source")
 
 
 def free_port() -> int:
@@ -106,7 +125,11 @@ class LocalStack:
     """Extra environment for the gateway process (e.g. a private TMPDIR to inspect)."""
     enclave_code: CodeOverride | None = None
     """Run (and measure) the enclave from this copy of the code: a frozen copy keeps a restarted
-    enclave's PCRs unchanged while the working tree is edited."""
+    enclave's PCRs unchanged while the working tree is edited (source-tree enclaves only)."""
+    enclave_from: str = "image"
+    """"image": the enclave image (built or reused from the cache); "source": the source tree."""
+    image: EnclaveImage | None = None
+    """Run this image (a derived one, in tests) instead of building one from ``enclave``."""
     progress: Callable[[str], None] = lambda _msg: None
 
     kms: ManagedProcess | None = None
@@ -120,6 +143,8 @@ class LocalStack:
     api_token: str = field(default="", repr=False)
     supervisor: StackSupervisor | None = None
     nsm_server: NsmEmulatorServer | None = None
+    enclave_image: EnclaveImage | None = None
+    _image_hold: Any = None
 
     # -- paths -----------------------------------------------------------------------------------
     @property
@@ -139,12 +164,27 @@ class LocalStack:
         return self.root / "logs"
 
     @property
+    def enclave_dir(self) -> Path:
+        """The enclave's sockets (mounted at /run/nitro-llm inside an image enclave)."""
+        return self.run_dir / "enclave"
+
+    @property
     def enclave_socket(self) -> Path:
-        return self.run_dir / "enclave.sock"
+        return self.enclave_dir / "enclave.sock"
 
     @property
     def kms_relay_socket(self) -> Path:
-        return self.run_dir / "kms-relay.sock"
+        return self.enclave_dir / "kms-relay.sock"
+
+    @property
+    def runs_image(self) -> bool:
+        return self.enclave_from == "image"
+
+    def enclave_label(self) -> str:
+        """What runs as the enclave, for ``up``/``demo`` output."""
+        if self.runs_image:
+            return "the enclave image: read-only root, own network, mount and PID namespaces"
+        return "SOURCE TREE (developer option: this virtualenv's code, not the enclave image)"
 
     @property
     def credentials_file(self) -> Path:
@@ -176,12 +216,18 @@ class LocalStack:
         self.stop()
 
     def start(self) -> None:
+        self._check_enclave_from()
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for stale in (self.enclave_socket, self.kms_relay_socket):
+        self.enclave_dir.mkdir(exist_ok=True, mode=0o700)
+        for stale in (self.enclave_socket, self.kms_relay_socket, self.enclave_dir / "nsm.sock"):
             stale.unlink(missing_ok=True)
         self._ensure_dev_ca()
         self._start_kms()
-        self.pcrs = self.measure_pcrs(self.enclave, self.enclave_code)
+        if self.runs_image:
+            self.enclave_image = self._image()
+            self.pcrs = self.enclave_image.pcr_hex()
+        else:
+            self.pcrs = self.measure_pcrs(self.enclave, self.enclave_code)
         self._ensure_key()
         self._start_enclave()
         self._start_gateway()
@@ -199,8 +245,55 @@ class LocalStack:
                 proc.stop()
         if self.nsm_server is not None:
             self.nsm_server.stop()
+        if self._image_hold is not None:
+            self._image_hold.close()
+            self._image_hold = None
 
     # -- steps -----------------------------------------------------------------------------------
+    def _check_enclave_from(self) -> None:
+        """Refuse, before starting anything, what the image cannot run."""
+        if self.enclave_from not in ENCLAVE_SOURCES:
+            raise StackError(f"enclave_from must be one of {', '.join(ENCLAVE_SOURCES)}")
+        if not self.runs_image:
+            if self.image is not None:
+                raise StackError("an image was given to a source-tree stack", hint="set enclave_from='image'")
+            return
+        if self.enclave.engine != "llama":
+            raise StackError(
+                f"the enclave image holds only the product's llama engine, not {self.enclave.engine!r}",
+                hint="development engines run from the source tree: pass --enclave-from source",
+            )
+        if self.enclave_code is not None:
+            raise StackError("a code override runs the source tree", hint="set enclave_from='source'")
+        if self.isolate is False:
+            raise StackError(
+                "the enclave image always runs in its own namespaces",
+                hint="pass --enclave-from source to run a source-tree enclave without isolation",
+            )
+        check_can_launch()
+
+    def _image(self) -> EnclaveImage:
+        """The image to run: the given one, or the build for these options (cached by content)."""
+        image = self.image
+        if image is None:
+            request = ImageRequest(self.enclave.config(), region=self.region, model=self.enclave.model)
+            image = ensure_image(request, progress=self.progress)
+        self._image_hold = hold_image(image)  # keeps the build from being pruned while it runs
+        return image
+
+    def start_image_enclave(
+        self, name: str, image: EnclaveImage, socket_dir: Path, *, debug: bool = False
+    ) -> tuple[ImageEnclaveProcess, NsmEmulatorServer]:
+        """Start ``image`` as an enclave serving in ``socket_dir`` (mounted at /run/nitro-llm), with an
+        emulated NSM reporting the image's PCRs. The caller provides ``socket_dir/kms-relay.sock``
+        (``share_with_enclave`` it) and stops both after use."""
+        prepare_socket_dir(socket_dir)
+        nsm = self.start_nsm(name, image.pcr_hex(), debug=debug, path=socket_dir / "nsm.sock")
+        share_with_enclave(nsm.path)
+        proc = ImageEnclaveProcess(name, launch_argv(image, socket_dir), self.logs / f"{name}.log")
+        proc.start()
+        return proc, nsm
+
     def _ensure_dev_ca(self) -> None:
         from nitro_llm_dev.nsm.devca import DevCA
 
@@ -255,11 +348,13 @@ class LocalStack:
             raise StackError(f"measuring the enclave failed: {exc.message}", hint=exc.hint) from None
         return {str(index): value.hex() for index, value in sorted(measured.items())}
 
-    def start_nsm(self, name: str, pcrs: dict[str, str], *, debug: bool = False) -> NsmEmulatorServer:
+    def start_nsm(
+        self, name: str, pcrs: dict[str, str], *, debug: bool = False, path: Path | None = None
+    ) -> NsmEmulatorServer:
         """The emulated NSM for one enclave, on a Unix socket outside it, reporting ``pcrs``."""
         from nitro_llm_dev.nsm import emulated_transport
 
-        path = self.run_dir / f"{name}-nsm.sock"
+        path = path or self.run_dir / f"{name}-nsm.sock"
         path.unlink(missing_ok=True)
         transport = emulated_transport(
             ca_path=self.dev_ca_dir,
@@ -327,6 +422,14 @@ class LocalStack:
         )
 
     def _start_enclave(self) -> None:
+        if self.runs_image:
+            assert self.enclave_image is not None
+            self.isolated = True
+            self.progress("enclave image (own network, mount and PID namespaces: lo only, read-only root)")
+            self.enclave_proc, self.nsm_server = self.start_image_enclave(
+                "enclave", self.enclave_image, self.enclave_dir, debug=self.enclave.debug_mode
+            )
+            return
         if self.isolate is False:
             self.isolated = False
         else:
@@ -337,10 +440,12 @@ class LocalStack:
                     hint="run as root (or with CAP_SYS_ADMIN), or pass --no-isolate",
                 )
         self.progress(
-            "enclave"
+            "enclave from the SOURCE TREE (developer option)"
             + (" (own network namespace: loopback only)" if self.isolated else " (NOT network-isolated)")
         )
-        self.nsm_server = self.start_nsm("enclave", self.pcrs, debug=self.enclave.debug_mode)
+        self.nsm_server = self.start_nsm(
+            "enclave", self.pcrs, debug=self.enclave.debug_mode, path=self.enclave_dir / "nsm.sock"
+        )
         argv = self.enclave_argv(self.enclave, self.enclave_socket, self.nsm_server, self.enclave_code)
         self.enclave_proc = ManagedProcess(
             "enclave", isolated_argv(argv) if self.isolated else argv, self.logs / "enclave.log"
@@ -379,11 +484,18 @@ class LocalStack:
             env=self.gateway_env,
         )
         self.gateway.start()
+        if self.runs_image:  # the relay socket is the gateway's (root, 0600): hand it to the enclave
+            wait_until(self.kms_relay_socket.exists, what="the gateway's KMS relay", timeout=60,
+                       process=self.gateway)  # fmt: skip
+            share_with_enclave(self.kms_relay_socket)
 
     def _wait_ready(self) -> None:
         self.progress("waiting for the enclave to load the model and take its credentials")
 
         def healthy() -> bool:
+            assert self.gateway is not None
+            if not self.gateway.alive():  # the wait watches the enclave; fail early on the gateway too
+                wait_until(lambda: False, what="the stack to be ready", timeout=0.1, process=self.gateway)
             try:
                 r = httpx.get(f"{self.gateway_url}/healthz", timeout=2)
                 stats = httpx.get(f"{self.gateway_url}/v1/enclave/stats", timeout=2).json()
