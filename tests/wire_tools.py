@@ -15,7 +15,7 @@ from collections.abc import Callable
 import httpx
 import uvicorn
 
-from nitro_llm.protocol.framing import FrameDecoder, encode_frame
+from nitro_llm.protocol.frame_codec import FrameDecoder, encode_frame
 
 Tamper = Callable[[list[dict]], list[dict]]
 

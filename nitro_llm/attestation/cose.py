@@ -18,9 +18,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from nitro_llm.attestation.cbor_safe import COSE_SIGN1_TAG, decode_untrusted
+from nitro_llm import cbor_strict
 from nitro_llm.attestation.errors import SchemaError, SignatureError
 
+#: Tag 18 is COSE_Sign1 (RFC 9052); the only tag a Nitro document may carry, and only outermost.
+COSE_SIGN1_TAG = 18
 #: COSE algorithm identifier of ECDSA with SHA-384 (RFC 9053).
 ES384 = -35
 #: The NSM's protected header, ``{1: -35}``, byte for byte.
@@ -89,7 +91,9 @@ def cose_from_decoded(value: object) -> CoseSign1:
 
 def _explain_protected(protected: bytes) -> None:
     """Say why a protected header other than the NSM's ``{1: -35}`` is refused."""
-    header = decode_untrusted(protected, max_size=len(protected) or 1, max_depth=4, what="protected header")
+    header = cbor_strict.decode(
+        protected, what="protected header", error=SchemaError, max_size=len(protected) or 1, max_depth=4
+    )
     if isinstance(header, dict) and header.get(1) not in (None, ES384) and type(header.get(1)) is int:
         raise SchemaError(f"COSE algorithm {header[1]} is not ES384 (-35), the only one the NSM uses")
     raise SchemaError("the COSE_Sign1 protected header must be exactly {1: -35} (alg ES384)")

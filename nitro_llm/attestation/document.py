@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import cbor2
 from cryptography import x509
 
-from nitro_llm.attestation.cbor_safe import decode_untrusted
-from nitro_llm.attestation.cose import CoseSign1, cose_from_decoded
+from nitro_llm import cbor_strict
+from nitro_llm.attestation.cose import COSE_SIGN1_TAG, CoseSign1, cose_from_decoded
 from nitro_llm.attestation.errors import SchemaError
 
 MAX_DOCUMENT_SIZE = 32 * 1024
@@ -111,9 +111,18 @@ def _cert_json(cert: x509.Certificate) -> dict[str, str]:
 
 def parse_document(data: bytes) -> AttestationDocument:
     """Parse a COSE_Sign1 (tagged or untagged) Nitro attestation document; raise ``SchemaError``."""
-    outer = decode_untrusted(data, max_size=MAX_DOCUMENT_SIZE, max_depth=4, what="attestation document")
+    outer = cbor_strict.decode(
+        data,
+        what="attestation document",
+        error=SchemaError,
+        max_size=MAX_DOCUMENT_SIZE,
+        max_depth=4,
+        outer_tag=COSE_SIGN1_TAG,
+    )
     cose = cose_from_decoded(outer)
-    payload = decode_untrusted(cose.payload, max_size=MAX_DOCUMENT_SIZE, max_depth=4, what="document payload")
+    payload = cbor_strict.decode(
+        cose.payload, what="document payload", error=SchemaError, max_size=MAX_DOCUMENT_SIZE, max_depth=4
+    )
     return _document_from_payload(payload, cose)
 
 

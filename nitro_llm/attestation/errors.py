@@ -168,8 +168,6 @@ class NsmError(AttestationError):
     default_hint = "check the request sizes (user_data, nonce, public_key at most 1024 bytes each)"
 
 
-class NsmUnavailableError(NsmError):
-    """There is no NSM device here: not running inside a Nitro Enclave."""
-
-    code = "nsm_unavailable"
-    default_hint = "inside a Nitro Enclave /dev/nsm exists; on any other machine use open_nsm('emulated')"
+# There is no NSM device here: not running inside a Nitro Enclave.
+class NsmUnavailableError(NsmError, code="nsm_unavailable"):
+    """inside a Nitro Enclave /dev/nsm exists; on any other machine use open_nsm('emulated')"""

@@ -8,11 +8,14 @@ which measurements it expects, or pass ``{}`` knowingly, which the report then f
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from nitro_llm.attestation.document import PCR_COUNT_LIMIT, PCR_LENGTH
 from nitro_llm.attestation.errors import PolicyError
+
+_ASCII_DIGITS = re.compile(r"[0-9]{1,3}")
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,8 @@ class VerificationPolicy:
 def parse_pcr_expectation(text: str) -> tuple[int, bytes]:
     """Parse ``N=HEX`` (as typed on the command line) into an index and a 48-byte value."""
     index_text, sep, hex_text = text.partition("=")
-    if not sep or not index_text.strip().isdigit():
+    # ASCII digits only: str.isdigit() and int() also accept "٠" or "０", which nobody means as a PCR index
+    if not sep or not _ASCII_DIGITS.fullmatch(index_text.strip()):
         raise PolicyError(f"expected PCR must look like N=HEX, got {text[:20]!r}")
     index = int(index_text.strip())
     value = parse_hex(hex_text, what=f"PCR{index}")

@@ -6,7 +6,6 @@ KMS key policy) are exactly those ``serve`` reports for the same arguments.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -42,9 +41,7 @@ WaitingOpt = Annotated[
 ]
 SeedOpt = Annotated[
     bool,
-    typer.Option(
-        "--seed-compat", help="Also accept the AWS sample's weaker wire format (changes the PCRs)."
-    ),
+    typer.Option("--seed-compat", help="Also accept the AWS sample's weaker wire format (changes the PCRs)."),
 ]
 
 
@@ -103,7 +100,8 @@ def serve(
     nsm: Annotated[
         str,
         typer.Option(
-            "--nsm", help="device (/dev/nsm, on Nitro) or unix:PATH (local mode's NSM emulator, outside the enclave)."
+            "--nsm",
+            help="device (/dev/nsm, on Nitro) or unix:PATH (local mode's NSM emulator, outside it).",
         ),
     ] = "device",
     model: ModelOpt = None,

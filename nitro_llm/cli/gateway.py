@@ -75,6 +75,7 @@ def gateway(
 
     from nitro_llm.gateway.app import create_app
     from nitro_llm.gateway.credentials import CredentialsSource, FileCredentialsSource
+    from nitro_llm.gateway.seams import build_seams
     from nitro_llm.gateway.slow_clients import uvicorn_options
 
     if not is_loopback_host(host) and not allow_remote:
@@ -108,9 +109,19 @@ def gateway(
     bounds = uvicorn_options(
         header_timeout=header_timeout, keep_alive=keep_alive_timeout, max_connections=max_connections
     )
+    seams = build_seams(settings, credentials=source)  # the link over --enclave, its monitor, limiter, clock
+    app = create_app(
+        settings,
+        credentials=source,
+        access=access,
+        link=seams.link,
+        limiter=seams.limiter,
+        clock=seams.clock,
+        monitor=seams.monitor,
+    )
     try:
         uvicorn.run(
-            create_app(settings, source, access),
+            app,
             host=host,
             port=port,
             access_log=False,
@@ -148,7 +159,9 @@ def _access_settings(
 
 
 def gateway_token(
-    tokens_file: Annotated[Path, typer.Argument(help="The tokens file (created if missing, mode 0600).")],
+    tokens_file: Annotated[
+        Path, typer.Argument(help="The tokens file (created if missing, mode 0600; its folder must exist).")
+    ],
     name: Annotated[
         str, typer.Argument(help="Client name (shown in the gateway's logs instead of the token).")
     ],
@@ -159,6 +172,12 @@ def gateway_token(
     """Issue an API token for a client and print it once (the file keeps only its SHA-256).
     Issuing again for the same name replaces (revokes) its old token; the gateway picks up changes
     to the file without a restart."""
+    if not tokens_file.parent.is_dir():  # a mistyped path must not become a new directory tree
+        raise typer.BadParameter(
+            f"{tokens_file.parent} is not a directory (the tokens file is created if missing, its"
+            " directory is not)",
+            param_hint="'TOKENS_FILE'",
+        )
     try:
         token = add_client(tokens_file, name, ClientLimits(rate_limit, burst, max_concurrent))
     except (NitroLLMError, ValueError) as exc:

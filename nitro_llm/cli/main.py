@@ -19,6 +19,7 @@ import importlib
 import importlib.metadata
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import typer
 
@@ -34,6 +35,7 @@ PRODUCT_COMMANDS: dict[str, str] = {
     "enclave": "nitro_llm.cli.enclave",
     "gateway": "nitro_llm.cli.gateway",
     "gateway-token": "nitro_llm.cli.gateway",
+    "image": "nitro_llm.cli.image",
     "model": "nitro_llm.cli.model",
     "proxy": "nitro_llm.cli.proxy",
 }
@@ -90,13 +92,19 @@ def _register(target: typer.Typer, modules: list[str], plugins: list[importlib.m
         register(target)
 
 
-def new_app() -> typer.Typer:
-    """An app with no command yet; the callback keeps typer in group mode when only one is registered."""
+def new_app(*, plain_errors: bool = False) -> typer.Typer:
+    """An app with no command yet; the callback keeps typer in group mode when only one is registered.
+
+    ``plain_errors``: usage errors as click prints them, one line each, instead of in a rich panel
+    that is wrapped at 80 columns when standard error is not a terminal.
+    """
+    style: dict[str, Any] = {"rich_markup_mode": None} if plain_errors else {}
     app = typer.Typer(
         name="nitro-llm",
         help=HELP,
         no_args_is_help=True,
         pretty_exceptions_show_locals=False,  # locals may hold keys or plaintext
+        **style,
     )
     app.callback()(_root)
     return app
@@ -115,7 +123,7 @@ def full_app() -> typer.Typer:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    app = new_app()
+    app = new_app(plain_errors=not sys.stderr.isatty())
     register_commands(app, _command_path(args))
     app(args=args)
 

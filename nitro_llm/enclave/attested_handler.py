@@ -10,8 +10,9 @@ and re-attest. The descriptors do not change while the process runs, so a client
 stays valid until the NSM leaf certificate expires.
 
 An attested ``infer`` envelope is opened here (HPKE), then held to the same freshness window and
-replay memory as the "kms" protocol, before the server gives it the single generation slot. Which
-protocol an envelope speaks is read from its ``protocol`` field: the gateway does not know.
+replay memory as the "kms" protocol, before the server gives it the single generation slot. The
+server hands this module only the ``infer`` frames that name the "attested" protocol (its dispatch
+table, enclave/server.py); the gateway does not know which protocol a request speaks.
 """
 
 from __future__ import annotations
@@ -23,11 +24,9 @@ from typing import Any, Protocol
 
 from nitro_llm.enclave.config import canonical_config
 from nitro_llm.enclave.freshness import FreshnessGuard
-from nitro_llm.protocol import cbor
-from nitro_llm.protocol.attested import PROTOCOL, AttestedEnvelope, EnclaveSession, OpenedRequest
+from nitro_llm.protocol.attested import AttestedEnvelope, EnclaveSession, OpenedRequest
 from nitro_llm.protocol.attested_errors import UnknownDescriptorError
 from nitro_llm.protocol.attested_wire import SUITES, attestation_frame, read_attest_frame
-from nitro_llm.protocol.errors import EnvelopeError
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +43,6 @@ def config_digest(measured_config: Mapping[str, Any]) -> str:
     """SHA-256 of the same canonical JSON that is measured into PCR0/PCR2, so the descriptor names
     exactly the configuration the PCRs cover."""
     return hashlib.sha256(canonical_config(measured_config)).hexdigest()
-
-
-def envelope_protocol(raw: bytes) -> str | None:
-    """The ``protocol`` an infer envelope declares, or None when it is not a readable CBOR map (the
-    "kms" reader then refuses it with its own typed error)."""
-    try:
-        envelope = cbor.decode_map(raw, what="envelope", error=EnvelopeError)
-    except EnvelopeError:
-        return None
-    protocol = envelope.get("protocol")
-    return protocol if isinstance(protocol, str) else None
 
 
 class AttestedHandler:
@@ -82,12 +70,6 @@ class AttestedHandler:
     def descriptor_hashes(self) -> dict[str, str]:
         """Per suite, the descriptor hash clients will see in ``user_data`` (public, for logs and stats)."""
         return {suite: s.descriptor_hash.hex() for suite, s in sorted(self._sessions.items())}
-
-    def claims(self, infer: Mapping[str, Any]) -> bool:
-        """Whether an ``infer`` frame's envelope is for this protocol (else it goes to the "kms" path,
-        whose readers refuse anything malformed with their own typed errors)."""
-        raw = infer.get("envelope")
-        return isinstance(raw, bytes) and envelope_protocol(raw) == PROTOCOL
 
     def attest(self, frame: Mapping[str, Any]) -> dict[str, Any]:
         """Answer an ``attest`` frame: a document made now, for this nonce, vouching for the session."""

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nitro_llm.attestation.errors import MeasurementError
 from nitro_llm.enclave.data_keys import DEFAULT_CAPACITY, DEFAULT_TTL_SECONDS
 from nitro_llm.enclave.freshness import DEFAULT_REPLAY_CAPACITY, DEFAULT_WINDOW_SECONDS
 from nitro_llm.inference.llama_engine import DEFAULT_CTX
-from nitro_llm.attestation.errors import MeasurementError
-from nitro_llm.protocol.framing import DEFAULT_MAX_FRAME_SIZE
+from nitro_llm.protocol.frame_codec import DEFAULT_MAX_FRAME_SIZE
 
 #: Engine names: "llama" (the product's llama.cpp engine) or one installed through the
 #: ``nitro_llm.engines`` entry points (the development package's "echo"); see enclave/engines.py.
@@ -43,6 +43,7 @@ class EnclaveConfig:
     batch_size: int = 8  # sequences decoded together (continuous batching); KV memory grows with it
     debug_mode: bool = False
     seed_compat: bool = False  # the AWS sample's weaker wire format (enclave/seed_compat.py)
+    model_name: str | None = None  # not measured: a label (None: the packaged model's, or the file stem)
 
     def __post_init__(self) -> None:
         if not _ENGINE_NAME.fullmatch(self.engine):
@@ -65,6 +66,33 @@ class EnclaveConfig:
             "batch_size": self.batch_size,
             **({"seed_compat": True} if self.seed_compat else {}),
         }
+
+
+_MEASURED_FIELDS = frozenset(
+    {
+        "engine",
+        "threads",
+        "ctx",
+        "freshness_window_seconds",
+        "replay_capacity",
+        "data_key_cache_size",
+        "data_key_ttl_seconds",
+        "max_frame_size",
+        "max_waiting",
+        "batch_size",
+        "seed_compat",
+    }
+)
+
+
+def config_from_measured(measured: Mapping[str, Any], **unmeasured: Any) -> EnclaveConfig:
+    """The inverse of ``EnclaveConfig.measured()``: what the image's entrypoint reads from the measured
+    JSON it was built with. ``unmeasured`` gives the rest (model path, model name). An unknown key is
+    refused rather than ignored: it would mean a config written for another version of the enclave."""
+    unknown = sorted(set(measured) - _MEASURED_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown measured setting(s): {', '.join(unknown)}")
+    return EnclaveConfig(**dict(measured), **unmeasured)
 
 
 def canonical_config(config: Mapping[str, object] | object) -> bytes:

@@ -26,8 +26,10 @@ ENGINE_GROUP = "nitro_llm.engines"
 
 
 def installed_engines() -> list[str]:
-    """"llama" first, then every engine an installed package offers."""
-    extra = sorted(ep.name for ep in importlib.metadata.entry_points(group=ENGINE_GROUP) if ep.name != "llama")
+    """ "llama" first, then every engine an installed package offers."""
+    extra = sorted(
+        ep.name for ep in importlib.metadata.entry_points(group=ENGINE_GROUP) if ep.name != "llama"
+    )
     return ["llama", *extra]
 
 
@@ -46,7 +48,7 @@ def build_engine(config: EnclaveConfig, info: ModelInfo | None = None) -> Engine
     from nitro_llm.inference.llama_batch import LlamaBatchDecoder
 
     info = info or check_model(config.model_path)  # the default model is held to its pinned SHA-256
-    name = DEFAULT_MODEL_NAME if config.model_path is None else info.path.stem.lower()
+    name = config.model_name or (DEFAULT_MODEL_NAME if config.model_path is None else info.path.stem.lower())
     log.info("model %s size=%d sha256=%s", info.path.name, info.size, info.sha256)
     decoder = LlamaBatchDecoder(
         info.path, n_seq=config.batch_size, n_ctx_seq=config.ctx, n_threads=config.threads

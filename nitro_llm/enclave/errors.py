@@ -9,61 +9,49 @@ from __future__ import annotations
 from nitro_llm.errors import NitroLLMError
 
 
-class EnclaveError(NitroLLMError):
-    code = "enclave_error"
+class EnclaveError(NitroLLMError, code="enclave_error"):
+    pass
 
 
-class InternalError(EnclaveError):
-    """Anything unexpected. Its cause stays inside the enclave (only its type name is logged there)."""
-
-    code = "internal_error"
-    retryable = True
-    default_hint = "retry; if it persists, the enclave's log has the error type"
+# Anything unexpected. Its cause stays inside the enclave (only its type name is logged there).
+class InternalError(EnclaveError, code="internal_error", retryable=True):
+    """retry; if it persists, the enclave's log has the error type"""
 
 
-class StaleRequestError(EnclaveError):
-    code = "stale_request"
-    retryable = True
-    default_hint = "check the client's clock, then resend the request (a fresh timestamp and request id)"
+class StaleRequestError(EnclaveError, code="stale_request", retryable=True):
+    """check the client's clock, then resend the request (a fresh timestamp and request id)"""
 
 
-class ReplayedRequestError(EnclaveError):
-    code = "replayed_request"
-    default_hint = "every request needs a new request id; resend as a new request"
+class ReplayedRequestError(EnclaveError, code="replayed_request"):
+    """every request needs a new request id; resend as a new request"""
 
 
-class ModelNotServedError(EnclaveError):
-    code = "model_not_served"
-    default_hint = (
-        "ask for the model this enclave serves (see 'nitro-llm' client config 'model'), or 'default'"
-    )
+class ModelNotServedError(EnclaveError, code="model_not_served"):
+    """ask for the model this enclave serves (see 'nitro-llm' client config 'model'), or 'default'"""
 
 
-class NoCredentialsError(EnclaveError):
-    code = "no_credentials"
-    retryable = True
-    default_hint = "the gateway has not handed the enclave its role credentials yet; retry in a moment"
+class NoCredentialsError(EnclaveError, code="no_credentials", retryable=True):
+    """the gateway has not handed the enclave its role credentials yet; retry in a moment"""
 
 
-class KeyReleaseDeniedError(EnclaveError):
-    """KMS refused to release the data key: the policy does not match this enclave, or the blob is bad."""
-
-    code = "kms_denied"
-    default_hint = "check the key policy's PCR conditions match this enclave ('nitro-llm enclave pcrs')"
+# KMS refused to release the data key: the policy does not match this enclave, or the blob is bad.
+class KeyReleaseDeniedError(EnclaveError, code="kms_denied"):
+    """check the key policy's PCR conditions match this enclave ('nitro-llm enclave pcrs')"""
 
 
-class KmsUnavailableError(EnclaveError):
-    code = "kms_unavailable"
-    retryable = True
-    default_hint = "KMS could not be reached through the relay; check the gateway's KMS relay and retry"
+class KmsUnavailableError(EnclaveError, code="kms_unavailable", retryable=True):
+    """KMS could not be reached through the relay; check the gateway's KMS relay and retry"""
 
 
-class BusyError(EnclaveError):
-    code = "enclave_busy"
-    retryable = True
-    default_hint = "the enclave is answering other requests; retry after a short wait"
+class BusyError(EnclaveError, code="enclave_busy", retryable=True):
+    """the enclave is answering other requests; retry after a short wait"""
 
 
-class ReplayCacheFullError(BusyError):
-    code = "replay_cache_full"
-    default_hint = "too many requests inside the freshness window; retry after a short wait"
+class ReplayCacheFullError(BusyError, code="replay_cache_full"):
+    """too many requests inside the freshness window; retry after a short wait"""
+
+
+# The image's entrypoint could not prepare the enclave (loopback, /etc/hosts, the NSM, dropping root, its
+# measured config); it stops rather than serve half set up. Never sent to a peer.
+class EnclaveInitError(EnclaveError, code="enclave_init_failed"):
+    pass

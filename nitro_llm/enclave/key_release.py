@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from nitro_llm.enclave.errors import KeyReleaseDeniedError, KmsUnavailableError, NoCredentialsError
 from nitro_llm.enclave.kms_retry import RetryPolicy, with_retries
 from nitro_llm.errors import NitroLLMError
-from nitro_llm.protocol.frames import Credentials
+from nitro_llm.protocol.frame_kinds import Credentials
 from nitro_llm.protocol.kms_envelope import DATA_KEY_SIZE
 
 log = logging.getLogger(__name__)

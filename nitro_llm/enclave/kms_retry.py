@@ -6,6 +6,12 @@ attempts spaced out with jittered exponential backoff ride that out; an outage t
 must not hold the client's request (and its connection slot) for long, so the attempts and the
 total time are both capped, and what remains is a typed, retryable ``kms_unavailable``.
 A refusal (the policy says no, the blob is bad) is never retried: asking again cannot change it.
+
+This is the only layer that retries: the enclave's client is built with ``single_attempt`` (botocore
+makes one HTTP attempt per call), and each attempt runs under a read timeout cut from what is left of
+the deadline, after reserving the client's connect timeout. An attempt starts only if it can end
+before the deadline, so the deadline bounds the whole call, waits for a silent KMS or relay included.
+(Socket timeouts bound each read, not a peer that trickles bytes just inside them.)
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from nitro_llm.enclave.errors import KmsUnavailableError
+from nitro_llm.kms import attempt_budget
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +37,26 @@ class RetryPolicy:
     base_delay: float = 0.25
     max_delay: float = 2.0
     deadline: float = 8.0
-    """Seconds from the first attempt after which no new attempt starts."""
+    """Seconds from the first attempt within which every attempt, its timeouts included, has ended."""
+    connect_timeout: float = attempt_budget.ATTEMPT_CONNECT_TIMEOUT_S
+    """The single-attempt client's connect timeout, reserved from the budget of every attempt."""
+    max_read_timeout: float = 4.0
+    """Read timeout of one attempt at most: a connection stuck behind a restarted relay leaves time
+    for another attempt on a fresh one."""
+    min_read_timeout: float = 0.5
+    """No attempt starts with less read time than this left before the deadline."""
 
     def __post_init__(self) -> None:
-        if self.attempts < 1 or self.base_delay < 0 or self.max_delay < 0 or self.deadline <= 0:
-            raise ValueError("attempts >= 1, non-negative delays and a positive deadline are required")
+        if self.attempts < 1 or self.base_delay < 0 or self.max_delay < 0 or self.connect_timeout < 0:
+            raise ValueError("attempts >= 1 and non-negative delays and connect timeout are required")
+        if not 0 < self.min_read_timeout <= self.max_read_timeout:
+            raise ValueError("0 < min_read_timeout <= max_read_timeout is required")
+        if self.deadline < self.connect_timeout + self.min_read_timeout:
+            raise ValueError("the deadline must leave room for one attempt (connect + min read timeout)")
+
+    def read_timeout(self, elapsed: float) -> float:
+        """The read timeout of an attempt starting ``elapsed`` seconds after the first one."""
+        return min(self.max_read_timeout, self.deadline - elapsed - self.connect_timeout)
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Full jitter: uniformly up to the capped exponential step (spreads a herd of retries)."""
@@ -50,17 +72,24 @@ def with_retries(
     clock: Callable[[], float] = time.monotonic,
     rng: random.Random | None = None,
 ) -> T:
-    """Run ``call``; on ``KmsUnavailableError`` try again while attempts and time remain."""
+    """Run ``call``; on ``KmsUnavailableError`` try again while attempts and time remain.
+
+    Each attempt's KMS calls wait at most ``policy.read_timeout(elapsed)`` per read (through
+    ``attempt_budget``); the next attempt starts only if, after its pause, the connect timeout and the
+    minimum read timeout still fit before the deadline.
+    """
     rng = rng or random.Random()  # jitter, not a secret
     started = clock()
     last: KmsUnavailableError | None = None
     for attempt in range(1, policy.attempts + 1):
-        try:
-            return call()
-        except KmsUnavailableError as exc:
-            last = exc
+        with attempt_budget.read_timeout(policy.read_timeout(clock() - started)):
+            try:
+                return call()
+            except KmsUnavailableError as exc:
+                last = exc
         pause = policy.delay(attempt, rng)
-        if attempt == policy.attempts or clock() - started + pause > policy.deadline:
+        next_start = clock() - started + pause
+        if attempt == policy.attempts or policy.read_timeout(next_start) < policy.min_read_timeout:
             break
         log.info("request=%s kms_retry attempt=%d pause_ms=%d", request_id, attempt, int(pause * 1000))
         sleep(pause)

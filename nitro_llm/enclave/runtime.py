@@ -12,20 +12,19 @@ import signal
 import socket
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from nitro_llm.attestation.nsm import Nsm
 from nitro_llm.enclave.attested_handler import AttestedHandler, config_digest
 from nitro_llm.enclave.config import EnclaveConfig
+from nitro_llm.enclave.engines import build_engine
 from nitro_llm.enclave.hardening import harden_process
 from nitro_llm.enclave.key_release import KeyRelease
 from nitro_llm.enclave.server import EnclaveServer
 from nitro_llm.errors import ConfigError
-from nitro_llm.enclave.engines import build_engine
 from nitro_llm.inference.model import check_model
-from nitro_llm.protocol.frames import Credentials
+from nitro_llm.protocol.frame_kinds import Credentials
 from nitro_llm.transport import close_listener, listen
 from nitro_llm.transport.relay import Relay
 
@@ -86,7 +85,8 @@ def open_key_release(kms: KmsSettings, nsm: Any) -> KeyRelease:
     from nitro_llm.kms.cms import open_enveloped_data
 
     def factory(credentials: Credentials) -> Any:
-        return make_kms_client(kms.endpoint, credentials.to_boto(), kms.region)
+        # one attempt per call: KeyRelease's RetryPolicy is the only layer that retries
+        return make_kms_client(kms.endpoint, credentials.to_boto(), kms.region, single_attempt=True)
 
     return KeyRelease(nsm=nsm, kms_client_factory=factory, open_envelope=open_enveloped_data)
 
@@ -110,7 +110,9 @@ def serve(
     engine = build_engine(config, model)
     pcrs = {index: nsm.describe_pcr(index).data for index in (0, 1, 2)}
     if nsm.kind != "device":
-        log.warning("NSM over a socket (%s): local mode only, documents are not from Nitro hardware", nsm.kind)
+        log.warning(
+            "NSM over a socket (%s): local mode only, documents are not from Nitro hardware", nsm.kind
+        )
     relay = None
     if kms.forward_to:
         check_kms_name_is_local(kms.endpoint or "")
@@ -124,7 +126,9 @@ def serve(
         log.warning("seed-compatible wire format enabled: weaker (client credentials pass the parent)")
         seed = SeedHandler(
             release=key_release,
-            kms_client_for=lambda creds: make_kms_client(kms.endpoint, creds.to_boto(), kms.region),
+            kms_client_for=lambda creds: make_kms_client(
+                kms.endpoint, creds.to_boto(), kms.region, single_attempt=True
+            ),
             region=kms.region,
         )
     attested = AttestedHandler.generate(

@@ -22,7 +22,8 @@ from typing import Any
 
 from nitro_llm.enclave.errors import EnclaveError
 from nitro_llm.enclave.key_release import KeyRelease, translate_kms_error
-from nitro_llm.protocol.frames import Credentials
+from nitro_llm.enclave.kms_retry import RetryPolicy, with_retries
+from nitro_llm.protocol.frame_kinds import Credentials
 from nitro_llm.protocol.messages import Message
 
 MAX_BODY_BYTES = 64 * 1024
@@ -32,19 +33,16 @@ SEED_MAX_TOKENS = 256
 _FIELDS = frozenset({"access_key_id", "secret_access_key", "token", "region", "ciphertext"})
 
 
-class SeedRequestError(EnclaveError):
-    code = "bad_seed_request"
-    default_hint = "send the seed JSON: access_key_id, secret_access_key, token, region, base64 ciphertext"
+class SeedRequestError(EnclaveError, code="bad_seed_request"):
+    """send the seed JSON: access_key_id, secret_access_key, token, region, base64 ciphertext"""
 
 
-class SeedAnswerTooLargeError(EnclaveError):
-    code = "seed_answer_too_large"
-    default_hint = "the seed's protocol caps answers at 4 KB (KMS Encrypt); use the kms or attested protocol"
+class SeedAnswerTooLargeError(EnclaveError, code="seed_answer_too_large"):
+    """the seed's protocol caps answers at 4 KB (KMS Encrypt); use the kms or attested protocol"""
 
 
-class SeedDisabledError(EnclaveError):
-    code = "seed_route_disabled"
-    default_hint = "start the enclave with --seed-compat (this changes its PCRs) to accept the seed's format"
+class SeedDisabledError(EnclaveError, code="seed_route_disabled"):
+    """start the enclave with --seed-compat (this changes its PCRs) to accept the seed's format"""
 
 
 @dataclass(frozen=True)
@@ -118,8 +116,13 @@ class SeedHandler:
         data = answer.encode("utf-8")
         if len(data) > KMS_ENCRYPT_LIMIT:
             raise SeedAnswerTooLargeError(f"the answer to request {request_id} exceeds 4096 bytes")
-        try:
-            blob = kms.encrypt(KeyId=released.key_id, Plaintext=data)["CiphertextBlob"]
-        except Exception as exc:
-            raise translate_kms_error(exc, request_id) from None
+
+        def encrypt() -> Any:
+            try:
+                return kms.encrypt(KeyId=released.key_id, Plaintext=data)["CiphertextBlob"]
+            except Exception as exc:
+                raise translate_kms_error(exc, request_id) from None
+
+        # the client makes one attempt per call (single_attempt): the policy is the only retry layer
+        blob = with_retries(encrypt, RetryPolicy(), request_id=request_id)
         return {"t": "seed_result", "encrypted_data": base64.b64encode(blob).decode("ascii")}

@@ -1,11 +1,15 @@
 """The enclave server: one connection per request, typed error frames, never down for a bad frame.
 
-Requests arrive as frames from the gateway (docs/CONTRACTS.md, "frames"). An ``infer`` request goes
-through: envelope schema -> model -> freshness -> data key (cache, else KMS Decrypt with
-attestation) -> AES-GCM open -> request schema -> replay claim -> the engine's scheduler
-(continuous batching, bounded queue; inference/scheduling.py) -> sealed answer chunks. Any
-failure becomes an ``{"t": "error"}`` frame carrying a code and a message without content, and
-the server goes on to the next connection.
+Requests arrive as frames from the gateway (docs/CONTRACTS.md, "frames"); each frame type has its
+handler in one table, and an ``infer`` frame goes to the handler of the protocol it names (its
+``"p"`` field, else its envelope's ``protocol`` field): "kms" or, when enabled, "attested"; any other
+name is refused with ``unknown_protocol``. A "kms" request goes through: envelope schema -> model ->
+freshness -> data key (cache, else KMS Decrypt with attestation) -> AES-GCM open -> request schema ->
+replay claim; an "attested" one through enclave/attested_handler.py. Then both go to the engine's
+scheduler (continuous batching, bounded queue; inference/scheduling.py) -> answer chunks sealed by
+the one chunk sealer (protocol/chunks.py) under the protocol's key. Any failure becomes an
+``{"t": "error"}`` frame carrying a code and a message without content, and the server goes on to
+the next connection.
 
 Log lines carry request ids, sizes, counts and error codes only.
 """
@@ -18,7 +22,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from nitro_llm.enclave.attested_handler import AttestedHandler
 from nitro_llm.enclave.config import EnclaveConfig
@@ -31,9 +36,13 @@ from nitro_llm.enclave.seed_compat import SeedDisabledError, SeedHandler
 from nitro_llm.errors import NitroLLMError
 from nitro_llm.inference.engine import Engine
 from nitro_llm.inference.scheduling import scheduled
-from nitro_llm.protocol import frames
-from nitro_llm.protocol.errors import FrameError
-from nitro_llm.protocol.framing import encode_frame, read_frame
+from nitro_llm.inference.stops import stop_at
+from nitro_llm.protocol import attested as attested_protocol
+from nitro_llm.protocol import frame_kinds, kms_envelope
+from nitro_llm.protocol.chunks import ChunkSealer
+from nitro_llm.protocol.envelopes import envelope_protocol
+from nitro_llm.protocol.errors import FrameError, UnknownProtocolError
+from nitro_llm.protocol.frame_codec import encode_frame, read_frame
 from nitro_llm.protocol.kms_envelope import KmsEnvelope, ResponseSealer, open_request
 from nitro_llm.protocol.messages import ChatRequest, Message
 from nitro_llm.transport.acceptor import ThreadedAcceptor
@@ -45,10 +54,25 @@ DEFAULT_MAX_CONNECTIONS = 32
 GENERIC_MODEL = "default"
 
 
-class _Sealer(Protocol):
-    """The answer sealer of either protocol (kms_envelope.ResponseSealer, attested.ResponseSealer)."""
+@dataclass
+class _Connection:
+    """One connection's request: its socket, and the request id its log lines may name."""
 
-    def seal(self, content: str | Mapping[str, Any], final: bool = False) -> dict[str, Any]: ...
+    sock: socket.socket
+    request_id: str = "-"
+
+
+@dataclass(frozen=True)
+class _Opened:
+    """An ``infer`` request its protocol opened: what to answer, and the sealer for the answer."""
+
+    request: ChatRequest
+    sealer: ChunkSealer
+    request_id: str
+
+
+_FrameHandler = Callable[[_Connection, Mapping[str, Any]], None]
+_ProtocolHandler = Callable[[_Connection, bytes], _Opened]
 
 
 class _PeerGone(Exception):
@@ -91,6 +115,16 @@ class EnclaveServer:
         self._started = time.monotonic()
         self._counters_lock = threading.Lock()
         self._counters = {"requests": 0, "answered": 0, "errors": 0, "data_key_cache_hits": 0}
+        self._frame_handlers: dict[str, _FrameHandler] = {
+            "ping": self._on_ping,
+            "credentials": self._on_credentials,
+            "seed": self._on_seed,
+            "infer": self._on_infer,
+        }
+        self._protocols: dict[str, _ProtocolHandler] = {kms_envelope.PROTOCOL: self._open_kms}
+        if attested is not None:
+            self._frame_handlers["attest"] = self._on_attest
+            self._protocols[attested_protocol.PROTOCOL] = self._open_attested
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, listener: socket.socket) -> None:
@@ -126,63 +160,75 @@ class EnclaveServer:
     # -- one connection ------------------------------------------------------------------------
     def handle_connection(self, conn: socket.socket) -> None:
         conn.settimeout(self._io_timeout)
-        request_id = "-"
+        connection = _Connection(conn)
         try:
             frame = read_frame(conn, max_size=self._config.max_frame_size)
             if frame is None:
                 return
-            kind = frame["t"]
-            if kind == "ping":
-                frames.read_ping(frame)
-                self._send(conn, frames.pong_frame(**self.stats()))
-            elif kind == "credentials":
-                self._keys.set_credentials(frames.read_credentials(frame))
-                log.info("credentials received")
-                self._send(conn, frames.ok_frame())
-            elif kind == "seed":
-                if self._seed is None:
-                    raise SeedDisabledError("this enclave does not accept the seed's wire format")
-                body = frame.get("body")
-                if set(frame) != {"t", "body"} or not isinstance(body, bytes):
-                    raise FrameError("a seed frame has exactly 't' and 'body' (bytes)")
-                self._count("requests")
-                self._send(conn, self._seed.handle(body, self.complete_text))
-                self._count("answered")
-            elif kind == "attest" and self._attested is not None:
-                self._send(conn, self._attested.attest(frame))
-            elif kind == "infer" and self._attested is not None and self._attested.claims(frame):
-                raw, started = frames.read_infer(frame), time.monotonic()
-                self._count("requests")
-                opened = self._attested.open(raw, self._freshness)
-                request_id = opened.request_id
-                self._answer(conn, opened.request, opened.response_sealer(), request_id, len(raw), started)
-                self._count("answered")
-            elif kind == "infer":
-                raw = frames.read_infer(frame)
-                envelope = KmsEnvelope.from_cbor(raw)
-                request_id = envelope.header.request_id
-                self._count("requests")
-                self._infer(conn, envelope, len(raw))
-                self._count("answered")
-            else:
-                raise FrameError("unknown frame type", hint="send one of: infer, attest, credentials, ping")
+            handler = self._frame_handlers.get(frame["t"])
+            if handler is None:
+                raise FrameError(
+                    "unknown frame type", hint=f"send one of: {', '.join(sorted(self._frame_handlers))}"
+                )
+            handler(connection, frame)
         except _PeerGone:
-            log.info("request=%s peer_gone", request_id)
+            log.info("request=%s peer_gone", connection.request_id)
             self._count("errors")
         except NitroLLMError as exc:
-            log.info("request=%s error=%s", request_id, exc.code)
+            log.info("request=%s error=%s", connection.request_id, exc.code)
             self._count("errors")
-            self._send_quietly(conn, frames.error_frame(exc))
+            self._send_quietly(conn, frame_kinds.error_frame(exc))
         except Exception as exc:  # a bug: report it without its details, keep serving
-            log.warning("request=%s internal_error type=%s", request_id, type(exc).__name__)
+            log.warning("request=%s internal_error type=%s", connection.request_id, type(exc).__name__)
             self._count("errors")
             self._send_quietly(
-                conn, frames.error_frame(InternalError("the enclave failed to handle the request"))
+                conn, frame_kinds.error_frame(InternalError("the enclave failed to handle the request"))
             )
 
-    def _infer(self, conn: socket.socket, envelope: KmsEnvelope, size: int) -> None:
+    # -- the frame handlers (one per frame type) -----------------------------------------------
+    def _on_ping(self, connection: _Connection, frame: Mapping[str, Any]) -> None:
+        frame_kinds.read_ping(frame)
+        self._send(connection.sock, frame_kinds.pong_frame(**self.stats()))
+
+    def _on_credentials(self, connection: _Connection, frame: Mapping[str, Any]) -> None:
+        self._keys.set_credentials(frame_kinds.read_credentials(frame))
+        log.info("credentials received")
+        self._send(connection.sock, frame_kinds.ok_frame())
+
+    def _on_seed(self, connection: _Connection, frame: Mapping[str, Any]) -> None:
+        if self._seed is None:
+            raise SeedDisabledError("this enclave does not accept the seed's wire format")
+        body = frame.get("body")
+        if set(frame) != {"t", "body"} or not isinstance(body, bytes):
+            raise FrameError("a seed frame has exactly 't' and 'body' (bytes)")
+        self._count("requests")
+        self._send(connection.sock, self._seed.handle(body, self.complete_text))
+        self._count("answered")
+
+    def _on_attest(self, connection: _Connection, frame: Mapping[str, Any]) -> None:
+        assert self._attested is not None  # registered only with the attested protocol
+        self._send(connection.sock, self._attested.attest(frame))
+
+    def _on_infer(self, connection: _Connection, frame: Mapping[str, Any]) -> None:
+        """Hand the envelope to the protocol the frame (or, failing that, the envelope) names."""
+        raw, started = frame_kinds.read_infer(frame), time.monotonic()
+        name = frame_kinds.read_infer_protocol(frame) or envelope_protocol(raw)
+        protocol = self._protocols.get(name)
+        if protocol is None:
+            raise UnknownProtocolError(
+                "the request names a protocol this enclave does not speak",
+                hint=f"seal the request with one of: {', '.join(sorted(self._protocols))}",
+            )
+        self._count("requests")
+        opened = protocol(connection, raw)
+        self._answer(connection.sock, opened, len(raw), started)
+        self._count("answered")
+
+    # -- the protocol handlers (one per protocol an infer frame may name) ----------------------
+    def _open_kms(self, connection: _Connection, raw: bytes) -> _Opened:
+        envelope = KmsEnvelope.from_cbor(raw)
         header = envelope.header
-        started = time.monotonic()
+        connection.request_id = header.request_id
         if header.model not in (GENERIC_MODEL, self._engine.name):
             raise ModelNotServedError(
                 f"request {header.request_id} asks for a model this enclave does not serve"
@@ -198,19 +244,17 @@ class EnclaveServer:
             self._count("data_key_cache_hits")
         request = ChatRequest.from_dict(open_request(data_key, envelope))
         self._freshness.claim(header.request_id, header.timestamp)
-        self._answer(conn, request, ResponseSealer(data_key, header), header.request_id, size, started)
+        return _Opened(request, ResponseSealer(data_key, header), header.request_id)
 
-    def _answer(
-        self,
-        conn: socket.socket,
-        request: ChatRequest,
-        sealer: _Sealer,
-        request_id: str,
-        size: int,
-        started: float,
-    ) -> None:
+    def _open_attested(self, connection: _Connection, raw: bytes) -> _Opened:
+        assert self._attested is not None  # registered only with the attested protocol
+        opened = self._attested.open(raw, self._freshness)
+        connection.request_id = opened.request_id
+        return _Opened(opened.request, opened.response_sealer(), opened.request_id)
+
+    def _answer(self, conn: socket.socket, opened: _Opened, size: int, started: float) -> None:
         """Generate through the scheduler and send each piece sealed as it comes (either protocol)."""
-        chunks = 0
+        request, sealer, chunks = opened.request, opened.sealer, 0
         with self._peers.watching(conn) as cancel:
             tokens = self._engine.generate(
                 request.messages,
@@ -219,6 +263,7 @@ class EnclaveServer:
                 seed=request.seed,
                 cancel=cancel,
             )
+            tokens = stop_at(tokens, request.stop)  # the request's stop strings: applied here, never sent
             try:
                 for chunk in tokens:
                     if chunk.final:
@@ -237,7 +282,7 @@ class EnclaveServer:
                     close()  # stops the engine if we left early (peer gone, stop)
         log.info(
             "request=%s answered envelope_bytes=%d messages=%d chunks=%d seconds=%.2f",
-            request_id,
+            opened.request_id,
             size,
             len(request.messages),
             chunks,

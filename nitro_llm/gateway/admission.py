@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi.responses import JSONResponse
-
 from nitro_llm.gateway.auth import ANONYMOUS, Client, ClientLimits, TokenRegistry
-from nitro_llm.gateway.errors import GatewayError
+from nitro_llm.gateway.clock import Clock, system_clock
+from nitro_llm.gateway.enclave_monitor import EnclaveMonitor
+from nitro_llm.gateway.errors import GatewayError, error_response
 from nitro_llm.gateway.ratelimit import Limiter
-from nitro_llm.gateway.supervisor import EnclaveMonitor
 
 log = logging.getLogger("nitro_llm.gateway.admission")
 
@@ -39,11 +38,8 @@ GUARDED_PATHS = ("/v1/infer", "/v1/attestation")
 """Path prefixes that reach the enclave with a client's request."""
 
 
-class RequestTimeout(GatewayError):
-    code = "request_timeout"
-    status_code = 408
-    retryable = True
-    default_hint = "send the whole request body promptly; check the network between you and the gateway"
+class RequestTimeout(GatewayError, code="request_timeout", retryable=True, status_code=408):
+    """send the whole request body promptly; check the network between you and the gateway"""
 
 
 @dataclass(frozen=True)
@@ -71,6 +67,7 @@ class Admission:
         settings: AccessSettings,
         limiter: Limiter,
         monitor: EnclaveMonitor | None = None,
+        clock: Clock = system_clock,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -78,7 +75,9 @@ class Admission:
         self.monitor = monitor
         limits = settings.effective_limits()
         self.registry = (
-            TokenRegistry(settings.tokens_file, defaults=limits) if settings.tokens_file is not None else None
+            TokenRegistry(settings.tokens_file, defaults=limits, clock=clock)
+            if settings.tokens_file is not None
+            else None
         )
         self.anonymous = Client(ANONYMOUS, limits)
         self.refused: dict[str, int] = {}
@@ -95,7 +94,7 @@ class Admission:
         except GatewayError as exc:
             self.refused[exc.code] = self.refused.get(exc.code, 0) + 1
             log.info("refused status=%d code=%s path=%s", exc.status_code, exc.code, scope["path"])
-            await _error_response(exc)(scope, receive, send)
+            await error_response(exc, close=True)(scope, receive, send)
             return
         scope.setdefault("state", {})["client"] = client.name
         body = _BodyState()
@@ -128,15 +127,6 @@ class Admission:
                 authorization = value.decode("latin-1")
                 break
         return self.registry.authenticate(authorization)
-
-
-def _error_response(exc: GatewayError) -> JSONResponse:
-    headers = {"Connection": "close"}  # the body was never read: do not read and discard it
-    if exc.retry_after:
-        headers["Retry-After"] = str(exc.retry_after)
-    if exc.status_code == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="nitro-llm"'
-    return JSONResponse(exc.to_wire(), status_code=exc.status_code, headers=headers)
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,18 +16,24 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from nitro_llm.errors import NitroLLMError
 from nitro_llm.gateway.admission import AccessSettings, Admission
 from nitro_llm.gateway.attestation import ATTESTATION_MEDIA_TYPE, DEFAULT_SUITE, fetch_attestation
 from nitro_llm.gateway.busy import busy_refusal
+from nitro_llm.gateway.clock import Clock
 from nitro_llm.gateway.credentials import CredentialsSource
 from nitro_llm.gateway.enclave_link import EnclaveLink
-from nitro_llm.gateway.errors import BadRequest, EnclaveUnavailable, GatewayError, RequestTooLarge
+from nitro_llm.gateway.enclave_monitor import EnclaveMonitor, hand_credentials
+from nitro_llm.gateway.errors import (
+    BadRequest,
+    EnclaveUnavailable,
+    GatewayError,
+    RequestTooLarge,
+    error_response,
+)
 from nitro_llm.gateway.ratelimit import Limiter
+from nitro_llm.gateway.seams import build_seams
 from nitro_llm.gateway.settings import GatewaySettings
-from nitro_llm.gateway.supervisor import EnclaveMonitor
-from nitro_llm.protocol import frames
-from nitro_llm.protocol.framing import encode_frame
+from nitro_llm.protocol.frame_codec import encode_frame
 
 log = logging.getLogger("nitro_llm.gateway")
 
@@ -48,11 +53,6 @@ class _Metrics:
         self.latency = Histogram(
             "nitro_llm_gateway_seconds", "Request duration until the last frame", registry=self.registry
         )
-
-
-def _error_response(exc: GatewayError) -> JSONResponse:
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-    return JSONResponse(exc.to_wire(), status_code=exc.status_code, headers=headers)
 
 
 async def _read_body_capped(request: Request, limit: int) -> bytes:
@@ -82,13 +82,7 @@ async def _push_credentials_forever(
     """Keep the enclave supplied with the role's credentials: retry quickly until the enclave takes
     them, then refresh on a schedule (they expire; the enclave cannot fetch them itself)."""
     while True:
-        try:
-            creds = await asyncio.to_thread(source.get)
-            reply = await link.call(frames.credentials_frame(creds))
-            ok = reply.get("t") == "ok"
-        except NitroLLMError as exc:
-            log.info("credentials hand-off pending: %s", exc.code)
-            ok = False
+        ok = await hand_credentials(link, source)
         if ok:
             log.info("credentials handed to the enclave")
         await asyncio.sleep(settings.credentials_refresh_seconds if ok else 1.0)
@@ -96,12 +90,21 @@ async def _push_credentials_forever(
 
 def create_app(
     settings: GatewaySettings,
+    *,
     credentials: CredentialsSource | None = None,
     access: AccessSettings | None = None,
+    link: EnclaveLink | None = None,
+    limiter: Limiter | None = None,
+    clock: Clock | None = None,
+    monitor: EnclaveMonitor | None = None,
 ) -> FastAPI:
-    link = EnclaveLink(settings)
+    """The gateway's ASGI app. ``link``, ``limiter``, ``clock`` and ``monitor`` are its seams (see
+    :mod:`nitro_llm.gateway.seams`): those not given are built from ``settings``."""
+    seams = build_seams(
+        settings, credentials=credentials, link=link, limiter=limiter, clock=clock, monitor=monitor
+    )
+    link, monitor, clock = seams.link, seams.monitor, seams.clock  # as given, or the defaults
     metrics = _Metrics()
-    monitor = EnclaveMonitor(link, credentials=credentials)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -126,7 +129,9 @@ def create_app(
     app.state.link = link
     app.state.monitor = monitor
     # Tokens, enclave availability (503), per-client rate and concurrency (429), body deadline (408).
-    app.add_middleware(Admission, settings=access or AccessSettings(), limiter=Limiter(), monitor=monitor)
+    app.add_middleware(
+        Admission, settings=access or AccessSettings(), limiter=seams.limiter, monitor=monitor, clock=clock
+    )
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
@@ -134,7 +139,7 @@ def create_app(
         log.info("refused status=%d code=%s", exc.status_code, exc.code)
         if isinstance(exc, EnclaveUnavailable):
             monitor.link_failed()
-        return _error_response(exc)
+        return error_response(exc)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -185,7 +190,7 @@ def create_app(
 
     @app.post("/v1/infer")
     async def infer(request: Request) -> Response:
-        started = time.monotonic()
+        started = clock()
         body = await _read_body_capped(request, settings.max_body_bytes)
         metrics.bytes_in.inc(len(body))
         answer = link.infer(body)
@@ -214,7 +219,7 @@ def create_app(
                 await answer.aclose()
                 metrics.bytes_out.inc(sent)
                 metrics.requests.labels(outcome=outcome).inc()
-                elapsed = time.monotonic() - started
+                elapsed = clock() - started
                 metrics.latency.observe(elapsed)
                 log.info(
                     "infer outcome=%s bytes_in=%d bytes_out=%d frames=%d ms=%.1f",

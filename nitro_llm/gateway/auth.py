@@ -21,13 +21,13 @@ import os
 import re
 import secrets
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nitro_llm.errors import ConfigError
+from nitro_llm.gateway.clock import Clock, system_clock
 from nitro_llm.gateway.errors import GatewayError
 
 FORMAT = "nitro-llm-api-tokens/1"
@@ -40,10 +40,8 @@ MAX_TOKEN_CHARS = 256
 RELOAD_CHECK_SECONDS = 2.0
 
 
-class Unauthorized(GatewayError):
-    code = "unauthorized"
-    status_code = 401
-    default_hint = "send 'Authorization: Bearer <API token>' with a token the gateway's operator issued"
+class Unauthorized(GatewayError, code="unauthorized", status_code=401):
+    """send 'Authorization: Bearer <API token>' with a token the gateway's operator issued"""
 
 
 @dataclass(frozen=True)
@@ -143,12 +141,15 @@ class TokenRegistry:
     """Authenticates bearer tokens against a tokens file, re-read when the file changes, so an
     operator can revoke or add a client without restarting the gateway (and so dropping streams)."""
 
-    def __init__(self, path: Path, *, defaults: ClientLimits | None = None) -> None:
+    def __init__(
+        self, path: Path, *, defaults: ClientLimits | None = None, clock: Clock = system_clock
+    ) -> None:
         self.path = path
         self.defaults = defaults or ClientLimits()
+        self._clock = clock
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
-        self._checked = 0.0
+        self._stamp: tuple[int, int, int] | None = None
+        self._checked = -float("inf")  # the first request checks the file
         self._clients: dict[str, Client] = {}
         self._load()
 
@@ -165,10 +166,10 @@ class TokenRegistry:
         self._clients = {
             digest: Client(c.name, c.limits.merged_over(self.defaults)) for digest, c in clients.items()
         }
-        self._stamp = (stat.st_mtime_ns, stat.st_size)
+        self._stamp = _stamp(stat)
 
     def _maybe_reload(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if now - self._checked < RELOAD_CHECK_SECONDS:
             return
         self._checked = now
@@ -176,7 +177,7 @@ class TokenRegistry:
             stat = self.path.stat()
         except OSError:
             return  # keep serving with what we have; the next check tries again
-        if (stat.st_mtime_ns, stat.st_size) != self._stamp:
+        if _stamp(stat) != self._stamp:
             try:
                 self._load()
             except ConfigError:
@@ -200,6 +201,12 @@ class TokenRegistry:
         if client is None:
             raise Unauthorized("the API token is not valid for this gateway")
         return client
+
+
+def _stamp(stat: os.stat_result) -> tuple[int, int, int]:
+    # The inode too: add_client renames a new file into place, so a rewrite within the file
+    # system's timestamp granularity, of the same size, is still seen.
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
 def add_client(path: Path, name: str, limits: ClientLimits | None = None) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from nitro_llm.errors import NitroLLMError
 from nitro_llm.gateway.errors import EnclaveBusy
-from nitro_llm.protocol.framing import decode_frame
+from nitro_llm.protocol.frame_codec import decode_frame
 
 BUSY_CODES = frozenset({"enclave_busy", "replay_cache_full"})
 _HEADER = 4

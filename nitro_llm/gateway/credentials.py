@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from nitro_llm.errors import ConfigError
-from nitro_llm.protocol.frames import Credentials
+from nitro_llm.protocol.frame_kinds import Credentials
 
 RoleCredentials = Credentials
 """The instance role's credentials, in the frame type the enclave reads (one definition for both ends)."""

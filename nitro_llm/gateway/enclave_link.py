@@ -9,62 +9,69 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Protocol
 
 from nitro_llm.errors import NitroLLMError
 from nitro_llm.gateway.errors import EnclaveTimeout, EnclaveUnavailable
 from nitro_llm.gateway.settings import GatewaySettings
 from nitro_llm.protocol.errors import FrameTooLargeError
-from nitro_llm.protocol.framing import HEADER_SIZE, decode_frame, encode_frame, read_frame_async
-from nitro_llm.transport.address import parse_address
+from nitro_llm.protocol.frame_codec import HEADER_SIZE, decode_frame, encode_frame, read_frame_async
+from nitro_llm.transport import open_connection
 
 
-class EnclaveLink:
+class EnclaveLink(Protocol):
+    """What the gateway needs of the enclave: the seam ``create_app(link=...)`` takes. The real one is
+    :class:`TransportLink`; tests hand in a scripted one that never opens a socket."""
+
+    async def call(self, frame: dict[str, object], timeout: float = 10.0) -> dict[str, object]:
+        """One request frame, one reply frame; link trouble raises a :class:`GatewayError`."""
+        ...
+
+    def infer(self, envelope: bytes) -> AsyncGenerator[bytes, None]:
+        """Whole answer frames as they arrive, the last one final or an error frame."""
+        ...
+
+
+class TransportLink:
+    """The enclave link over :mod:`nitro_llm.transport` (Unix socket, vsock or TCP, from settings)."""
+
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
 
-    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    @contextlib.asynccontextmanager
+    async def _connected(self) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
         try:
             # Connected on the event loop, not in a worker thread: a thread hop per request cost
             # more than the rest of the relay (measured by 'nitro-llm bench -s b').
-            address = parse_address(self.settings.enclave)
-            sock = socket.socket(address.family, socket.SOCK_STREAM)
-            sock.setblocking(False)
-            try:
-                await asyncio.wait_for(
-                    asyncio.get_running_loop().sock_connect(sock, address.sockaddr),
-                    self.settings.connect_timeout,
-                )
-            except BaseException:
-                sock.close()
-                raise
-            return await asyncio.open_connection(sock=sock, limit=2**20)
+            reader, writer = await open_connection(self.settings.enclave, self.settings.connect_timeout)
         except (OSError, NitroLLMError) as exc:
             raise EnclaveUnavailable(f"cannot reach the enclave ({type(exc).__name__})") from None
-
-    async def call(self, frame: dict[str, object], timeout: float = 10.0) -> dict[str, object]:
-        """One request frame, one reply frame (ping, credentials)."""
-        reader, writer = await self._open()
         try:
-            writer.write(encode_frame(frame))
-            await writer.drain()
-            reply = await asyncio.wait_for(
-                read_frame_async(reader, max_size=self.settings.max_frame_bytes), timeout=timeout
-            )
-        except TimeoutError:
-            raise EnclaveTimeout("the enclave did not reply in time") from None
-        except (OSError, NitroLLMError) as exc:
-            raise EnclaveUnavailable(f"the enclave link failed ({type(exc).__name__})") from None
+            yield reader, writer
         finally:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    async def call(self, frame: dict[str, object], timeout: float = 10.0) -> dict[str, object]:
+        """One request frame, one reply frame (ping, credentials)."""
+        async with self._connected() as (reader, writer):
+            try:
+                writer.write(encode_frame(frame))
+                await writer.drain()
+                reply = await asyncio.wait_for(
+                    read_frame_async(reader, max_size=self.settings.max_frame_bytes), timeout=timeout
+                )
+            except TimeoutError:
+                raise EnclaveTimeout("the enclave did not reply in time") from None
+            except (OSError, NitroLLMError) as exc:
+                raise EnclaveUnavailable(f"the enclave link failed ({type(exc).__name__})") from None
         if reply is None:
             raise EnclaveUnavailable("the enclave closed the link without replying")
         return reply
 
-    async def infer(self, envelope: bytes) -> AsyncIterator[bytes]:
+    async def infer(self, envelope: bytes) -> AsyncGenerator[bytes, None]:
         """Send a sealed envelope; yield answer frames as they arrive, until the final or an error frame.
 
         Each yielded piece is one or more whole frames, each checked to decode as a frame; frames
@@ -73,8 +80,7 @@ class EnclaveLink:
         The first frame is awaited before anything is yielded so that an unreachable or failing
         enclave becomes a proper HTTP status instead of a 200 with a broken body.
         """
-        reader, writer = await self._open()
-        try:
+        async with self._connected() as (reader, writer):
             writer.write(encode_frame({"t": "infer", "envelope": envelope}))
             await writer.drain()
             timeout = self.settings.first_frame_timeout
@@ -96,10 +102,6 @@ class EnclaveLink:
                     return
                 if not data:
                     raise EnclaveUnavailable("the enclave closed the link before the final answer frame")
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
 
 
 _READ_SIZE = 2**16

@@ -3,6 +3,8 @@ plaintext, so it has none to leak, and it still keeps messages content-free by c
 
 from __future__ import annotations
 
+from fastapi.responses import JSONResponse
+
 from nitro_llm.errors import NitroLLMError
 
 
@@ -12,41 +14,38 @@ class GatewayError(NitroLLMError):
     retry_after: int | None = None
 
 
-class EnclaveUnavailable(GatewayError):
-    code = "enclave_unavailable"
-    status_code = 503
-    retryable = True
-    retry_after = 2
-    default_hint = "the enclave is starting or restarting; retry after a few seconds"
+def error_response(exc: GatewayError, *, close: bool = False) -> JSONResponse:
+    """The HTTP answer for ``exc``: its wire form, Retry-After when it has one, the Bearer challenge
+    on 401; ``close`` when the request body was never read (it must not be read and discarded)."""
+    headers = {"Connection": "close"} if close else {}
+    if exc.retry_after:
+        headers["Retry-After"] = str(exc.retry_after)
+    if exc.status_code == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="nitro-llm"'
+    return JSONResponse(exc.to_wire(), status_code=exc.status_code, headers=headers or None)
 
 
-class EnclaveTimeout(GatewayError):
-    code = "enclave_timeout"
-    status_code = 504
-    retryable = True
-    retry_after = 5
-    default_hint = "the enclave did not answer in time; retry, or raise the gateway's --enclave-timeout"
+class EnclaveUnavailable(
+    GatewayError, code="enclave_unavailable", retryable=True, status_code=503, retry_after=2
+):
+    """the enclave is starting or restarting; retry after a few seconds"""
 
 
-class RequestTooLarge(GatewayError):
-    code = "request_too_large"
-    status_code = 413
-    default_hint = "shorten the question or raise the gateway's --max-body-bytes"
+class EnclaveTimeout(GatewayError, code="enclave_timeout", retryable=True, status_code=504, retry_after=5):
+    """the enclave did not answer in time; retry, or raise the gateway's --enclave-timeout"""
 
 
-class BadRequest(GatewayError):
-    code = "bad_request"
-    status_code = 400
-    default_hint = "send the sealed envelope produced by the nitro-llm client as the request body"
+class RequestTooLarge(GatewayError, code="request_too_large", status_code=413):
+    """shorten the question or raise the gateway's --max-body-bytes"""
 
 
-class EnclaveRefused(GatewayError):
-    """The enclave answered with a typed error frame; its code, message and hint are passed on as they
-    are (they are content-free by the enclave's own rule)."""
+class BadRequest(GatewayError, code="bad_request", status_code=400):
+    """send the sealed envelope produced by the nitro-llm client as the request body"""
 
-    code = "enclave_refused"
-    status_code = 400
 
+# The enclave answered with a typed error frame; its code, message and hint are passed on as they are (they
+# are content-free by the enclave's own rule).
+class EnclaveRefused(GatewayError, code="enclave_refused", status_code=400):
     @classmethod
     def from_frame(cls, frame: dict[str, object]) -> EnclaveRefused:
         error = cls(
@@ -59,20 +58,11 @@ class EnclaveRefused(GatewayError):
         return error
 
 
-class BadEnclaveReply(GatewayError):
-    code = "bad_enclave_reply"
-    status_code = 502
-    default_hint = (
-        "the enclave answered with a frame of the wrong shape; check that gateway and enclave match"
-    )
+class BadEnclaveReply(GatewayError, code="bad_enclave_reply", status_code=502):
+    """the enclave answered with a frame of the wrong shape; check that gateway and enclave match"""
 
 
-class EnclaveBusy(GatewayError):
-    """The enclave refused a request because its bounded queue is full (its ``enclave_busy`` or
-    ``replay_cache_full`` error frame), told apart so HTTP clients and load balancers can back off."""
-
-    code = "enclave_busy"
-    status_code = 429
-    retryable = True
-    retry_after = 1
-    default_hint = "the enclave is answering other requests; retry after the Retry-After delay"
+# The enclave refused a request because its bounded queue is full (its ``enclave_busy`` or
+# ``replay_cache_full`` error frame), told apart so HTTP clients and load balancers can back off.
+class EnclaveBusy(GatewayError, code="enclave_busy", retryable=True, status_code=429, retry_after=1):
+    """the enclave is answering other requests; retry after the Retry-After delay"""

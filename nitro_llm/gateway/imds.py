@@ -1,10 +1,21 @@
 """The parent instance's role credentials, from the EC2 instance metadata service (IMDSv2 only).
 
 The enclave has no network, so the gateway fetches the instance role's credentials and hands them
-over vsock. Only IMDSv2 is spoken (a session token obtained by PUT first): IMDSv1 is the request
-shape that SSRF bugs can replay, so a server that refuses the token PUT is an error, never a reason
-to fall back. Requests never go through an HTTP proxy from the environment (a proxy would see the
-credentials), and errors never carry the credentials or the token.
+over vsock. The HTTP side is botocore's own metadata fetcher (``InstanceMetadataFetcher``: endpoint
+checks, session, IMDSv2 paths and headers), with three things it does not do by itself:
+
+- Never IMDSv1: IMDSv1 is the request shape that SSRF bugs can replay, so a server that refuses the
+  token PUT is an error, never a reason to fall back (botocore's ``ec2_metadata_v1_disabled`` too).
+- Never a proxy: botocore takes HTTP(S)_PROXY/NO_PROXY from the environment when the fetcher is
+  built (its ``env=`` argument only decides AWS_EC2_METADATA_DISABLED) and a proxy would see the
+  credentials, so its HTTP session is replaced by one with no proxies.
+- Typed errors and one session token reused until shortly before its TTL ends: botocore folds every
+  failure into "no credentials" and asks for a token per call.
+
+Errors never carry the credentials or the token. This leans on members botocore marks private
+(``_session``, ``_get_request``, ``_construct_url``, ``_TOKEN_PATH``, ``_TOKEN_TTL``: the ones its own
+fetchers are built on); tests/gateway/test_imds.py fails if one of them changes meaning, the proxy
+test first.
 """
 
 from __future__ import annotations
@@ -16,7 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import httpx
+from botocore.awsrequest import AWSRequest, AWSResponse
+from botocore.exceptions import BotoCoreError, InvalidIMDSEndpointError
+from botocore.httpsession import URLLib3Session
+from botocore.utils import InstanceMetadataFetcher
 
 from nitro_llm.gateway.credentials import RoleCredentials
 from nitro_llm.gateway.errors import GatewayError
@@ -30,56 +44,39 @@ REFRESH_MARGIN = timedelta(minutes=5)
 """IMDS publishes new role credentials at least five minutes before the old ones expire, so
 refreshing inside that window always finds fresh ones and the enclave never holds expired keys."""
 
-_TOKEN_PATH = "/latest/api/token"  # noqa: S105 (a URL path, not a secret)
-_CREDENTIALS_PATH = "/latest/meta-data/iam/security-credentials/"
-_TOKEN_HEADER = "X-aws-ec2-metadata-token"  # noqa: S105 (a header name)
+_CREDENTIALS_PATH = "latest/meta-data/iam/security-credentials/"
 _TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 
 
-class ImdsError(GatewayError):
-    code = "imds_error"
-    default_hint = "run the gateway on the EC2 parent instance, or use --credentials-file in local mode"
+class ImdsError(GatewayError, code="imds_error"):
+    """run the gateway on the EC2 parent instance, or use --credentials-file in local mode"""
 
 
-class ImdsUnreachable(ImdsError):
-    code = "imds_unreachable"
-    retryable = True
-    default_hint = (
-        "the instance metadata service did not answer: run on an EC2 instance with metadata enabled "
-        "(HttpEndpoint=enabled); from a container, raise HttpPutResponseHopLimit to 2"
-    )
+class ImdsUnreachable(ImdsError, code="imds_unreachable", retryable=True):
+    """the instance metadata service did not answer: run on an EC2 instance with metadata enabled
+    (HttpEndpoint=enabled); from a container, raise HttpPutResponseHopLimit to 2"""
 
 
-class ImdsV1Only(ImdsError):
-    code = "imds_v1_only"
-    default_hint = (
-        "this metadata server does not issue IMDSv2 session tokens; nitro-llm never falls back to "
-        "IMDSv1: use a real EC2 metadata service, or set the instance's HttpTokens to required"
-    )
+class ImdsV1Only(ImdsError, code="imds_v1_only"):
+    """this metadata server does not issue IMDSv2 session tokens; nitro-llm never falls back to IMDSv1: use a
+    real EC2 metadata service, or set the instance's HttpTokens to required"""
 
 
-class ImdsForbidden(ImdsError):
-    code = "imds_forbidden"
-    default_hint = (
-        "the metadata service refused the request: check that instance metadata is enabled and that "
-        "no proxy sits in between (IMDS refuses requests carrying X-Forwarded-For)"
-    )
+class ImdsForbidden(ImdsError, code="imds_forbidden"):
+    """the metadata service refused the request: check that instance metadata is enabled and that no proxy
+    sits in between (IMDS refuses requests carrying X-Forwarded-For)"""
 
 
-class ImdsNoRole(ImdsError):
-    code = "imds_no_role"
-    default_hint = "attach an instance profile with the enclave role to this instance (IamInstanceProfile)"
+class ImdsNoRole(ImdsError, code="imds_no_role"):
+    """attach an instance profile with the enclave role to this instance (IamInstanceProfile)"""
 
 
-class ImdsBadResponse(ImdsError):
-    code = "imds_bad_response"
-    retryable = True
-    default_hint = "retry; if it persists, check that the base URL points at the EC2 metadata service"
+class ImdsBadResponse(ImdsError, code="imds_bad_response", retryable=True):
+    """retry; if it persists, check that the base URL points at the EC2 metadata service"""
 
 
-class ImdsNotFound(ImdsBadResponse):
-    code = "imds_not_found"
-    retryable = False
+class ImdsNotFound(ImdsBadResponse, code="imds_not_found", retryable=False):
+    pass
 
 
 @dataclass
@@ -101,6 +98,40 @@ def parse_expiration(text: str) -> datetime:
     return when.astimezone(UTC)
 
 
+class _Fetcher(InstanceMetadataFetcher):
+    """botocore's metadata fetcher: one attempt per call, IMDSv1 refused by botocore itself, and no
+    proxy (it reads HTTP(S)_PROXY/NO_PROXY when built, so its session is replaced by one without)."""
+
+    def __init__(self, base_url: str, timeout: float, token_ttl_seconds: int) -> None:
+        # env={}: IMDS was asked for explicitly (--imds); AWS_EC2_METADATA_DISABLED is for SDK chains.
+        super().__init__(
+            timeout=timeout,
+            num_attempts=1,
+            base_url=base_url,
+            env={},
+            config={"ec2_metadata_v1_disabled": True},
+        )
+        self._TOKEN_TTL = str(token_ttl_seconds)
+        self._session = URLLib3Session(timeout=timeout, proxies={})
+
+    def put_token(self) -> AWSResponse:
+        """botocore's IMDSv2 token request, answered whatever the status (botocore's own folds 403,
+        404, 405 and timeouts into "no token"); raises BotoCoreError if nobody answers."""
+        headers = {_TTL_HEADER: self._TOKEN_TTL}
+        request = AWSRequest(method="PUT", url=self._construct_url(self._TOKEN_PATH), headers=headers)
+        return self._session.send(request.prepare())
+
+    def get(self, path: str, token: str) -> AWSResponse | None:
+        """One GET with the token, whatever its status; None if the server did not answer."""
+        try:
+            return self._get_request(path, retry_func=lambda _response: False, token=token)
+        except self._RETRIES_EXCEEDED_ERROR_CLS:
+            return None
+
+    def close(self) -> None:
+        self._session.close()
+
+
 class ImdsClient:
     """Speaks IMDSv2 to one metadata server; the base URL is configurable so that tests (and
     IPv6-only instances, ``http://[fd00:ec2::254]``) can point it elsewhere."""
@@ -118,11 +149,13 @@ class ImdsClient:
         self._now = now
         self._token: _Token | None = None
         self._lock = threading.Lock()
-        # trust_env=False: an HTTP(S)_PROXY from the environment must never see role credentials.
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, trust_env=False)
+        try:
+            self._fetcher = _Fetcher(self.base_url, timeout, token_ttl_seconds)
+        except InvalidIMDSEndpointError:
+            raise ImdsError(f"{self.base_url!r} is not a metadata service URL") from None
 
     def close(self) -> None:
-        self._http.close()
+        self._fetcher.close()
 
     def __enter__(self) -> ImdsClient:
         return self
@@ -130,18 +163,14 @@ class ImdsClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
-        try:
-            return self._http.request(method, path, headers=headers)
-        except httpx.TimeoutException:
-            raise ImdsUnreachable(f"the metadata service at {self.base_url} timed out") from None
-        except httpx.TransportError as exc:
-            raise ImdsUnreachable(
-                f"cannot reach the metadata service at {self.base_url} ({type(exc).__name__})"
-            ) from None
+    def _unreachable(self, reason: str = "") -> ImdsUnreachable:
+        return ImdsUnreachable(f"cannot reach the metadata service at {self.base_url}{reason}")
 
     def _fetch_token(self) -> _Token:
-        resp = self._request("PUT", _TOKEN_PATH, {_TTL_HEADER: str(self._ttl)})
+        try:
+            resp = self._fetcher.put_token()
+        except BotoCoreError as exc:
+            raise self._unreachable(f" ({type(exc).__name__})") from None
         if resp.status_code in (404, 405, 501):
             raise ImdsV1Only(
                 f"the metadata service at {self.base_url} refused the IMDSv2 token request "
@@ -151,13 +180,14 @@ class ImdsClient:
             raise ImdsForbidden(
                 f"the metadata service at {self.base_url} refused to issue a token (HTTP 403)"
             )
-        if resp.status_code != 200 or not resp.text.strip():
+        value = str(resp.text).strip()
+        if resp.status_code != 200 or not value:
             raise ImdsBadResponse(f"unexpected answer to the IMDSv2 token request (HTTP {resp.status_code})")
         ttl = self._ttl
         granted = resp.headers.get(_TTL_HEADER)
         if granted and granted.isdigit():
             ttl = min(ttl, int(granted))
-        return _Token(resp.text.strip(), self._now() + timedelta(seconds=ttl))
+        return _Token(value, self._now() + timedelta(seconds=ttl))
 
     def _current_token(self) -> str:
         with self._lock:
@@ -168,29 +198,31 @@ class ImdsClient:
     def get(self, path: str) -> str:
         """GET a metadata path with a session token; a token the server no longer accepts (401,
         e.g. after the instance was stopped and started) is replaced once, then the error stands."""
+        path = path.lstrip("/")
         for attempt in range(2):
-            token = self._current_token()
-            resp = self._request("GET", path, {_TOKEN_HEADER: token})
+            resp = self._fetcher.get(path, self._current_token())
+            if resp is None:
+                raise self._unreachable()
             if resp.status_code == 401 and attempt == 0:
                 with self._lock:
                     self._token = None
                 continue
             if resp.status_code == 404:
-                raise ImdsNotFound(f"the metadata path {path} does not exist (HTTP 404)")
+                raise ImdsNotFound(f"the metadata path /{path} does not exist (HTTP 404)")
             if resp.status_code == 403:
-                raise ImdsForbidden(f"the metadata service refused {path} (HTTP 403)")
+                raise ImdsForbidden(f"the metadata service refused /{path} (HTTP 403)")
             if resp.status_code != 200:
-                raise ImdsBadResponse(f"unexpected answer for {path} (HTTP {resp.status_code})")
-            return resp.text
+                raise ImdsBadResponse(f"unexpected answer for /{path} (HTTP {resp.status_code})")
+            return str(resp.text)
         raise ImdsBadResponse(
-            f"the metadata service kept rejecting fresh session tokens for {path} (HTTP 401)"
+            f"the metadata service kept rejecting fresh session tokens for /{path} (HTTP 401)"
         )
 
     def instance_id(self) -> str:
-        return self.get("/latest/meta-data/instance-id").strip()
+        return self.get("latest/meta-data/instance-id").strip()
 
     def region(self) -> str:
-        return self.get("/latest/meta-data/placement/region").strip()
+        return self.get("latest/meta-data/placement/region").strip()
 
     def role_name(self) -> str:
         try:
@@ -203,7 +235,8 @@ class ImdsClient:
         return names[0]
 
     def role_credentials(self, role: str | None = None) -> tuple[RoleCredentials, datetime]:
-        """The role's current credentials and when they expire."""
+        """The role's current credentials and when they expire (as IMDS says: botocore's own
+        fetcher would push a near expiry later, and the enclave would then hold expired keys)."""
         role = role or self.role_name()
         text = self.get(_CREDENTIALS_PATH + role)
         try:

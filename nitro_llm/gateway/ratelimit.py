@@ -10,36 +10,31 @@ from __future__ import annotations
 
 import math
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from nitro_llm.gateway.auth import Client, ClientLimits
+from nitro_llm.gateway.clock import Clock, system_clock
 from nitro_llm.gateway.errors import GatewayError
 
 CONCURRENCY_RETRY_AFTER = 1
 
 
-class RateLimited(GatewayError):
-    code = "rate_limited"
-    status_code = 429
-    retryable = True
-    default_hint = "slow down: retry after the number of seconds in the Retry-After header"
+class RateLimited(GatewayError, code="rate_limited", retryable=True, status_code=429):
+    """slow down: retry after the number of seconds in the Retry-After header"""
 
     def __init__(self, message: str, *, retry_after: int, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.retry_after = max(1, retry_after)
 
 
-class TooManyConcurrent(RateLimited):
-    code = "too_many_concurrent_requests"
-    default_hint = "wait for one of your answers to finish, then retry (see Retry-After)"
+class TooManyConcurrent(RateLimited, code="too_many_concurrent_requests"):
+    """wait for one of your answers to finish, then retry (see Retry-After)"""
 
 
 class TokenBucket:
     """``burst`` tokens at most, refilled at ``rate`` per second; one request takes one token."""
 
-    def __init__(self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rate: float, burst: int, *, clock: Clock = system_clock) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
         self.rate = rate
@@ -83,7 +78,7 @@ class Limiter:
     """Admission state for every client. Its size is bounded by the number of configured clients
     (plus the anonymous one): unauthenticated callers never get state of their own."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, clock: Clock = system_clock) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._clients: dict[str, _ClientState] = {}

@@ -2,7 +2,10 @@
 
 Only the endpoint differs between the two (``endpoint_url=None`` means AWS), so every caller runs
 the same boto3 code path in tests, in the demo and in production. Timeouts are short and retries
-bounded: a caller waiting on KMS is usually holding a user's request.
+bounded: a caller waiting on KMS is usually holding a user's request. A caller with its own retry
+policy and total deadline (the enclave) asks for ``single_attempt``: botocore then never retries, and
+each call's read timeout is the one its policy sets through ``attempt_budget``, so exactly one layer
+retries and its deadline bounds every wait.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from urllib.parse import urlsplit
 import boto3
 from botocore.config import Config
 
+from nitro_llm.kms import attempt_budget
 from nitro_llm.kms.errors import KmsConfigError
 from nitro_llm.transport.address import is_loopback_host
 
@@ -22,12 +26,20 @@ READ_TIMEOUT_S = 15
 MAX_ATTEMPTS = 3
 
 
-def make_kms_client(endpoint_url: str | None, credentials: Mapping[str, Any] | None, region: str) -> Any:
+def make_kms_client(
+    endpoint_url: str | None,
+    credentials: Mapping[str, Any] | None,
+    region: str,
+    *,
+    single_attempt: bool = False,
+) -> Any:
     """Return a boto3 KMS client.
 
     ``credentials`` is an entry of the emulator's ``credentials.json`` (or any mapping with
     ``access_key_id``, ``secret_access_key`` and optionally ``session_token``; other fields such as
     ``arn`` are ignored). ``None`` uses boto3's default chain (environment, IMDS on EC2).
+    ``single_attempt``: one HTTP attempt per call, a 1 s connect timeout and the read timeout of the
+    enclosing ``attempt_budget.read_timeout`` block; for callers that retry themselves.
     """
     if not region:
         raise KmsConfigError("a region is required for KMS", hint="pass --region (e.g. us-east-1)")
@@ -50,12 +62,25 @@ def make_kms_client(endpoint_url: str | None, credentials: Mapping[str, Any] | N
         # total attempts, first one included (botocore's "max_attempts" would count retries only)
         "retries": {"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},
     }
+    if single_attempt:
+        config_args["connect_timeout"] = attempt_budget.ATTEMPT_CONNECT_TIMEOUT_S
+        config_args["retries"] = {"total_max_attempts": 1, "mode": "standard"}
     if endpoint_url is not None:
         _check_endpoint(endpoint_url)
         if is_loopback_host(urlsplit(endpoint_url).hostname or ""):
             config_args["proxies"] = {}  # a loopback emulator or relay must never go through an HTTP proxy
     session = boto3.session.Session(**session_args)
-    return session.client("kms", endpoint_url=endpoint_url, config=Config(**config_args))
+    client = session.client("kms", endpoint_url=endpoint_url, config=Config(**config_args))
+    if single_attempt:
+        client.meta.events.register("before-call.kms", _apply_attempt_read_timeout)
+    return client
+
+
+def _apply_attempt_read_timeout(context: dict[str, Any], **_kwargs: Any) -> None:
+    """botocore reads a per-request ``read_timeout`` from the request context (``URLLib3Session``)."""
+    timeout = attempt_budget.current_read_timeout()
+    if timeout is not None:
+        context["read_timeout"] = timeout
 
 
 def _check_endpoint(endpoint_url: str) -> None:
@@ -69,5 +94,3 @@ def _check_endpoint(endpoint_url: str) -> None:
             "plain-http KMS endpoints are only allowed on loopback",
             hint="use https for a remote KMS; the emulator listens on 127.0.0.1",
         )
-
-

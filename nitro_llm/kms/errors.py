@@ -12,47 +12,33 @@ from __future__ import annotations
 from nitro_llm.errors import ConfigError, NitroLLMError
 
 
-class CmsError(NitroLLMError):
-    """A CMS EnvelopedData blob could not be opened.
-
-    One class and a handful of fixed messages on purpose: telling a caller *which* step failed
-    (OAEP unwrap versus CBC padding) would hand an attacker a padding oracle.
-    """
-
-    code = "cms_invalid"
-    default_hint = (
-        "pass the exact CiphertextForRecipient bytes KMS returned, and the private key whose public half "
-        "was in the attestation document"
-    )
+# A CMS EnvelopedData blob could not be opened. One class and a handful of fixed messages on purpose:
+# telling a caller *which* step failed (OAEP unwrap versus CBC padding) would hand an attacker a padding
+# oracle.
+class CmsError(NitroLLMError, code="cms_invalid"):
+    """pass the exact CiphertextForRecipient bytes KMS returned, and the private key whose public half was in
+    the attestation document"""
 
 
-class PolicyError(NitroLLMError):
-    """A key policy is not a document the evaluator accepts (shape, operator, principal)."""
-
-    code = "policy_invalid"
-    default_hint = "fix the policy JSON: see nitro_llm.kms.policy_eval for the supported elements"
+# A key policy is not a document the evaluator accepts (shape, operator, principal).
+class PolicyError(NitroLLMError, code="policy_invalid"):
+    """fix the policy JSON: see nitro_llm.kms.policy_eval for the supported elements"""
 
 
-class KmsConfigError(ConfigError):
-    """The emulator or a KMS client was set up with something unusable."""
-
-    code = "kms_config"
-
-
-class EmulatorStateError(NitroLLMError):
-    """The emulator's state directory cannot be used (locked by another emulator, unreadable, corrupt)."""
-
-    code = "kms_state"
-    default_hint = "stop the other emulator using this --state-dir, or point --state-dir somewhere else"
+# The emulator or a KMS client was set up with something unusable.
+class KmsConfigError(ConfigError, code="kms_config"):
+    pass
 
 
+# The emulator's state directory cannot be used (locked by another emulator, unreadable, corrupt).
+class EmulatorStateError(NitroLLMError, code="kms_state"):
+    """stop the other emulator using this --state-dir, or point --state-dir somewhere else"""
+
+
+# A fault the emulator answers on the wire as ``{"__type": aws_type, "message": ...}``. ``aws_type`` and
+# ``status`` are AWS's exception name and HTTP status for the same situation: they are part of the
+# emulation, not free choices.
 class KmsApiError(NitroLLMError):
-    """A fault the emulator answers on the wire as ``{"__type": aws_type, "message": ...}``.
-
-    ``aws_type`` and ``status`` are AWS's exception name and HTTP status for the same situation:
-    they are part of the emulation, not free choices.
-    """
-
     code = "kms_api_error"
     aws_type: str = "KMSInternalException"
     status: int = 500

@@ -21,13 +21,9 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from nitro_llm.protocol import cbor
 from nitro_llm.protocol.attested_errors import (
@@ -48,15 +44,9 @@ from nitro_llm.protocol.attested_wire import (  # the relayable parts, re-export
     read_attest_frame,
     read_attestation_frame,
 )
-from nitro_llm.protocol.errors import (
-    ChunkAfterFinalError,
-    ChunkGapError,
-    ChunkReplayError,
-    DecryptionFailedError,
-    FrameError,
-    RequestSchemaError,
-    ResponseTruncatedError,
-)
+from nitro_llm.protocol.chunks import AnswerChunks, ChunkKey, ChunkOpener, ChunkSealer
+from nitro_llm.protocol.envelopes import Envelope, EnvelopeHead
+from nitro_llm.protocol.errors import RequestSchemaError
 from nitro_llm.protocol.hpke_suite import DEFAULT_SUITE, SUITES, HpkeKeyPair, load_public_key, suite_info
 from nitro_llm.protocol.hpke_suite import seal as hpke_seal
 from nitro_llm.protocol.messages import ChatRequest
@@ -103,10 +93,6 @@ _DESCRIPTOR_FIELDS = frozenset(
 )
 _ENVELOPE_FIELDS = frozenset({"v", "protocol", "suite", "descriptor_hash", "enc", "ct"})
 _SEALED_FIELDS = frozenset({"request", "response_key", "request_id", "timestamp"})
-_CHUNK_FIELDS = frozenset({"t", "seq", "final", "ct"})
-_FINAL_PAYLOAD_FIELDS = frozenset({"text", "finish_reason", "usage"})
-MAX_FINISH_REASON_CHARS = 32
-MAX_USAGE_FIELDS = 8
 
 
 # --- session descriptor ----------------------------------------------------------------------
@@ -134,13 +120,7 @@ class SessionDescriptor:
                 raise DescriptorError(f"descriptor {name} must be 64 lowercase hex characters (SHA-256)")
 
     def to_map(self) -> dict[str, Any]:
-        return {
-            "protocol_version": self.protocol_version,
-            "hpke_suite": self.hpke_suite,
-            "hpke_public_key": self.hpke_public_key,
-            "model_digest": self.model_digest,
-            "config_digest": self.config_digest,
-        }
+        return asdict(self)  # exactly the descriptor's fields; to_cbor sorts them canonically
 
     def to_cbor(self) -> bytes:
         """Canonical CBOR: one descriptor has exactly one encoding, hence exactly one hash."""
@@ -183,7 +163,11 @@ def _request_info(digest: bytes) -> bytes:
 
 
 @dataclass(frozen=True)
-class AttestedEnvelope:
+class AttestedEnvelope(Envelope):
+    """What the client sends: an HPKE ciphertext to the session whose descriptor hash it names."""
+
+    HEAD = EnvelopeHead(PROTOCOL, VERSION, _ENVELOPE_FIELDS, error=AttestedEnvelopeError)
+
     suite: str
     descriptor_hash: bytes
     enc: bytes = field(repr=False)
@@ -200,32 +184,12 @@ class AttestedEnvelope:
         if not isinstance(self.ct, bytes) or not TAG_SIZE < len(self.ct) <= MAX_CT_SIZE:
             raise AttestedEnvelopeError(f"envelope 'ct' must be {TAG_SIZE + 1} to {MAX_CT_SIZE} bytes")
 
-    def to_map(self) -> dict[str, Any]:
-        return {
-            "v": VERSION,
-            "protocol": PROTOCOL,
-            "suite": self.suite,
-            "descriptor_hash": self.descriptor_hash,
-            "enc": self.enc,
-            "ct": self.ct,
-        }
-
-    def to_cbor(self) -> bytes:
-        return cbor.dumps(self.to_map())
+    def body(self) -> dict[str, Any]:
+        return {"suite": self.suite, "descriptor_hash": self.descriptor_hash, "enc": self.enc, "ct": self.ct}
 
     @classmethod
-    def from_map(cls, raw: Mapping[str, Any]) -> AttestedEnvelope:
-        if set(raw) != _ENVELOPE_FIELDS:
-            raise AttestedEnvelopeError(f"envelope must have exactly {', '.join(sorted(_ENVELOPE_FIELDS))}")
-        if raw["v"] != VERSION or isinstance(raw["v"], bool):
-            raise AttestedEnvelopeError(f"envelope version must be {VERSION}")
-        if raw["protocol"] != PROTOCOL:
-            raise AttestedEnvelopeError(f"envelope protocol must be {PROTOCOL!r}")
+    def from_body(cls, raw: Mapping[str, Any]) -> AttestedEnvelope:
         return cls(raw["suite"], raw["descriptor_hash"], raw["enc"], raw["ct"])
-
-    @classmethod
-    def from_cbor(cls, data: bytes) -> AttestedEnvelope:
-        return cls.from_map(cbor.decode_map(data, what="envelope", error=AttestedEnvelopeError))
 
 
 def new_request_id() -> str:
@@ -241,7 +205,7 @@ class SealedRequest:
     request_id: str
     timestamp: int
 
-    def response_opener(self) -> ResponseOpener:
+    def response_opener(self) -> ChunkOpener:
         return ResponseOpener(self.response_key, self.request_id)
 
 
@@ -254,8 +218,8 @@ class OpenedRequest:
     request_id: str
     timestamp: int  # milliseconds since the Unix epoch, client clock: the server checks its skew
 
-    def response_sealer(self, buckets: Buckets = CHUNK_BUCKETS) -> ResponseSealer:
-        return ResponseSealer(self.response_key, self.request_id, buckets=buckets)
+    def response_sealer(self, buckets: Buckets = CHUNK_BUCKETS) -> ChunkSealer:
+        return ChunkSealer(chunk_key(self.response_key, self.request_id), buckets=buckets)
 
 
 def seal_request(
@@ -346,112 +310,21 @@ def _check_request_id(request_id: Any, *, error: type[Exception]) -> None:
         raise error("request_id must be 32 lowercase hex characters")
 
 
-# --- answer chunks ---------------------------------------------------------------------------
+# --- answer chunks: the shared sealer and opener (protocol/chunks.py), under this protocol's key --
 
 
-def _chunk_aead(response_key: bytes, request_id: str) -> AESGCM:
+def chunk_key(response_key: bytes, request_id: str) -> ChunkKey:
+    """The answer's key: HKDF of the request's fresh response key; AAD names protocol, request, seq, final."""
     if not isinstance(response_key, bytes | bytearray) or len(response_key) != RESPONSE_KEY_SIZE:
         raise ResponseKeyError(f"the response key must be {RESPONSE_KEY_SIZE} bytes")
     _check_request_id(request_id, error=ResponseKeyError)
-    key = HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=bytes.fromhex(request_id), info=RESPONSE_INFO
-    ).derive(bytes(response_key))
-    return AESGCM(key)
-
-
-def chunk_nonce(seq: int, final: bool) -> bytes:
-    return seq.to_bytes(8, "big") + b"\x00\x00\x00" + (b"\x01" if final else b"\x00")
+    return ChunkKey.derive(response_key, request_id, info=RESPONSE_INFO, aad=partial(chunk_aad, request_id))
 
 
 def chunk_aad(request_id: str, seq: int, final: bool) -> bytes:
     return cbor.canonical({"protocol": PROTOCOL, "request_id": request_id, "seq": seq, "final": final})
 
 
-class ResponseSealer:
-    """Enclave side: seals one answer as numbered, padded chunk frames, the last one final."""
-
-    def __init__(self, response_key: bytes, request_id: str, *, buckets: Buckets = CHUNK_BUCKETS) -> None:
-        self._aead = _chunk_aead(response_key, request_id)
-        self._request_id = request_id
-        self._buckets = buckets
-        self._seq = 0
-        self._finished = False
-
-    def seal(self, content: str | Mapping[str, Any], final: bool = False) -> dict[str, Any]:
-        """``content`` is the text, or a map with ``text`` (and, when final, ``finish_reason``/``usage``)."""
-        if self._finished:
-            raise RuntimeError("the answer already has its final chunk")
-        payload = {"text": content} if isinstance(content, str) else dict(content)
-        _check_chunk_payload(payload, final, error=ValueError)
-        seq = self._seq
-        ct = self._aead.encrypt(
-            chunk_nonce(seq, final),
-            pad(cbor.dumps(payload), self._buckets),
-            chunk_aad(self._request_id, seq, final),
-        )
-        self._seq += 1
-        self._finished = final
-        return {"t": "chunk", "seq": seq, "final": final, "ct": ct}
-
-
-class ResponseOpener:
-    """Client side: opens chunk frames strictly in order; :meth:`finish` catches a cut-off answer."""
-
-    def __init__(self, response_key: bytes, request_id: str) -> None:
-        self._aead = _chunk_aead(response_key, request_id)
-        self._request_id = request_id
-        self._expected = 0
-        self._finished = False
-
-    @property
-    def finished(self) -> bool:
-        return self._finished
-
-    def open(self, frame: Mapping[str, Any]) -> dict[str, Any]:
-        if not isinstance(frame, Mapping) or frame.get("t") != "chunk" or set(frame) != _CHUNK_FIELDS:
-            raise FrameError(f"expected a chunk frame with exactly {', '.join(sorted(_CHUNK_FIELDS))}")
-        seq, final, ct = frame["seq"], frame["final"], frame["ct"]
-        if not cbor.is_int_in(seq, 0, 2**64 - 1):
-            raise FrameError("chunk 'seq' must be an unsigned 64-bit integer")
-        if not isinstance(final, bool) or not isinstance(ct, bytes):
-            raise FrameError("chunk 'final' must be a boolean and 'ct' bytes")
-        if self._finished:
-            raise ChunkAfterFinalError(f"chunk {seq} arrived after the final chunk")
-        if seq < self._expected:
-            raise ChunkReplayError(f"chunk {seq} arrived again (expected {self._expected})")
-        if seq > self._expected:
-            raise ChunkGapError(f"chunk {seq} arrived but chunk {self._expected} is missing")
-        try:
-            padded = self._aead.decrypt(chunk_nonce(seq, final), ct, chunk_aad(self._request_id, seq, final))
-        except InvalidTag:
-            raise DecryptionFailedError(f"answer chunk {seq} did not authenticate") from None
-        payload = cbor.decode_map(unpad(padded), what="answer chunk", error=FrameError)
-        _check_chunk_payload(payload, final, error=FrameError)
-        self._expected += 1
-        self._finished = final
-        return payload
-
-    def finish(self) -> None:
-        """Call when the stream ends: an answer without its final chunk was truncated."""
-        if not self._finished:
-            raise ResponseTruncatedError(f"the answer ended after {self._expected} chunks, none final")
-
-
-def _check_chunk_payload(payload: Mapping[str, Any], final: bool, *, error: type[Exception]) -> None:
-    if not isinstance(payload.get("text"), str):
-        raise error("an answer chunk needs a text 'text' field")
-    if not final:
-        if set(payload) != {"text"}:
-            raise error("a non-final answer chunk has exactly one field, 'text'")
-        return
-    if set(payload) != _FINAL_PAYLOAD_FIELDS:
-        raise error(f"the final answer chunk has exactly {', '.join(sorted(_FINAL_PAYLOAD_FIELDS))}")
-    reason, usage = payload["finish_reason"], payload["usage"]
-    if not isinstance(reason, str) or not 0 < len(reason) <= MAX_FINISH_REASON_CHARS:
-        raise error(f"'finish_reason' must be 1 to {MAX_FINISH_REASON_CHARS} characters")
-    if (
-        not isinstance(usage, Mapping)
-        or len(usage) > MAX_USAGE_FIELDS
-        or not all(isinstance(k, str) and cbor.is_int_in(v, 0, 2**32) for k, v in usage.items())
-    ):
-        raise error(f"'usage' must map at most {MAX_USAGE_FIELDS} names to non-negative integers")
+CHUNKS = AnswerChunks(chunk_key)
+ResponseSealer = CHUNKS.sealer  # enclave side: (response_key, request_id) -> ChunkSealer
+ResponseOpener = CHUNKS.opener  # client side: (response_key, request_id) -> ChunkOpener

@@ -12,45 +12,33 @@ from nitro_llm.errors import ProtocolError
 from nitro_llm.protocol.errors import DecryptionFailedError, EnvelopeError
 
 
-class AttestedEnvelopeError(EnvelopeError):
-    code = "bad_attested_envelope"
-    default_hint = "build the envelope with nitro_llm.protocol.attested.seal_request"
+class AttestedEnvelopeError(EnvelopeError, code="bad_attested_envelope"):
+    """build the envelope with nitro_llm.protocol.attested.seal_request"""
 
 
-class DescriptorError(ProtocolError):
-    """A session descriptor is malformed: it cannot name a key, a model or a config we could check."""
-
-    code = "bad_session_descriptor"
-    default_hint = "the enclave's session descriptor is malformed: do not send it anything; report it"
+# A session descriptor is malformed: it cannot name a key, a model or a config we could check.
+class DescriptorError(ProtocolError, code="bad_session_descriptor"):
+    """the enclave's session descriptor is malformed: do not send it anything; report it"""
 
 
-class UnknownDescriptorError(ProtocolError):
-    """The request was sealed to a key this enclave does not hold (rotated, restarted, or another one)."""
-
-    code = "attested_descriptor_unknown"
-    retryable = True
-    default_hint = "fetch and verify a fresh attestation (GET /v1/attestation), then seal the request again"
+# The request was sealed to a key this enclave does not hold (rotated, restarted, or another one).
+class UnknownDescriptorError(ProtocolError, code="attested_descriptor_unknown", retryable=True):
+    """fetch and verify a fresh attestation (GET /v1/attestation), then seal the request again"""
 
 
-class SuiteError(ProtocolError):
-    code = "unsupported_hpke_suite"
-    default_hint = "use one of the HPKE suites 'x25519' or 'mlkem768-x25519'"
+class SuiteError(ProtocolError, code="unsupported_hpke_suite"):
+    """use one of the HPKE suites 'x25519' or 'mlkem768-x25519'"""
 
 
-class HpkeOpenError(DecryptionFailedError):
-    """HPKE refused the request: sealed to another key, for another descriptor, or altered in transit."""
-
-    code = "hpke_open_failed"
-    default_hint = "fetch and verify a fresh attestation, then seal the request again"
+# HPKE refused the request: sealed to another key, for another descriptor, or altered in transit.
+class HpkeOpenError(DecryptionFailedError, code="hpke_open_failed"):
+    """fetch and verify a fresh attestation, then seal the request again"""
 
 
-class PaddingError(ProtocolError):
-    """Authenticated plaintext whose padding is wrong: a peer bug, since the AEAD already vouched for it."""
-
-    code = "bad_padding"
-    default_hint = "pad with nitro_llm.protocol.padding.pad (4-byte length, payload, zero bytes)"
+# Authenticated plaintext whose padding is wrong: a peer bug, since the AEAD already vouched for it.
+class PaddingError(ProtocolError, code="bad_padding"):
+    """pad with nitro_llm.protocol.padding.pad (4-byte length, payload, zero bytes)"""
 
 
-class ResponseKeyError(ProtocolError):
-    code = "bad_response_key"
-    default_hint = "the response key must be 32 fresh random bytes, one per request"
+class ResponseKeyError(ProtocolError, code="bad_response_key"):
+    """the response key must be 32 fresh random bytes, one per request"""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from nitro_llm.errors import ProtocolError
 from nitro_llm.protocol import cbor
 from nitro_llm.protocol.attested_errors import DescriptorError
 from nitro_llm.protocol.errors import FrameError
@@ -44,12 +45,18 @@ def decode_attestation_bundle(data: bytes) -> tuple[bytes, bytes]:
         raise DescriptorError(
             f"attestation bundle must be v{BUNDLE_VERSION} with exactly document and descriptor"
         )
-    document, descriptor = raw["document"], raw["descriptor"]
-    if not isinstance(document, bytes) or not 0 < len(document) <= MAX_DOCUMENT_SIZE:
-        raise DescriptorError(f"attestation bundle 'document' must be 1 to {MAX_DOCUMENT_SIZE} bytes")
-    if not isinstance(descriptor, bytes) or not 0 < len(descriptor) <= MAX_DESCRIPTOR_SIZE:
-        raise DescriptorError(f"attestation bundle 'descriptor' must be 1 to {MAX_DESCRIPTOR_SIZE} bytes")
-    return document, descriptor
+    return _document_and_descriptor(raw, what="attestation bundle", error=DescriptorError)
+
+
+def _document_and_descriptor(
+    raw: Mapping[str, Any], *, what: str, error: type[ProtocolError]
+) -> tuple[bytes, bytes]:
+    """The bundle's and the frame's two fields: non-empty bytes, each within its size limit."""
+    for name, limit in (("document", MAX_DOCUMENT_SIZE), ("descriptor", MAX_DESCRIPTOR_SIZE)):
+        value = raw[name]
+        if not isinstance(value, bytes) or not 0 < len(value) <= limit:
+            raise error(f"{what} {name!r} must be 1 to {limit} bytes")
+    return raw["document"], raw["descriptor"]
 
 
 # --- gateway <-> enclave frames for GET /v1/attestation -------------------------------------
@@ -79,9 +86,4 @@ def attestation_frame(document: bytes, descriptor: bytes) -> dict[str, Any]:
 def read_attestation_frame(frame: Mapping[str, Any]) -> tuple[bytes, bytes]:
     if frame.get("t") != "attestation" or set(frame) != {"t", "document", "descriptor"}:
         raise FrameError("an 'attestation' frame has exactly t, document and descriptor")
-    document, descriptor = frame["document"], frame["descriptor"]
-    if not isinstance(document, bytes) or not 0 < len(document) <= MAX_DOCUMENT_SIZE:
-        raise FrameError(f"'attestation' document must be 1 to {MAX_DOCUMENT_SIZE} bytes")
-    if not isinstance(descriptor, bytes) or not 0 < len(descriptor) <= MAX_DESCRIPTOR_SIZE:
-        raise FrameError(f"'attestation' descriptor must be 1 to {MAX_DESCRIPTOR_SIZE} bytes")
-    return document, descriptor
+    return _document_and_descriptor(frame, what="'attestation' frame", error=FrameError)

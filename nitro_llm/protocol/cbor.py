@@ -1,23 +1,26 @@
-"""Strict CBOR for untrusted bytes: one item, no trailing data, plain types only.
+"""CBOR for the wire protocols: deterministic encoding, and decoding through the one strict decoder.
 
-cbor2 on its own accepts trailing bytes, duplicate map keys and dozens of semantic tags (dates,
-decimals, regexes, shared references). Every peer of the protocol is untrusted by another, so each
-decoded value is held to the handful of types the contracts use and anything else is refused.
+Every peer of the protocol is untrusted by another, so each map a peer sent is read by
+``nitro_llm.cbor_strict``: its structure (size, depth, item count, no tags, no indefinite lengths,
+text keys only) is decided on the bytes before cbor2 builds anything, and the values that come out
+are the handful of plain types the contracts use.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Mapping
 from typing import Any
 
 import cbor2
 
+from nitro_llm import cbor_strict
 from nitro_llm.errors import ProtocolError
 
 # Our deepest structure is request -> messages -> message -> content (4); a little slack for "usage".
 MAX_DEPTH = 8
-_PLAIN_SCALARS = (str, bytes, int, float, bool, type(None))
+#: Above any frame or sealed payload we accept (their own limits are tighter); no input is larger.
+MAX_SIZE = 64 * 1024 * 1024
+#: Data items in one map: a full request (512 messages of a few fields each) is far below it.
+MAX_ITEMS = 1 << 16
 
 
 def canonical(value: Any) -> bytes:
@@ -29,36 +32,32 @@ def dumps(value: Any) -> bytes:
     return cbor2.dumps(value)
 
 
-def decode_map(data: bytes, *, what: str, error: type[ProtocolError]) -> dict[str, Any]:
+def decode_map(
+    data: bytes, *, what: str, error: type[ProtocolError], max_size: int = MAX_SIZE
+) -> dict[str, Any]:
     """Decode exactly one CBOR map with text keys and plain values, or raise ``error``."""
-    stream = io.BytesIO(data)
-    try:
-        value = cbor2.CBORDecoder(
-            stream, max_depth=MAX_DEPTH, allow_duplicate_keys=False, strict_hashable_types=True
-        ).decode()
-    except Exception as exc:  # cbor2 raises assorted types on hostile input; all mean "not CBOR we accept"
-        raise error(f"{what} is not valid CBOR ({type(exc).__name__})") from None
-    if stream.tell() != len(data):
-        raise error(f"{what} has {len(data) - stream.tell()} trailing bytes after its CBOR item")
+    value = cbor_strict.decode(
+        data,
+        what=what,
+        error=error,
+        max_size=max_size,
+        max_depth=MAX_DEPTH,
+        max_items=MAX_ITEMS,
+        text_keys_only=True,
+    )
     if not isinstance(value, dict):
         raise error(f"{what} must be a CBOR map, got {type(value).__name__}")
-    _check_plain(value, what=what, error=error)
     return value
 
 
-def _check_plain(value: Any, *, what: str, error: type[ProtocolError]) -> None:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, Mapping):
-            for key, inner in item.items():
-                if not isinstance(key, str):
-                    raise error(f"{what} has a {type(key).__name__} map key; only text keys are allowed")
-                stack.append(inner)
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif not isinstance(item, _PLAIN_SCALARS):
-            raise error(f"{what} holds a {type(item).__name__}; only plain CBOR types are allowed")
+def check_sendable(data: bytes, *, what: str, error: type[ProtocolError], max_size: int = MAX_SIZE) -> None:
+    """Raise ``error`` unless ``decode_map`` would accept the structure of ``data``: senders refuse
+    what their peer would refuse (a datetime, or an integer above 64 bits that cbor2 writes as a tag)."""
+    if len(data) > max_size:
+        raise error(f"{what} is {len(data)} bytes, above the {max_size}-byte limit")
+    cbor_strict.scan(
+        data, what=what, error=error, max_depth=MAX_DEPTH, max_items=MAX_ITEMS, text_keys_only=True
+    )
 
 
 def is_int_in(value: Any, low: int, high: int) -> bool:

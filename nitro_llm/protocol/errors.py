@@ -10,76 +10,70 @@ from __future__ import annotations
 from nitro_llm.errors import NitroLLMError, ProtocolError
 
 
-class FrameError(ProtocolError):
-    """A frame could not be read: bad length prefix, bad CBOR, not a map, no type."""
-
-    code = "bad_frame"
-    default_hint = "send one 4-byte big-endian length followed by one CBOR map with a text 't' field"
+# A frame could not be read: bad length prefix, bad CBOR, not a map, no type.
+class FrameError(ProtocolError, code="bad_frame"):
+    """send one 4-byte big-endian length followed by one CBOR map with a text 't' field"""
 
 
-class FrameTooLargeError(FrameError):
-    code = "frame_too_large"
-    default_hint = "send a smaller request, or raise the peer's maximum frame size on both ends"
+class FrameTooLargeError(FrameError, code="frame_too_large"):
+    """send a smaller request, or raise the peer's maximum frame size on both ends"""
 
 
-class FrameTruncatedError(FrameError):
-    """The peer closed or stalled in the middle of a frame: the stream cannot be trusted past this point."""
-
-    code = "frame_truncated"
-    retryable = True
-    default_hint = "the connection was cut mid-frame; retry the request on a new connection"
+# The peer closed or stalled in the middle of a frame: the stream cannot be trusted past this point.
+class FrameTruncatedError(FrameError, code="frame_truncated", retryable=True):
+    """the connection was cut mid-frame; retry the request on a new connection"""
 
 
-class EnvelopeError(ProtocolError):
-    code = "bad_envelope"
-    default_hint = "build the envelope with nitro_llm.protocol.kms_envelope.seal_request"
+class EnvelopeError(ProtocolError, code="bad_envelope"):
+    """build the envelope with nitro_llm.protocol.kms_envelope.seal_request"""
 
 
-class RequestSchemaError(ProtocolError):
-    code = "bad_request"
-    default_hint = "see nitro_llm.protocol.messages for the request fields and their limits"
+# An envelope of a wire version this side no longer (or does not yet) speak, e.g. unpadded kms v1.
+class EnvelopeVersionError(EnvelopeError, code="unsupported_envelope_version"):
+    """upgrade the client and the enclave to the same nitro-llm release (see docs/CONTRACTS.md)"""
 
 
-class DataKeyError(ProtocolError):
-    code = "bad_data_key"
-    default_hint = "use the 32-byte Plaintext of KMS GenerateDataKey(KeySpec=AES_256)"
+# An ``infer`` frame names a protocol this enclave does not speak (or has switched off).
+class UnknownProtocolError(EnvelopeError, code="unknown_protocol"):
+    """seal the request with a protocol the enclave serves: 'kms' or 'attested'"""
 
 
-class DecryptionFailedError(ProtocolError):
-    """AES-GCM refused the bytes: wrong key, tampered ciphertext, nonce or header (AAD)."""
-
-    code = "decrypt_failed"
-    default_hint = "the message was altered in transit or sealed under another data key; resend it"
+class RequestSchemaError(ProtocolError, code="bad_request"):
+    """see nitro_llm.protocol.messages for the request fields and their limits"""
 
 
-class ResponseOrderError(ProtocolError):
-    """Answer chunks arrived out of order: an active attacker or a broken relay."""
-
-    code = "response_out_of_order"
-    default_hint = "discard the partial answer and retry the request"
+class DataKeyError(ProtocolError, code="bad_data_key"):
+    """use the 32-byte Plaintext of KMS GenerateDataKey(KeySpec=AES_256)"""
 
 
-class ChunkReplayError(ResponseOrderError):
-    code = "response_chunk_replayed"
+# AES-GCM refused the bytes: wrong key, tampered ciphertext, nonce or header (AAD).
+class DecryptionFailedError(ProtocolError, code="decrypt_failed"):
+    """the message was altered in transit or sealed under another data key; resend it"""
 
 
-class ChunkGapError(ResponseOrderError):
-    code = "response_chunk_missing"
+# Answer chunks arrived out of order: an active attacker or a broken relay.
+class ResponseOrderError(ProtocolError, code="response_out_of_order"):
+    """discard the partial answer and retry the request"""
 
 
-class ChunkAfterFinalError(ResponseOrderError):
-    code = "response_chunk_after_final"
+class ChunkReplayError(ResponseOrderError, code="response_chunk_replayed"):
+    pass
 
 
-class ResponseTruncatedError(ProtocolError):
-    code = "response_truncated"
-    retryable = True
-    default_hint = "the answer stopped before its final chunk; discard it and retry the request"
+class ChunkGapError(ResponseOrderError, code="response_chunk_missing"):
+    pass
 
 
-class RemoteError(NitroLLMError):
-    """An error the enclave reported in an ``{"t": "error"}`` frame, re-raised on the receiving side."""
+class ChunkAfterFinalError(ResponseOrderError, code="response_chunk_after_final"):
+    pass
 
+
+class ResponseTruncatedError(ProtocolError, code="response_truncated", retryable=True):
+    """the answer stopped before its final chunk; discard it and retry the request"""
+
+
+# An error the enclave reported in an ``{"t": "error"}`` frame, re-raised on the receiving side.
+class EnclaveReportedError(NitroLLMError):
     def __init__(self, code: str, message: str, *, hint: str, retryable: bool) -> None:
         super().__init__(message, hint=hint)
         self.code = code

@@ -29,6 +29,7 @@ def encode_frame(frame: Mapping[str, Any], *, max_size: int = DEFAULT_MAX_FRAME_
     body = cbor.dumps(dict(frame))
     if len(body) > max_size:
         raise FrameTooLargeError(f"frame of {len(body)} bytes exceeds the maximum of {max_size}")
+    cbor.check_sendable(body, what="frame", error=FrameError)
     return _LENGTH.pack(len(body)) + body
 
 

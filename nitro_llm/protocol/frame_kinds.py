@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nitro_llm.errors import NitroLLMError
-from nitro_llm.protocol.errors import FrameError, RemoteError
+from nitro_llm.protocol.errors import EnclaveReportedError, FrameError
 
 MAX_CREDENTIAL_CHARS = 4096
+MAX_PROTOCOL_CHARS = 32
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,12 @@ class Credentials:
         return out
 
 
-def infer_frame(envelope: bytes) -> dict[str, Any]:
-    return {"t": "infer", "envelope": envelope}
+def infer_frame(envelope: bytes, protocol: str | None = None) -> dict[str, Any]:
+    """``protocol`` ("kms" | "attested") names the envelope's protocol in the frame (``"p"``); without
+    it the enclave reads the name from the envelope's own ``protocol`` field."""
+    if protocol is None:
+        return {"t": "infer", "envelope": envelope}
+    return {"t": "infer", "envelope": envelope, "p": protocol}
 
 
 def credentials_frame(credentials: Credentials) -> dict[str, Any]:
@@ -66,11 +71,22 @@ def error_frame(error: NitroLLMError) -> dict[str, Any]:
 
 
 def read_infer(frame: Mapping[str, Any]) -> bytes:
-    _exact(frame, "infer", {"envelope"})
+    _exact(frame, "infer", {"envelope"}, optional=("p",))
     envelope = frame["envelope"]
     if not isinstance(envelope, bytes) or not envelope:
         raise FrameError("infer frame 'envelope' must be non-empty bytes")
+    read_infer_protocol(frame)
     return envelope
+
+
+def read_infer_protocol(frame: Mapping[str, Any]) -> str | None:
+    """The protocol an ``infer`` frame names in ``"p"``, or None when it names none."""
+    protocol = frame.get("p")
+    if protocol is not None and (
+        not isinstance(protocol, str) or not 0 < len(protocol) <= MAX_PROTOCOL_CHARS
+    ):
+        raise FrameError(f"infer frame 'p' must be a protocol name of 1 to {MAX_PROTOCOL_CHARS} characters")
+    return protocol
 
 
 def read_credentials(frame: Mapping[str, Any]) -> Credentials:
@@ -91,17 +107,19 @@ def read_ping(frame: Mapping[str, Any]) -> None:
     _exact(frame, "ping", set())
 
 
-def read_error(frame: Mapping[str, Any]) -> RemoteError:
+def read_error(frame: Mapping[str, Any]) -> EnclaveReportedError:
     """Turn an enclave's error frame back into an exception the client can raise."""
     _exact(frame, "error", {"code", "message", "hint", "retryable"})
     code, message, hint, retryable = frame["code"], frame["message"], frame["hint"], frame["retryable"]
     if not all(isinstance(v, str) for v in (code, message, hint)) or not isinstance(retryable, bool):
         raise FrameError("error frame fields have the wrong types")
-    return RemoteError(code, message, hint=hint, retryable=retryable)
+    return EnclaveReportedError(code, message, hint=hint, retryable=retryable)
 
 
-def _exact(frame: Mapping[str, Any], kind: str, fields: set[str]) -> None:
+def _exact(frame: Mapping[str, Any], kind: str, fields: set[str], optional: tuple[str, ...] = ()) -> None:
     if frame.get("t") != kind:
         raise FrameError(f"expected a {kind!r} frame")
-    if set(frame) != {"t", *fields}:
-        raise FrameError(f"{kind!r} frame must have exactly the fields {', '.join(sorted({'t', *fields}))}")
+    if not {"t", *fields} <= set(frame) <= {"t", *fields, *optional}:
+        names = ", ".join(sorted({"t", *fields}))
+        extra = f" (and optionally {', '.join(sorted(optional))})" if optional else ""
+        raise FrameError(f"{kind!r} frame must have exactly the fields {names}{extra}")

@@ -1,4 +1,5 @@
-"""``listen`` and ``connect`` for any link address: the one seam for the enclave link.
+"""``listen``, ``connect`` and ``open_connection`` (asyncio) for any link address: the one seam for
+the enclave link.
 
 Unix sockets stand in for vsock in local mode; the caller code is the same for both. A Unix socket
 is created private to the user (0600), and a stale socket file left by a crashed process is
@@ -7,6 +8,7 @@ replaced only when nothing answers on it, so a second server cannot silently ste
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -17,6 +19,8 @@ from nitro_llm.transport.address import Address, parse_address
 from nitro_llm.transport.errors import AddressInUseError, ConnectFailedError, TransportUnavailableError
 
 DEFAULT_BACKLOG = 64
+DEFAULT_STREAM_LIMIT = 2**20
+"""Largest line or chunk an asyncio reader from :func:`open_connection` buffers."""
 
 
 def _as_address(address: str | Address) -> Address:
@@ -26,10 +30,7 @@ def _as_address(address: str | Address) -> Address:
 def listen(address: str | Address, *, backlog: int = DEFAULT_BACKLOG) -> socket.socket:
     """A bound, listening socket. For tcp port 0, read the chosen port from ``getsockname()``."""
     addr = _as_address(address)
-    try:
-        sock = socket.socket(addr.family, socket.SOCK_STREAM)
-    except OSError as exc:
-        raise TransportUnavailableError(f"cannot create a {addr.kind} socket ({_errname(exc)})") from None
+    sock = _new_socket(addr)
     try:
         if addr.kind == "tcp":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -68,10 +69,7 @@ def close_listener(sock: socket.socket, address: str | Address) -> None:
 def connect(address: str | Address, timeout: float | None) -> socket.socket:
     """A connected socket; ``timeout`` bounds the connect and stays as the socket's I/O timeout."""
     addr = _as_address(address)
-    try:
-        sock = socket.socket(addr.family, socket.SOCK_STREAM)
-    except OSError as exc:
-        raise TransportUnavailableError(f"cannot create a {addr.kind} socket ({_errname(exc)})") from None
+    sock = _new_socket(addr)
     sock.settimeout(timeout)
     try:
         sock.connect(addr.sockaddr)
@@ -81,6 +79,36 @@ def connect(address: str | Address, timeout: float | None) -> socket.socket:
     if addr.kind == "tcp":
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # streamed tokens are small writes
     return sock
+
+
+async def open_connection(
+    address: str | Address, timeout: float, *, limit: int = DEFAULT_STREAM_LIMIT
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """:func:`connect` for asyncio: connected on the running loop (no thread hop; ``timeout`` bounds
+    the connect only), as a reader/writer pair whose reader buffers at most ``limit`` bytes."""
+    addr = _as_address(address)
+    sock = _new_socket(addr)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, addr.sockaddr), timeout)
+    except TimeoutError:
+        sock.close()
+        raise ConnectFailedError(f"cannot connect to {addr} (timed out after {timeout:g} s)") from None
+    except OSError as exc:
+        sock.close()
+        raise ConnectFailedError(f"cannot connect to {addr} ({_errname(exc)})") from None
+    except BaseException:
+        sock.close()
+        raise
+    # asyncio sets TCP_NODELAY on tcp sockets itself.
+    return await asyncio.open_connection(sock=sock, limit=limit)
+
+
+def _new_socket(addr: Address) -> socket.socket:
+    try:
+        return socket.socket(addr.family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise TransportUnavailableError(f"cannot create a {addr.kind} socket ({_errname(exc)})") from None
 
 
 def _clear_stale_unix_socket(path: str) -> None:

@@ -47,7 +47,7 @@ class Relay:
         )
         self._max_connections = max_connections
         self._connect_timeout = connect_timeout
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()  # notified whenever a connection opens or closes
         self._open: set[socket.socket] = set()
         self._listener: socket.socket | None = None
         self._acceptor: ThreadedAcceptor | None = None
@@ -70,6 +70,11 @@ class Relay:
     def active_connections(self) -> int:
         with self._lock:
             return len(self._open) // 2
+
+    def wait_for_active(self, count: int, timeout: float) -> bool:
+        """Wait until exactly ``count`` connections are being relayed; False if ``timeout`` passed first."""
+        with self._lock:
+            return self._lock.wait_for(lambda: len(self._open) // 2 == count, timeout)
 
     def start(self) -> Relay:
         self._listener = listen(self.listen_address)
@@ -110,6 +115,7 @@ class Relay:
                 if self._acceptor is not None and self._acceptor.stopping:
                     return
                 self._open.update((client, upstream))
+                self._lock.notify_all()
             try:
                 back = threading.Thread(target=_pump, args=(upstream, client), name="relay-pump", daemon=True)
                 back.start()
@@ -119,6 +125,7 @@ class Relay:
                 with self._lock:
                     self._open.discard(client)
                     self._open.discard(upstream)
+                    self._lock.notify_all()
 
 
 def _pump(source: socket.socket, sink: socket.socket) -> None:

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from architecture.boundary import ROOT, forbidden_for, violations
 
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
@@ -61,7 +60,9 @@ def test_an_added_forbidden_import_fails_the_check(tmp_path: Path, edits: dict[s
     """A copy of both packages with imports added; lint-imports must reject it."""
     shutil.copytree(ROOT / "nitro_llm", tmp_path / "nitro_llm", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(
-        ROOT / "dev" / "nitro_llm_dev", tmp_path / "nitro_llm_dev", ignore=shutil.ignore_patterns("__pycache__")
+        ROOT / "dev" / "nitro_llm_dev",
+        tmp_path / "nitro_llm_dev",
+        ignore=shutil.ignore_patterns("__pycache__"),
     )
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     for relative, line in edits.items():

@@ -18,12 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from architecture.boundary import forbidden_for, violations
 
 NITRO_LLM = str(Path(sys.executable).with_name("nitro-llm"))
 
-SITECUSTOMIZE = '''
+SITECUSTOMIZE = """
 import json, os, signal, sys, importlib
 for name in filter(None, os.environ.get("ARCH_TEST_EXTRA_IMPORT", "").split(",")):
     importlib.import_module(name)  # the negative test: a forbidden module sneaks in at start-up
@@ -33,7 +32,7 @@ def _dump(*_):
         json.dump(sorted(sys.modules), f)
     os.replace(path + ".tmp", path)
 signal.signal(signal.SIGUSR1, _dump)
-'''
+"""
 
 
 def _free_port() -> int:
@@ -132,9 +131,9 @@ def test_live_proxy_holds_nothing_of_gateway_or_enclave(tmp_path: Path) -> None:
     from nitro_llm.client.config import ClientConfig
 
     config = tmp_path / "client.json"
-    ClientConfig(gateway_url="http://127.0.0.1:9", key_id="alias/probe", kms_endpoint="http://127.0.0.1:9").save(
-        config
-    )
+    ClientConfig(
+        gateway_url="http://127.0.0.1:9", key_id="alias/probe", kms_endpoint="http://127.0.0.1:9"
+    ).save(config)
     port = _free_port()
     argv = [NITRO_LLM, "proxy", "--port", str(port), "--protocol", "kms", "--config", str(config)]
     party = Party(tmp_path, argv)
@@ -155,7 +154,9 @@ def test_live_enclave_holds_nothing_of_gateway_client_or_dev_tooling(tmp_path: P
     from nitro_llm_dev.nsm.server import NsmEmulatorServer
 
     nsm = NsmEmulatorServer(
-        emulated_transport(ca=DevCA.load_or_create(tmp_path / "ca"), pcrs={0: b"\1" * 48, 1: b"\2" * 48, 2: b"\3" * 48}),
+        emulated_transport(
+            ca=DevCA.load_or_create(tmp_path / "ca"), pcrs={0: b"\1" * 48, 1: b"\2" * 48, 2: b"\3" * 48}
+        ),
         tmp_path / "nsm.sock",
     ).start()
     sock = tmp_path / "enclave.sock"

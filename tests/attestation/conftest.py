@@ -11,10 +11,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from vectors import vector
 
-from nitro_llm_dev.nsm import open_emulated_nsm
 from nitro_llm.attestation.cose import sign_es384
-from nitro_llm_dev.nsm.devca import DevCA
 from nitro_llm.attestation.nsm import Nsm
+from nitro_llm_dev.nsm import open_emulated_nsm
+from nitro_llm_dev.nsm.devca import DevCA
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from vectors import vectors_dir
 
 from nitro_llm.cli.main import full_app
 
-
 app = full_app()
+
 
 VECTORS = vectors_dir() / "nitro-attestation"
 VERACRUZ = VECTORS / "veracruz-production.cbor"

@@ -8,7 +8,6 @@ import cbor2
 import pytest
 from cryptography import x509
 
-from nitro_llm_dev.nsm import open_emulated_nsm
 from nitro_llm.attestation import (
     DebugModeError,
     NsmError,
@@ -17,10 +16,11 @@ from nitro_llm.attestation import (
     parse_document,
     verify_document,
 )
-from nitro_llm_dev.nsm.devca import LEAF_LIFETIME
 from nitro_llm.attestation.document import FIELD_ORDER
 from nitro_llm.attestation.nsm import messages
 from nitro_llm.attestation.pcr import pcr3_for_role_arn, pcr4_for_instance_id
+from nitro_llm_dev.nsm import open_emulated_nsm
+from nitro_llm_dev.nsm.devca import LEAF_LIFETIME
 
 
 def _strict(pcrs, **values) -> VerificationPolicy:

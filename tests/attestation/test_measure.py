@@ -8,8 +8,10 @@ import os
 import pydantic
 import pytest
 
-from nitro_llm_dev.nsm import open_emulated_nsm
 from nitro_llm.attestation import MeasurementError, PcrMismatchError, VerificationPolicy, verify_document
+from nitro_llm.attestation.pcr import ZERO_PCR
+from nitro_llm.enclave.config import canonical_config
+from nitro_llm_dev.nsm import open_emulated_nsm
 from nitro_llm_dev.nsm.measure import (
     bootstrap_text,
     default_model_path,
@@ -18,8 +20,6 @@ from nitro_llm_dev.nsm.measure import (
     model_file_digest,
     package_root,
 )
-from nitro_llm.attestation.pcr import ZERO_PCR
-from nitro_llm.enclave.config import canonical_config
 
 
 @pytest.fixture
@@ -166,8 +166,7 @@ def test_emulated_nsm_reports_the_measurement_and_a_change_breaks_the_expectatio
     policy = VerificationPolicy(expected_pcrs=expected)
     assert verify_document(doc, roots=[dev_ca.root_certificate], policy=policy).ok
     (root / "main.py").write_text("import pkg  # patched\n")
-    patched = open_emulated_nsm(ca=dev_ca, code_root=root, model_path=model, config={"mode": "chat"}
-    ).attest()
+    patched = open_emulated_nsm(ca=dev_ca, code_root=root, model_path=model, config={"mode": "chat"}).attest()
     with pytest.raises(PcrMismatchError, match="PCR0"):
         verify_document(patched, roots=[dev_ca.root_certificate], policy=policy)
 

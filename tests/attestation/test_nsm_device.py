@@ -10,10 +10,10 @@ import struct
 import cbor2
 import pytest
 
-from nitro_llm_dev.nsm import open_emulated_nsm
 from nitro_llm.attestation import NsmError, NsmUnavailableError, VerificationPolicy, verify_document
 from nitro_llm.attestation.nsm import Nsm, messages, open_nsm
 from nitro_llm.attestation.nsm.device import NSM_IOCTL_RAW, NSM_RAW, DeviceTransport
+from nitro_llm_dev.nsm import open_emulated_nsm
 
 FAKE_FD = 1234
 

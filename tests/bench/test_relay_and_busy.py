@@ -17,7 +17,7 @@ from nitro_llm.gateway.busy import busy_refusal
 from nitro_llm.gateway.enclave_link import split_frames
 from nitro_llm.gateway.settings import GatewaySettings
 from nitro_llm.protocol.errors import FrameError, FrameTooLargeError
-from nitro_llm.protocol.framing import FrameDecoder, encode_frame, read_frame
+from nitro_llm.protocol.frame_codec import FrameDecoder, encode_frame, read_frame
 
 
 def chunk(seq: int, final: bool = False, size: int = 20) -> bytes:

@@ -15,18 +15,18 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from nitro_llm_dev.nsm import open_emulated_nsm
 from nitro_llm.attestation import parse_document
-from nitro_llm_dev.nsm.devca import DevCA
 from nitro_llm.enclave.config import EnclaveConfig
 from nitro_llm.enclave.key_release import KeyRelease
 from nitro_llm.enclave.server import EnclaveServer
-from nitro_llm_dev.engines.echo import EchoEngine
 from nitro_llm.kms.cms import build_enveloped_data, open_enveloped_data
-from nitro_llm.protocol import frames
-from nitro_llm.protocol.framing import encode_frame, read_frame
+from nitro_llm.protocol import frame_kinds
+from nitro_llm.protocol.frame_codec import encode_frame, read_frame
 from nitro_llm.protocol.kms_envelope import KmsHeader, ResponseOpener, new_id, seal_request
 from nitro_llm.transport import connect, listen
+from nitro_llm_dev.engines.echo import EchoEngine
+from nitro_llm_dev.nsm import open_emulated_nsm
+from nitro_llm_dev.nsm.devca import DevCA
 
 
 class FakeClientError(Exception):
@@ -89,12 +89,12 @@ class Enclave:
             return out
 
     def give_credentials(self) -> None:
-        assert self.call(frames.credentials_frame(frames.Credentials("AKIA-ENCLAVE", "secret", "token"))) == [
-            {"t": "ok"}
-        ]
+        assert self.call(
+            frame_kinds.credentials_frame(frame_kinds.Credentials("AKIA-ENCLAVE", "secret", "token"))
+        ) == [{"t": "ok"}]
 
     def stats(self) -> dict:
-        (pong,) = self.call(frames.ping_frame())
+        (pong,) = self.call(frame_kinds.ping_frame())
         assert pong["t"] == "pong"
         return pong
 
@@ -122,11 +122,11 @@ class Conversation:
 
     def ask(self, enclave: Enclave, text: str, **kw) -> str:
         header, envelope = self.seal([{"role": "user", "content": text}], **kw)
-        return self.read_answer(header, enclave.call(frames.infer_frame(envelope.to_cbor())))
+        return self.read_answer(header, enclave.call(frame_kinds.infer_frame(envelope.to_cbor())))
 
     def read_answer(self, header, replies) -> str:
         if replies and replies[-1]["t"] == "error":
-            raise frames.read_error(replies[-1])
+            raise frame_kinds.read_error(replies[-1])
         opener = ResponseOpener(self.data_key, header)
         text = "".join(opener.open(f)["text"] for f in replies)
         opener.finish()
@@ -135,7 +135,8 @@ class Conversation:
 
 def start_enclave(tmp_path: Path, *, config: EnclaveConfig | None = None, engine=None, kms=None) -> Enclave:
     kms = kms or FakeKms()
-    nsm = open_emulated_nsm(ca=DevCA.load_or_create(tmp_path / "dev-ca"),
+    nsm = open_emulated_nsm(
+        ca=DevCA.load_or_create(tmp_path / "dev-ca"),
         pcrs={0: b"\x01" * 48, 1: b"\x02" * 48, 2: b"\x03" * 48},
     )
     key_release = KeyRelease(

@@ -8,12 +8,12 @@ import pytest
 
 from nitro_llm.attestation import parse_document
 from nitro_llm.enclave.config import EnclaveConfig
-from nitro_llm_dev.engines.echo import EchoEngine
-from nitro_llm.protocol import frames
-from nitro_llm.protocol.errors import RemoteError
-from nitro_llm.protocol.framing import encode_frame
+from nitro_llm.protocol import frame_kinds
+from nitro_llm.protocol.errors import EnclaveReportedError
+from nitro_llm.protocol.frame_codec import encode_frame
 from nitro_llm.protocol.kms_envelope import KmsEnvelope
 from nitro_llm.transport import connect
+from nitro_llm_dev.engines.echo import EchoEngine
 
 QUESTION = "Patient Jane Roe, MRN 4471-CANARY-9c2f, reports chest pain since Tuesday"
 
@@ -26,7 +26,7 @@ def _error_code(replies):
 def test_valid_request_streams_a_sealed_answer(enclave, conversation):
     enclave.give_credentials()
     header, envelope = conversation.seal([{"role": "user", "content": QUESTION}])
-    replies = enclave.call(frames.infer_frame(envelope.to_cbor()))
+    replies = enclave.call(frame_kinds.infer_frame(envelope.to_cbor()))
     assert len(replies) > 5 and all(f["t"] == "chunk" for f in replies)
     assert [f["seq"] for f in replies] == list(range(len(replies)))
     assert [f["final"] for f in replies] == [False] * (len(replies) - 1) + [True]
@@ -86,11 +86,14 @@ def test_hundred_malformed_frames_then_a_valid_request(enclave, conversation):
             continue
         if replies:  # every reply to a bad frame is one typed error frame
             assert len(replies) == 1
-            frames.read_error(replies[0])
+            frame_kinds.read_error(replies[0])
             codes.append(replies[0]["code"])
             assert "CANARY" not in replies[0]["message"]
     assert {"frame_too_large", "frame_truncated", "bad_frame", "bad_envelope", "decrypt_failed"} <= set(codes)
-    assert conversation.read_answer(header, enclave.call(frames.infer_frame(envelope.to_cbor()))) == QUESTION
+    assert (
+        conversation.read_answer(header, enclave.call(frame_kinds.infer_frame(envelope.to_cbor())))
+        == QUESTION
+    )
     assert enclave.stats()["errors"] >= 90
 
 
@@ -98,7 +101,7 @@ def test_stale_future_and_pre_start_timestamps_refused(enclave, conversation):
     enclave.give_credentials()
     now = time.time_ns() // 1_000_000
     for ts in (now - 121_000, now + 121_000, now - 5_000):  # the last predates the server's start
-        with pytest.raises(RemoteError) as err:
+        with pytest.raises(EnclaveReportedError) as err:
             conversation.ask(enclave, "hi", timestamp_ms=ts)
         assert err.value.code == "stale_request" and err.value.retryable
     assert enclave.kms.calls == []  # refused before any KMS call
@@ -108,12 +111,12 @@ def test_stale_future_and_pre_start_timestamps_refused(enclave, conversation):
 def test_replayed_request_id_refused(enclave, conversation):
     enclave.give_credentials()
     header, envelope = conversation.seal([{"role": "user", "content": "once"}])
-    frame = frames.infer_frame(envelope.to_cbor())
+    frame = frame_kinds.infer_frame(envelope.to_cbor())
     assert conversation.read_answer(header, enclave.call(frame)) == "once"
     assert _error_code(enclave.call(frame)) == "replayed_request"
     # a new envelope reusing the request id is refused too, before KMS is asked
     _, again = conversation.seal([{"role": "user", "content": "twice"}], request_id=header.request_id)
-    assert _error_code(enclave.call(frames.infer_frame(again.to_cbor()))) == "replayed_request"
+    assert _error_code(enclave.call(frame_kinds.infer_frame(again.to_cbor()))) == "replayed_request"
     assert len(enclave.kms.calls) == 1
 
 
@@ -122,8 +125,11 @@ def test_forgery_does_not_burn_the_request_id(enclave, conversation):
     enclave.give_credentials()
     header, envelope = conversation.seal([{"role": "user", "content": "genuine"}])
     forged = KmsEnvelope(envelope.header, envelope.edk, envelope.nonce, bytes(len(envelope.ct)))
-    assert _error_code(enclave.call(frames.infer_frame(forged.to_cbor()))) == "decrypt_failed"
-    assert conversation.read_answer(header, enclave.call(frames.infer_frame(envelope.to_cbor()))) == "genuine"
+    assert _error_code(enclave.call(frame_kinds.infer_frame(forged.to_cbor()))) == "decrypt_failed"
+    assert (
+        conversation.read_answer(header, enclave.call(frame_kinds.infer_frame(envelope.to_cbor())))
+        == "genuine"
+    )
 
 
 def test_ten_turn_chat_costs_one_kms_decrypt(enclave, conversation):
@@ -133,7 +139,7 @@ def test_ten_turn_chat_costs_one_kms_decrypt(enclave, conversation):
     for turn in range(10):
         messages.append({"role": "user", "content": f"turn {turn}"})
         header, envelope = conversation.seal(messages)
-        answer = conversation.read_answer(header, enclave.call(frames.infer_frame(envelope.to_cbor())))
+        answer = conversation.read_answer(header, enclave.call(frame_kinds.infer_frame(envelope.to_cbor())))
         assert answer == f"turn {turn}"
         messages.append({"role": "assistant", "content": answer})
     stats = enclave.stats()
@@ -161,12 +167,12 @@ def test_cache_is_per_conversation(enclave, new_conversation):
     # a's encrypted data key presented under b's conversation id: KMS is asked (and refuses)
     _, env = b.seal([{"role": "user", "content": "x"}])
     swapped = KmsEnvelope(env.header, a.edk, env.nonce, env.ct)
-    assert _error_code(enclave.call(frames.infer_frame(swapped.to_cbor()))) == "kms_denied"
+    assert _error_code(enclave.call(frame_kinds.infer_frame(swapped.to_cbor()))) == "kms_denied"
 
 
 def test_no_credentials_then_credentials(enclave, conversation):
     assert enclave.stats()["has_credentials"] is False
-    with pytest.raises(RemoteError) as err:
+    with pytest.raises(EnclaveReportedError) as err:
         conversation.ask(enclave, "hi")
     assert err.value.code == "no_credentials" and err.value.retryable
     enclave.give_credentials()
@@ -178,7 +184,7 @@ def test_no_credentials_then_credentials(enclave, conversation):
 def test_kms_denial_is_typed_and_not_retryable(enclave, conversation, code):
     enclave.give_credentials()
     enclave.kms.deny = code
-    with pytest.raises(RemoteError) as err:
+    with pytest.raises(EnclaveReportedError) as err:
         conversation.ask(enclave, "hi")
     assert err.value.code == "kms_denied" and not err.value.retryable and code in err.value.message
 
@@ -186,7 +192,7 @@ def test_kms_denial_is_typed_and_not_retryable(enclave, conversation, code):
 def test_kms_throttling_is_retryable(enclave, conversation):
     enclave.give_credentials()
     enclave.kms.deny = "ThrottlingException"
-    with pytest.raises(RemoteError) as err:
+    with pytest.raises(EnclaveReportedError) as err:
         conversation.ask(enclave, "hi")
     assert err.value.code == "kms_unavailable" and err.value.retryable
 
@@ -194,14 +200,14 @@ def test_kms_throttling_is_retryable(enclave, conversation):
 def test_plaintext_key_from_kms_is_refused(enclave, conversation):
     enclave.give_credentials()
     enclave.kms.plaintext_too = True
-    with pytest.raises(RemoteError) as err:
+    with pytest.raises(EnclaveReportedError) as err:
         conversation.ask(enclave, "hi")
     assert err.value.code == "kms_denied"
 
 
 def test_model_and_request_schema_checked(enclave, conversation):
     enclave.give_credentials()
-    with pytest.raises(RemoteError) as err:
+    with pytest.raises(EnclaveReportedError) as err:
         conversation.ask(enclave, "hi", model="gpt-5")
     assert err.value.code == "model_not_served"
     assert conversation.ask(enclave, "hi", model="echo") == "hi"
@@ -220,7 +226,7 @@ def test_busy_when_the_queue_is_full(make_enclave, new_conversation):
     deadline = time.monotonic() + 5
     while enclave.stats()["queued"] == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
-    with pytest.raises(RemoteError) as err:
+    with pytest.raises(EnclaveReportedError) as err:
         fast.ask(enclave, "no room")
     assert err.value.code == "enclave_busy" and err.value.retryable
     t.join(10)
@@ -234,7 +240,7 @@ def test_client_disconnect_mid_answer_frees_the_model(make_enclave, new_conversa
     conv = new_conversation(enclave.kms)
     _, envelope = conv.seal([{"role": "user", "content": " ".join(["w"] * 200)}], max_tokens=200)
     with connect(enclave.address, 5) as sock:
-        sock.sendall(encode_frame(frames.infer_frame(envelope.to_cbor())))
+        sock.sendall(encode_frame(frame_kinds.infer_frame(envelope.to_cbor())))
         sock.recv(10)  # the answer has started
     started = time.monotonic()
     assert conv.ask(enclave, "next") == "next"
@@ -247,7 +253,7 @@ def test_logs_and_errors_carry_no_content(enclave, conversation, caplog):
     conversation.ask(enclave, QUESTION)
     header, envelope = conversation.seal([{"role": "user", "content": QUESTION}])
     enclave.call(
-        frames.infer_frame(
+        frame_kinds.infer_frame(
             KmsEnvelope(header, envelope.edk, envelope.nonce, envelope.ct[:-1] + b"\x00").to_cbor()
         )
     )
@@ -279,6 +285,41 @@ def test_server_survives_a_silent_client(make_enclave, new_conversation):
 def test_unknown_type_is_not_echoed(enclave):
     replies = enclave.call({"t": "CANARY-type"})
     assert _error_code(replies) == "bad_frame" and "CANARY" not in replies[0]["message"]
+
+
+def test_infer_frames_go_to_the_protocol_they_name(enclave, conversation):
+    enclave.give_credentials()
+    header, envelope = conversation.seal([{"role": "user", "content": "named"}])
+    named = frame_kinds.infer_frame(envelope.to_cbor(), protocol="kms")
+    assert conversation.read_answer(header, enclave.call(named)) == "named"
+    # this enclave runs without the attested protocol: a frame naming it is refused, typed
+    _, other = conversation.seal([{"role": "user", "content": "mislabelled"}])
+    assert _error_code(enclave.call(frame_kinds.infer_frame(other.to_cbor(), protocol="attested"))) == (
+        "unknown_protocol"
+    )
+
+
+@pytest.mark.parametrize("where", ["frame", "envelope"])
+def test_unknown_protocol_is_a_typed_error_and_the_enclave_keeps_serving(enclave, conversation, where):
+    enclave.give_credentials()
+    _, envelope = conversation.seal([{"role": "user", "content": QUESTION}])
+    if where == "frame":
+        frame = frame_kinds.infer_frame(envelope.to_cbor(), protocol="CANARY-proto")
+    else:
+        frame = frame_kinds.infer_frame(cbor2.dumps({**envelope.to_map(), "protocol": "CANARY-proto"}))
+    (reply,) = enclave.call(frame)
+    error = frame_kinds.read_error(reply)
+    assert error.code == "unknown_protocol" and not error.retryable
+    assert "CANARY" not in reply["message"] and "kms" in reply["hint"]
+    assert conversation.ask(enclave, "still serving") == "still serving"
+
+
+def test_an_old_kms_envelope_version_is_refused_with_its_own_code(enclave, conversation):
+    enclave.give_credentials()
+    _, envelope = conversation.seal([{"role": "user", "content": "v1"}])
+    old = cbor2.dumps({**envelope.to_map(), "v": 1})
+    assert _error_code(enclave.call(frame_kinds.infer_frame(old))) == "unsupported_envelope_version"
+    assert enclave.kms.calls == []  # refused before any KMS call
 
 
 def test_half_open_peer_gets_error_not_hang(enclave):

@@ -20,17 +20,17 @@ from pathlib import Path
 import pytest
 
 import nitro_llm
-from nitro_llm_dev.nsm import emulated_transport
-from nitro_llm_dev.nsm.server import NsmEmulatorServer
-from nitro_llm_dev.nsm.devca import DevCA
 from nitro_llm.kms.client import make_kms_client
 from nitro_llm.kms.key_policy import build_key_policy
-from nitro_llm.protocol import frames
-from nitro_llm.protocol.errors import RemoteError
-from nitro_llm.protocol.framing import encode_frame, read_frame
+from nitro_llm.protocol import frame_kinds
+from nitro_llm.protocol.errors import EnclaveReportedError
+from nitro_llm.protocol.frame_codec import encode_frame, read_frame
 from nitro_llm.protocol.kms_envelope import KmsHeader, ResponseOpener, new_id, seal_request
 from nitro_llm.transport import connect
 from nitro_llm.transport.relay import Relay
+from nitro_llm_dev.nsm import emulated_transport
+from nitro_llm_dev.nsm.devca import DevCA
+from nitro_llm_dev.nsm.server import NsmEmulatorServer
 
 pytestmark = pytest.mark.slow
 
@@ -177,10 +177,10 @@ def stack(tmp_path_factory):
             _wait(sock.exists, name, proc.popen, proc.log)
             address = f"unix:{sock}"
             role = creds["enclave_role"]
-            handoff = frames.Credentials(
+            handoff = frame_kinds.Credentials(
                 role["access_key_id"], role["secret_access_key"], role.get("session_token"), None
             )
-            assert call(address, frames.credentials_frame(handoff)) == [{"t": "ok"}]
+            assert call(address, frame_kinds.credentials_frame(handoff)) == [{"t": "ok"}]
             return address
 
         yield {
@@ -225,9 +225,9 @@ class Chat:
         envelope = seal_request(
             self.data_key, header, {"messages": messages, "max_tokens": 256, "temperature": 0.0}, edk=self.edk
         )
-        replies = call(address, frames.infer_frame(envelope.to_cbor()))
+        replies = call(address, frame_kinds.infer_frame(envelope.to_cbor()))
         if replies[-1]["t"] == "error":
-            raise frames.read_error(replies[-1])
+            raise frame_kinds.read_error(replies[-1])
         opener = ResponseOpener(self.data_key, header)
         text = "".join(opener.open(f)["text"] for f in replies)
         opener.finish()
@@ -235,7 +235,7 @@ class Chat:
 
 
 def _pong(address: str) -> dict:
-    (pong,) = call(address, frames.ping_frame())
+    (pong,) = call(address, frame_kinds.ping_frame())
     return pong
 
 
@@ -255,7 +255,7 @@ def test_attested_enclave_answers_and_ten_turns_cost_one_decrypt(stack):
 def test_enclave_with_other_config_gets_no_key(stack):
     """Same code, one measured setting changed: other PCR0, and KMS refuses by policy."""
     address = stack["start_enclave"]("other-config", "--threads", "2")
-    with pytest.raises(RemoteError) as err:
+    with pytest.raises(EnclaveReportedError) as err:
         Chat(stack["client"]).ask(address, [{"role": "user", "content": "hi"}])
     assert err.value.code == "kms_denied" and "AccessDenied" in err.value.message
 
@@ -263,7 +263,7 @@ def test_enclave_with_other_config_gets_no_key(stack):
 def test_debug_mode_enclave_gets_no_key(stack):
     address = stack["start_enclave"]("debug", "--debug-mode")
     assert _pong(address)["debug_mode"] is True
-    with pytest.raises(RemoteError) as err:
+    with pytest.raises(EnclaveReportedError) as err:
         Chat(stack["client"]).ask(address, [{"role": "user", "content": "hi"}])
     assert err.value.code == "kms_denied"
 

@@ -1,4 +1,5 @@
-"""The gateway against a scripted enclave peer on a real Unix socket (the transport seam, not mocks)."""
+"""The gateway against a scripted enclave peer on a real Unix socket (the transport seam, not mocks),
+and with its seams swapped: a scripted in-memory link and a fake clock (``create_app(link=, clock=)``)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,17 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from gateway_fakes import FakeClock, ScriptedLink
 
 from nitro_llm.gateway.app import create_app
+from nitro_llm.gateway.auth import ANONYMOUS
+from nitro_llm.gateway.ratelimit import Limiter
 from nitro_llm.gateway.settings import GatewaySettings
-from nitro_llm.protocol.framing import FrameDecoder, encode_frame, read_frame
+from nitro_llm.protocol.frame_codec import FrameDecoder, encode_frame, read_frame
 
 Script = Callable[[socket.socket, dict], None]
 
@@ -126,6 +131,46 @@ def test_healthz_and_stats(make_gateway):
     client, _ = make_gateway()
     assert client.get("/healthz").json() == {"gateway": "ok", "enclave": "ok"}
     assert client.get("/v1/enclave/stats").json() == {"kms_decrypt_calls": 0}
+
+
+def scripted_app(**seams: Any) -> tuple[TestClient, ScriptedLink, FakeClock]:
+    link, clock = ScriptedLink(), FakeClock()
+    # An address nothing listens on: a test passes only if nothing ever tries to reach it.
+    settings = GatewaySettings(enclave="unix:/nonexistent/enclave.sock")
+    return TestClient(create_app(settings, link=link, clock=clock, **seams)), link, clock
+
+
+def test_injected_link_and_limiter_carry_the_requests():
+    limiter = Limiter()
+    client, link, _ = scripted_app(limiter=limiter)
+    r = client.post("/v1/infer", content=b"sealed-bytes")
+    assert r.status_code == 200 and [f["seq"] for f in frames_of(r.content)] == [0, 1, 2]
+    assert link.received[-1] == {"t": "infer", "envelope": b"sealed-bytes"}
+    assert limiter.active(ANONYMOUS) == 0  # the slot was taken and given back
+    assert client.get("/healthz").json() == {"gateway": "ok", "enclave": "ok"}
+
+
+def test_busy_enclave_is_429_with_retry_after():
+    client, link, _ = scripted_app()
+    link.first_frame = {"t": "error", "code": "enclave_busy", "message": "queue full", "retryable": True}
+    r = client.post("/v1/infer", content=b"sealed")
+    assert r.status_code == 429 and r.json()["code"] == "enclave_busy"
+    assert r.headers["retry-after"] == "1"
+
+
+def test_outage_is_timed_on_the_injected_clock():
+    client, link, clock = scripted_app()
+    assert client.get("/healthz").status_code == 200
+    link.down = True
+    assert client.get("/healthz").status_code == 200  # a pong less than a second old still stands
+    clock.advance(1.5)
+    down = client.get("/healthz")
+    assert down.status_code == 503 and down.json()["supervision"]["state"] == "down"
+    clock.advance(30)
+    assert client.get("/healthz").json()["supervision"]["down_seconds"] == 30.0
+    r = client.post("/v1/infer", content=b"sealed")
+    assert r.status_code == 503 and r.headers["retry-after"]
+    assert link.infer_count() == 0  # refused at the door while the enclave is known to be down
 
 
 def test_gateway_imports_nothing_that_decrypts():

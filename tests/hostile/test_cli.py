@@ -7,11 +7,11 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from nitro_llm_dev.bench.hostile import BEGIN, END, ReportError, write_report
 from nitro_llm.cli.main import full_app
+from nitro_llm.gateway.auth import TokenRegistry
+from nitro_llm_dev.bench.hostile import BEGIN, END, ReportError, write_report
 
 app = full_app()
-from nitro_llm.gateway.auth import TokenRegistry
 
 runner = CliRunner()
 

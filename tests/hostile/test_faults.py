@@ -8,15 +8,15 @@ import time
 
 import pytest
 
+from nitro_llm.protocol import frame_kinds
+from nitro_llm.protocol.frame_codec import encode_frame
+from nitro_llm.protocol.kms_envelope import KmsEnvelope, KmsHeader, new_id, seal_request
+from nitro_llm.protocol.messages import chat_request
 from nitro_llm_dev.bench import fault_drills
 from nitro_llm_dev.bench.fault_drills import post_envelope
 from nitro_llm_dev.bench.frame_fuzz import fuzz_enclave, send_one
 from nitro_llm_dev.bench.hostile import _drill_failures
 from nitro_llm_dev.bench.procstat import rss_bytes
-from nitro_llm.protocol import frames
-from nitro_llm.protocol.framing import encode_frame
-from nitro_llm.protocol.kms_envelope import KmsEnvelope, KmsHeader, new_id, seal_request
-from nitro_llm.protocol.messages import chat_request
 
 pytestmark = pytest.mark.slow
 
@@ -101,11 +101,11 @@ def test_replay_stale_swapped_context_bit_flips_and_bad_framing(hostile_stack):
         assert sock.recv(65536).startswith(b"HTTP/1.1 413")  # refused on the declared size alone
 
     address = f"unix:{hs.stack.enclave_socket}"
-    frame = encode_frame(frames.infer_frame(sealed(conv, "cut frame")))
+    frame = encode_frame(frame_kinds.infer_frame(sealed(conv, "cut frame")))
     (reply,) = send_one(address, frame[:-7], timeout=30)
-    assert frames.read_error(reply).code == "frame_truncated"
+    assert frame_kinds.read_error(reply).code == "frame_truncated"
     replies = send_one(address, b"\x7f\xff\xff\xff" + b"x" * 100, timeout=30)
-    assert replies is None or frames.read_error(replies[0]).code == "frame_too_large"
+    assert replies is None or frame_kinds.read_error(replies[0]).code == "frame_too_large"
     assert conv.ask([{"role": "user", "content": "still serving"}]) == "still serving"
 
 

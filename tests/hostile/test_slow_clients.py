@@ -6,6 +6,7 @@ import socket
 import time
 
 import httpx
+from gateway_fakes import ScriptedLink
 
 HEADER_TIMEOUT = 1.0
 
@@ -28,6 +29,29 @@ def _closed_within(sock: socket.socket, seconds: float, dribble: bool) -> tuple[
             return time.monotonic() - started, answer
         answer += data
     return None, answer
+
+
+def _response(sock: socket.socket) -> bytes:
+    """One whole response with a Content-Length body, read as it arrives (no waiting on a timer)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += _more(sock)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")[1:]
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = _more(sock)
+        body, data = body + chunk, data + chunk
+    return data
+
+
+def _more(sock: socket.socket) -> bytes:
+    chunk = sock.recv(65536)
+    assert chunk, "the server closed the connection mid-response"
+    return chunk
 
 
 def test_slowloris_connections_are_closed_and_others_are_served(gateway, issue):
@@ -65,8 +89,7 @@ def test_idle_keep_alive_connection_is_closed(gateway, issue):
     with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
         request = (f"GET /healthz HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\r\n").encode()
         sock.sendall(request)
-        time.sleep(0.3)
-        first = sock.recv(65536)
+        first = _response(sock)
         assert first.startswith(b"HTTP/1.1 200")
         closed_after, _ = _closed_within(sock, 5, dribble=False)
     assert closed_after is not None and closed_after < 3
@@ -76,11 +99,26 @@ def test_a_second_request_on_the_connection_gets_its_own_deadline(gateway):
     gw = gateway(tokens=False, header_timeout=HEADER_TIMEOUT, keep_alive=30)
     with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
-        time.sleep(0.3)
-        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        assert _response(sock).startswith(b"HTTP/1.1 200")
         sock.sendall(b"GET /healthz HTTP/1.1\r\nhost")  # then dribbles
         closed_after, answer = _closed_within(sock, HEADER_TIMEOUT * 4, dribble=True)
     assert closed_after is not None and answer.startswith(b"HTTP/1.1 408")
+
+
+def test_a_pipelined_request_is_timed_only_once_the_answer_before_it_is_sent(gateway):
+    link = ScriptedLink()
+    link.release.clear()  # the first answer is held for longer than the header deadline
+    gw = gateway(tokens=False, header_timeout=HEADER_TIMEOUT, keep_alive=30, link=link)
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        first = b"POST /v1/infer HTTP/1.1\r\nhost: x\r\ncontent-length: 6\r\n\r\nsealed"
+        sock.sendall(first + b"GET /healthz HTTP/1.1\r\nho")  # the next request's head, unfinished
+        assert link.infer_started.wait(5)
+        closed_after, answer = _closed_within(sock, HEADER_TIMEOUT * 2, dribble=False)
+        assert closed_after is None and answer == b"", "cut off while its answer was still coming"
+        link.release.set()
+        closed_after, answer = _closed_within(sock, HEADER_TIMEOUT * 4, dribble=False)
+    assert answer.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 408" in answer
+    assert closed_after is not None
 
 
 def test_oversized_headers_are_refused(gateway):

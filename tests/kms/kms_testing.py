@@ -16,9 +16,9 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from nitro_llm.kms.client import make_kms_client
 from nitro_llm_dev.nsm import open_emulated_nsm
 from nitro_llm_dev.nsm.devca import DevCA
-from nitro_llm.kms.client import make_kms_client
 
 REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from nitro_llm.kms.client import make_kms_client
+from nitro_llm.kms.errors import EmulatorStateError, InvalidCiphertext, KmsConfigError
 from nitro_llm_dev.kms_emulator import ciphertext
 from nitro_llm_dev.kms_emulator.storage import read_json, write_json_atomic
-from nitro_llm.kms.errors import EmulatorStateError, InvalidCiphertext, KmsConfigError
 
 CREDS = {"arn": "arn:aws:iam::123456789012:user/c", "access_key_id": "AKIAX", "secret_access_key": "s"}
 

@@ -13,8 +13,8 @@ from botocore.exceptions import ClientError
 from kms_testing import REGION, attest
 
 from nitro_llm.kms.client import make_kms_client
-from nitro_llm_dev.kms_emulator import EmulatorConfig, EmulatorServer
 from nitro_llm.kms.errors import EmulatorStateError
+from nitro_llm_dev.kms_emulator import EmulatorConfig, EmulatorServer
 
 CTX = {"purpose": "test"}
 

@@ -9,14 +9,14 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from nitro_llm_dev.kms_emulator.principals import Principal, Principals
-from nitro_llm_dev.kms_emulator.sigv4 import verify_request
 from nitro_llm.kms.errors import (
     IncompleteSignature,
     InvalidSignature,
     MissingAuthenticationToken,
     UnrecognizedClient,
 )
+from nitro_llm_dev.kms_emulator.principals import Principal, Principals
+from nitro_llm_dev.kms_emulator.sigv4 import verify_request
 
 ACCT = "123456789012"
 USER = Principal("client", f"arn:aws:iam::{ACCT}:user/c", ACCT, "AKIAUSERUSERUSER0001", "s" * 40)

@@ -6,7 +6,7 @@ import cbor2
 import pytest
 
 from nitro_llm.protocol.errors import FrameError, FrameTooLargeError, FrameTruncatedError
-from nitro_llm.protocol.framing import (
+from nitro_llm.protocol.frame_codec import (
     FrameDecoder,
     decode_frame,
     encode_frame,

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nitro_llm.protocol.errors import EnvelopeError, FrameError, RequestSchemaError
-from nitro_llm.protocol.framing import FrameDecoder, decode_frame, encode_frame, read_frame
+from nitro_llm.protocol.frame_codec import FrameDecoder, decode_frame, encode_frame, read_frame
 from nitro_llm.protocol.kms_envelope import KmsEnvelope, KmsHeader, seal_request
 from nitro_llm.protocol.messages import ChatRequest
 

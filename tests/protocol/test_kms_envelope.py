@@ -28,6 +28,15 @@ from nitro_llm.protocol.kms_envelope import (
     seal_request,
 )
 from nitro_llm.protocol.messages import ChatRequest
+from nitro_llm.protocol.padding import CHUNK_BUCKETS, REQUEST_BUCKETS, pad
+
+
+def _unpad(padded: bytes) -> bytes:
+    """The contract's padding in its own words: 4-byte BE length, payload, zero bytes."""
+    length = int.from_bytes(padded[:4], "big")
+    assert padded[4 + length :] == bytes(len(padded) - 4 - length)
+    return padded[4 : 4 + length]
+
 
 KEY = bytes(range(32))
 EDK = b"\x01\x02" * 100
@@ -56,13 +65,16 @@ def test_request_round_trip_through_cbor():
 
 
 def test_wire_layout_matches_contract():
-    """Decrypt with the contract's words alone, not our helpers: AES-GCM, aad = canonical CBOR(header)."""
+    """Decrypt with the contract's words alone, not our helpers: AES-GCM, aad = canonical CBOR(header),
+    plaintext padded to a bucket (v2)."""
     header = _header()
     raw = cbor2.loads(seal_request(KEY, header, REQUEST, edk=EDK).to_cbor())
     assert set(raw) == {"v", "protocol", "header", "edk", "nonce", "ct"}
-    assert raw["v"] == 1 and raw["protocol"] == "kms" and raw["edk"] == EDK and len(raw["nonce"]) == 12
+    assert raw["v"] == 2 and raw["protocol"] == "kms" and raw["edk"] == EDK and len(raw["nonce"]) == 12
     aad = cbor2.dumps(raw["header"], canonical=True)
-    assert cbor2.loads(AESGCM(KEY).decrypt(raw["nonce"], raw["ct"], aad)) == REQUEST
+    padded = AESGCM(KEY).decrypt(raw["nonce"], raw["ct"], aad)
+    assert len(padded) == 1024
+    assert cbor2.loads(_unpad(padded)) == REQUEST
 
     frame = ResponseSealer(KEY, header).seal(
         {"text": "fin", "finish_reason": "stop", "usage": {"n": 1}}, final=True
@@ -71,7 +83,9 @@ def test_wire_layout_matches_contract():
         hashes.SHA256(), 32, bytes.fromhex(header.request_id), b"nitro-llm/v1 kms response"
     ).derive(KEY)
     nonce = (0).to_bytes(8, "big") + b"\x00\x00\x00\x01"
-    assert cbor2.loads(AESGCM(chunk_key).decrypt(nonce, frame["ct"], aad))["text"] == "fin"
+    padded = AESGCM(chunk_key).decrypt(nonce, frame["ct"], aad)
+    assert len(padded) == 256
+    assert cbor2.loads(_unpad(padded))["text"] == "fin"
 
 
 def test_header_field_order_does_not_change_aad():
@@ -135,7 +149,8 @@ def test_seal_validates_request_schema():
 def test_open_request_refuses_non_map_plaintext():
     header = _header()
     nonce = os.urandom(12)
-    env = KmsEnvelope(header, EDK, nonce, AESGCM(KEY).encrypt(nonce, cbor2.dumps([1, 2]), header.aad()))
+    plaintext = pad(cbor2.dumps([1, 2]), REQUEST_BUCKETS)
+    env = KmsEnvelope(header, EDK, nonce, AESGCM(KEY).encrypt(nonce, plaintext, header.aad()))
     with pytest.raises(RequestSchemaError):
         open_request(KEY, env)
 
@@ -149,7 +164,8 @@ def _env_map(**over):
 @pytest.mark.parametrize(
     "raw",
     [
-        _env_map(v=2),
+        _env_map(v=1),
+        _env_map(v=3),
         _env_map(v=True),
         _env_map(protocol="attested"),
         _env_map(edk=b""),
@@ -297,6 +313,6 @@ def test_opener_refuses_final_payload_without_usage():
         hashes.SHA256(), 32, bytes.fromhex(header.request_id), b"nitro-llm/v1 kms response"
     ).derive(KEY)
     nonce = (0).to_bytes(8, "big") + b"\x00\x00\x00\x01"
-    ct = AESGCM(chunk_key).encrypt(nonce, cbor2.dumps({"text": "x"}), header.aad())
+    ct = AESGCM(chunk_key).encrypt(nonce, pad(cbor2.dumps({"text": "x"}), CHUNK_BUCKETS), header.aad())
     with pytest.raises(FrameError):
         ResponseOpener(KEY, header).open({"t": "chunk", "seq": 0, "final": True, "ct": ct})

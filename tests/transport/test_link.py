@@ -1,3 +1,4 @@
+import asyncio
 import os
 import socket
 import stat
@@ -5,7 +6,7 @@ import threading
 
 import pytest
 
-from nitro_llm.transport import connect, listen, parse_address
+from nitro_llm.transport import connect, listen, open_connection, parse_address
 from nitro_llm.transport.address import Address
 from nitro_llm.transport.errors import (
     AddressError,
@@ -111,6 +112,36 @@ def test_connect_failures_are_typed(tmp_path):
         port = s.getsockname()[1]
     with pytest.raises(ConnectFailedError):
         connect(f"tcp:127.0.0.1:{port}", 1)
+
+
+@pytest.mark.parametrize("kind", ["unix", "tcp"])
+def test_open_connection_is_connect_for_asyncio(tmp_path, kind):
+    address = f"unix:{tmp_path / 's.sock'}" if kind == "unix" else "tcp:127.0.0.1:0"
+    with listen(address) as server:
+        if kind == "tcp":
+            address = f"tcp:127.0.0.1:{server.getsockname()[1]}"
+        t = _echo_once(server)
+
+        async def exchange() -> bytes:
+            reader, writer = await open_connection(address, 5)
+            writer.write(b"hello")
+            writer.write_eof()
+            try:
+                return await reader.read()
+            finally:
+                writer.close()
+                await writer.wait_closed()
+
+        assert asyncio.run(exchange()) == b"hello"
+        t.join(5)
+
+
+def test_open_connection_failures_are_typed(tmp_path):
+    with pytest.raises(ConnectFailedError) as err:
+        asyncio.run(open_connection(f"unix:{tmp_path / 'none.sock'}", 1))
+    assert err.value.retryable
+    with pytest.raises(AddressError):
+        asyncio.run(open_connection("nowhere", 1))
 
 
 def test_vsock_when_available():

@@ -77,9 +77,7 @@ def test_unix_to_tcp_concurrent_connections_both_ways(tmp_path):
             t.join(30)
         assert results == {i: True for i in range(12)}
         assert relay.connections_total == 12
-        deadline = time.monotonic() + 5
-        while relay.active_connections and time.monotonic() < deadline:
-            time.sleep(0.02)
+        relay.wait_for_active(0, timeout=5)
         assert relay.active_connections == 0  # every connection closed cleanly
     finally:
         relay.stop()
@@ -112,9 +110,7 @@ def test_stop_closes_open_connections(tmp_path):
     relay = Relay(f"unix:{tmp_path / 'r.sock'}", f"tcp:127.0.0.1:{upstream.port}").start()
     c = connect(relay.bound_address, 10)
     c.sendall(b"partial")  # never half-closed: the connection stays open
-    deadline = time.monotonic() + 5
-    while relay.active_connections == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    relay.wait_for_active(1, timeout=5)
     assert relay.active_connections == 1
     started = time.monotonic()
     relay.stop()

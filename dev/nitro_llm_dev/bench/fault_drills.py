@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx
 
-from nitro_llm_dev.bench.hostile_stack import HostileStack
 from nitro_llm.client.kms_conversation import KmsConversation
 from nitro_llm.errors import NitroLLMError
-from nitro_llm.protocol.framing import FrameDecoder
+from nitro_llm.protocol.frame_codec import FrameDecoder
+from nitro_llm_dev.bench.hostile_stack import HostileStack
 
 LONG_ANSWER_WORDS = 3000
 """Echoed back as 3000 chunks: far more than the socket buffers hold, so a stalled link really

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import cbor2
 
 from nitro_llm.errors import NitroLLMError
-from nitro_llm.protocol import frames
-from nitro_llm.protocol.framing import encode_frame, read_frame
+from nitro_llm.protocol import frame_kinds
+from nitro_llm.protocol.frame_codec import encode_frame, read_frame
 from nitro_llm.protocol.kms_envelope import KmsEnvelope
 from nitro_llm.transport import connect
 
@@ -89,7 +89,7 @@ def make_input(kind: str, rng: random.Random, envelope: bytes, max_frame: int) -
     if kind == "bad_length":
         return struct.pack(">I", 0) if rng.random() < 0.3 else rng.randbytes(rng.randrange(1, 4))
     if kind == "truncated":
-        body = encode_frame(frames.infer_frame(envelope))
+        body = encode_frame(frame_kinds.infer_frame(envelope))
         return body[: rng.randrange(1, len(body))]
     if kind == "oversized":
         return struct.pack(">I", rng.randrange(max_frame + 1, 2**32)) + rng.randbytes(rng.randrange(64))
@@ -116,7 +116,7 @@ def make_input(kind: str, rng: random.Random, envelope: bytes, max_frame: int) -
         )
         body = cbor2.dumps(frame)
         return struct.pack(">I", len(body)) + body
-    return encode_frame(frames.infer_frame(_flip(envelope, rng)))
+    return encode_frame(frame_kinds.infer_frame(_flip(envelope, rng)))
 
 
 def send_one(address: str, data: bytes, timeout: float) -> list[dict[str, object]] | None:
@@ -167,7 +167,7 @@ def fuzz_enclave(
         if any(r.get("t") == "chunk" for r in replies):
             result.answered_forgeries += 1
         elif len(replies) == 1 and replies[0].get("t") == "error":
-            result.codes[frames.read_error(replies[0]).code] += 1
+            result.codes[frame_kinds.read_error(replies[0]).code] += 1
             result.typed_errors += 1
         else:
             result.other_replies += 1

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nitro_llm.errors import NitroLLMError
 from nitro_llm_dev.bench import fault_drills
 from nitro_llm_dev.bench.fault_drills import DrillResult
 from nitro_llm_dev.bench.frame_fuzz import FuzzResult, fuzz_enclave
@@ -27,7 +28,6 @@ from nitro_llm_dev.bench.hostile_stack import HostileStack
 from nitro_llm_dev.bench.leaks import LeakReport, files_written_since, open_files, scan
 from nitro_llm_dev.bench.load import LoadResult, run_load
 from nitro_llm_dev.bench.procstat import RssSampler, Series
-from nitro_llm.errors import NitroLLMError
 
 MB = 1 << 20
 RSS_CEILING = {

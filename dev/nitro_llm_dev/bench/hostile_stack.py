@@ -19,10 +19,10 @@ from typing import Any
 
 import httpx
 
-from nitro_llm_dev.bench.faults import FaultProxy
 from nitro_llm.client.config import ClientConfig
 from nitro_llm.client.kms_conversation import KmsConversation
 from nitro_llm.gateway.auth import ClientLimits, add_client
+from nitro_llm_dev.bench.faults import FaultProxy
 from nitro_llm_dev.local.processes import ManagedProcess, StackError, cli_argv, wait_until
 from nitro_llm_dev.local.stack import EnclaveOptions, LocalStack, free_port
 from nitro_llm_dev.local.tampered import copy_code
@@ -42,6 +42,7 @@ class HostileStack:
             root=root,
             gateway_env={"TMPDIR": str(self.gateway_tmp)},
             enclave=EnclaveOptions(engine="echo"),
+            enclave_from="source",  # the echo engine is development tooling: never in the image
             enclave_code=copy_code(root / "code"),
             gateway_args=[
                 "--header-timeout",

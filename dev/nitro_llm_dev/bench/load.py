@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from nitro_llm_dev.bench.hostile_stack import HostileStack
-from nitro_llm_dev.bench.leaks import new_canary
 from nitro_llm.errors import NitroLLMError
 from nitro_llm.gateway.auth import ClientLimits
-from nitro_llm.protocol.framing import FrameDecoder
+from nitro_llm.protocol.frame_codec import FrameDecoder
 from nitro_llm.protocol.kms_envelope import KmsEnvelope, KmsHeader, new_id, seal_request
 from nitro_llm.protocol.messages import chat_request
+from nitro_llm_dev.bench.hostile_stack import HostileStack
+from nitro_llm_dev.bench.leaks import new_canary
 
 WELL_FORMED_LIMITS = ClientLimits(rate_per_second=20.0, burst=40, max_concurrent=4)
 WELL_FORMED_INTERVAL = 0.125  # 8 requests per second at most: inside the limits above

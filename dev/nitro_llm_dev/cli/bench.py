@@ -17,7 +17,7 @@ SCENARIO_HELP = (
 
 
 def _repo_root() -> Path:
-    here = Path(__file__).resolve().parents[2]
+    here = Path(__file__).resolve().parents[3]  # dev/nitro_llm_dev/cli/ -> the repository
     return here if (here / "pyproject.toml").exists() else Path.cwd()
 
 

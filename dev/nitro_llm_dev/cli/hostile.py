@@ -17,7 +17,9 @@ from rich.console import Console
 from nitro_llm.errors import NitroLLMError
 
 err = Console(stderr=True)
-DEFAULT_REPORT = Path(__file__).resolve().parents[2] / "SECURITY.md"
+DEFAULT_REPORT = (
+    Path(__file__).resolve().parents[3] / "SECURITY.md"
+)  # dev/nitro_llm_dev/cli/ -> the repository
 
 
 def hostile_command(
@@ -72,4 +74,3 @@ def hostile_command(
     err.print(f"logs in {root / 'logs'}")
     if failures:
         raise typer.Exit(1)
-

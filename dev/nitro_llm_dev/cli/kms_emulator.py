@@ -69,8 +69,8 @@ def kms_emulator(
     boto3 talks to it unchanged via endpoint_url. On first start it issues an admin, a client user and
     the enclave instance role into STATE_DIR/credentials.json.
     """
-    from nitro_llm_dev.kms_emulator import EmulatorConfig, EmulatorServer
     from nitro_llm.paths import state_dir as default_state_dir
+    from nitro_llm_dev.kms_emulator import EmulatorConfig, EmulatorServer
 
     if not is_loopback_host(host) and not allow_remote:
         raise typer.BadParameter(

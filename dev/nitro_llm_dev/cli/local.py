@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +16,10 @@ from nitro_llm.errors import NitroLLMError
 console = Console()
 
 EngineOpt = Annotated[
-    str, typer.Option(help="Inference engine inside the enclave: llama (real model) or echo.")
+    str,
+    typer.Option(
+        help="Inference engine inside the enclave: llama (real model) or echo (needs --enclave-from source)."
+    ),
 ]
 ThreadsOpt = Annotated[
     int, typer.Option(min=1, help="llama.cpp threads in the enclave (1 is fastest on a busy 2-core box).")
@@ -27,12 +31,38 @@ StateOpt = Annotated[Path | None, typer.Option(help="State directory (dev CA, KM
 IsolateOpt = Annotated[
     bool | None,
     typer.Option(
-        "--isolate/--no-isolate", help="Network namespace for the enclave. Default: when the OS allows."
+        "--isolate/--no-isolate",
+        help="Network namespace for a source-tree enclave. Default: when the OS allows. (The image "
+        "enclave always has its own network, mount and PID namespaces.)",
     ),
 ]
 
 
-def _stack(state: Path | None, engine: str, threads: int, model: Path | None, isolate: bool | None):
+class EnclaveFrom(StrEnum):
+    image = "image"
+    source = "source"
+
+
+EnclaveFromOpt = Annotated[
+    EnclaveFrom,
+    typer.Option(
+        "--enclave-from",
+        help="image (default): the enclave image, built from pinned inputs (cached; ~12 s the first "
+        "time), run from its read-only root filesystem in its own namespaces, PCRs of its EIF. "
+        "source: DEVELOPER OPTION, this virtualenv's source tree (nitro-llm enclave serve), "
+        "not the image that ships; needed for --engine echo.",
+    ),
+]
+
+
+def _stack(
+    state: Path | None,
+    engine: str,
+    threads: int,
+    model: Path | None,
+    isolate: bool | None,
+    enclave_from: EnclaveFrom = EnclaveFrom.image,
+):
     from nitro_llm.client.config import local_stack_dir
     from nitro_llm_dev.local.stack import EnclaveOptions, LocalStack
 
@@ -40,6 +70,7 @@ def _stack(state: Path | None, engine: str, threads: int, model: Path | None, is
         root=state or local_stack_dir(),
         enclave=EnclaveOptions(engine=engine, model=model, threads=threads),
         isolate=isolate,
+        enclave_from=enclave_from.value,
     )
 
 
@@ -49,10 +80,12 @@ def up(
     model: ModelOpt = None,
     state: StateOpt = None,
     isolate: IsolateOpt = None,
+    enclave_from: EnclaveFromOpt = EnclaveFrom.image,
 ) -> None:
     """Start the local stack (KMS emulator, attested enclave, gateway) and keep it running until
-    Ctrl-C. 'nitro-llm ask' and 'nitro-llm chat' then work with no flags."""
-    stack = _stack(state, engine, threads, model, isolate)
+    Ctrl-C. 'nitro-llm ask' and 'nitro-llm chat' then work with no flags. The enclave is the enclave
+    image (built on first use), unless --enclave-from source."""
+    stack = _stack(state, engine, threads, model, isolate, enclave_from)
     stop = False
 
     def _on_signal(*_: object) -> None:
@@ -65,6 +98,9 @@ def up(
             stack.progress = lambda msg: status.update(f"starting: {msg}")
             stack.start()
         console.print(f"[bold green]ready[/]: gateway {stack.gateway_url}, KMS emulator {stack.kms_url}")
+        console.print(f"enclave: {stack.enclave_label()}")
+        if stack.enclave_image is not None:
+            console.print(f"image {stack.enclave_image.directory} (its EIF's PCRs are the key policy's)")
         console.print(f"PCR0 {stack.pcrs['0']}")
         console.print(f"client policy (attested protocol, used by ask/chat): {stack.client_policy_path}")
         console.print(f'logs in {stack.logs}; try: nitro-llm ask "…"   (Ctrl-C stops the stack)')
@@ -92,13 +128,14 @@ def demo(
     model: ModelOpt = None,
     state: StateOpt = None,
     isolate: IsolateOpt = None,
+    enclave_from: EnclaveFromOpt = EnclaveFrom.image,
 ) -> None:
     """The main job, end to end: a PHI-laden question sealed on the client, answered inside the
-    attested enclave, each party's view side by side; then the two refusals (the parent's credentials
-    without attestation; an enclave whose code changed)."""
+    attested enclave image, each party's view side by side; then the two refusals (the parent's
+    credentials without attestation; an enclave image with one line of its code changed)."""
     from nitro_llm_dev.local.demo import SAMPLE_QUESTION, run_demo
 
-    stack = _stack(state, engine, threads, model, isolate)
+    stack = _stack(state, engine, threads, model, isolate, enclave_from)
     try:
         run_demo(stack, console, question or SAMPLE_QUESTION, max_tokens)
     except NitroLLMError:

@@ -26,9 +26,9 @@ from nitro_llm.cli.enclave import (
     TtlOpt,
     WaitingOpt,
     WindowOpt,
+    enclave_app,
     enclave_config,
     fail,
-    enclave_app,
 )
 from nitro_llm.enclave.data_keys import DEFAULT_TTL_SECONDS
 from nitro_llm.enclave.freshness import DEFAULT_WINDOW_SECONDS

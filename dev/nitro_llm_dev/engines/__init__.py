@@ -1,1 +1,1 @@
-"""Inference engines for tests and benchmarks, offered to the enclave through the ``nitro_llm.engines`` entry points."""
+"""Inference engines for tests and benchmarks, offered to the enclave through ``nitro_llm.engines``."""

@@ -10,8 +10,9 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from typing import Unpack
 
-from nitro_llm.inference.engine import TokenChunk, Usage
+from nitro_llm.inference.engine import FinishReason, SamplingArgs, TokenChunk, Usage
 from nitro_llm.protocol.messages import Message
 
 _PIECES = re.compile(r"\S+\s*|\s+")
@@ -29,11 +30,11 @@ class EchoEngine:
         self,
         messages: Sequence[Message],
         *,
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
         cancel: threading.Event | None = None,
+        cache_key: bytes | None = None,  # ignored: echoing keeps nothing per conversation
+        **sampling: Unpack[SamplingArgs],
     ) -> Iterator[TokenChunk]:
+        max_tokens = sampling["max_tokens"]
         prompt_tokens = sum(len(_PIECES.findall(m.content)) for m in messages)
         last_user = next(m.content for m in reversed(messages) if m.role == "user")
         pieces = _PIECES.findall(last_user)
@@ -46,5 +47,5 @@ class EchoEngine:
                 time.sleep(self._delay)
             sent += 1
             yield TokenChunk(piece)
-        reason = "length" if len(pieces) > max_tokens else "stop"
+        reason: FinishReason = "length" if len(pieces) > max_tokens else "stop"
         yield TokenChunk("", reason, Usage(prompt_tokens, sent))

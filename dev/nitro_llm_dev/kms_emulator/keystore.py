@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nitro_llm_dev.kms_emulator.storage import read_json, write_json_atomic
 from nitro_llm.kms.errors import AlreadyExists, EmulatorStateError, NotFound, PolicyError
 from nitro_llm.kms.policy_eval import KeyPolicy, parse_policy
+from nitro_llm_dev.kms_emulator.storage import read_json, write_json_atomic
 
 KEYS_FILE = "keys.json"
 _FORMAT = 1

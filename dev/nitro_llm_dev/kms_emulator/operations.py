@@ -23,10 +23,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from nitro_llm.kms import cms
-from nitro_llm_dev.kms_emulator import ciphertext
-from nitro_llm_dev.kms_emulator.keystore import DISABLED, ENABLED, PENDING_DELETION, Key, KeyStore
-from nitro_llm_dev.kms_emulator.principals import Principal, Principals
-from nitro_llm_dev.kms_emulator.recipient import AttestedRecipient, RecipientVerifier
 from nitro_llm.kms.errors import (
     AccessDenied,
     Disabled,
@@ -46,6 +42,10 @@ from nitro_llm.kms.errors import (
     ValidationFailed,
 )
 from nitro_llm.kms.policy_eval import KeyPolicy, Request, parse_policy
+from nitro_llm_dev.kms_emulator import ciphertext
+from nitro_llm_dev.kms_emulator.keystore import DISABLED, ENABLED, PENDING_DELETION, Key, KeyStore
+from nitro_llm_dev.kms_emulator.principals import Principal, Principals
+from nitro_llm_dev.kms_emulator.recipient import AttestedRecipient, RecipientVerifier
 
 SYMMETRIC_DEFAULT = "SYMMETRIC_DEFAULT"
 MAX_PLAINTEXT = 4096

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nitro_llm_dev.kms_emulator.storage import read_json, write_json_atomic
 from nitro_llm.kms.errors import EmulatorStateError
 from nitro_llm.kms.policy_eval import Caller
+from nitro_llm_dev.kms_emulator.storage import read_json, write_json_atomic
 
 CREDENTIALS_FILE = "credentials.json"
 ADMIN_USER = "nitro-llm-admin"

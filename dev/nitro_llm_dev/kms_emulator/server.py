@@ -25,12 +25,6 @@ from typing import Any
 
 from cryptography import x509
 
-from nitro_llm_dev.kms_emulator.keystore import KeyStore
-from nitro_llm_dev.kms_emulator.operations import Audit, KmsService
-from nitro_llm_dev.kms_emulator.principals import Principal, Principals, load_or_issue
-from nitro_llm_dev.kms_emulator.recipient import MAX_DOCUMENT_AGE, RecipientVerifier
-from nitro_llm_dev.kms_emulator.sigv4 import verify_request
-from nitro_llm_dev.kms_emulator.storage import StateLock, prepare_state_dir
 from nitro_llm.kms.errors import (
     KmsApiError,
     KmsInternalError,
@@ -38,6 +32,12 @@ from nitro_llm.kms.errors import (
     UnknownOperation,
     ValidationFailed,
 )
+from nitro_llm_dev.kms_emulator.keystore import KeyStore
+from nitro_llm_dev.kms_emulator.operations import Audit, KmsService
+from nitro_llm_dev.kms_emulator.principals import Principal, Principals, load_or_issue
+from nitro_llm_dev.kms_emulator.recipient import MAX_DOCUMENT_AGE, RecipientVerifier
+from nitro_llm_dev.kms_emulator.sigv4 import verify_request
+from nitro_llm_dev.kms_emulator.storage import StateLock, prepare_state_dir
 
 log = logging.getLogger("nitro_llm_dev.kms_emulator")
 

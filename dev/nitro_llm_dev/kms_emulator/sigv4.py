@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, quote, urlsplit
 
-from nitro_llm_dev.kms_emulator.principals import Principal, Principals
 from nitro_llm.kms.errors import (
     IncompleteSignature,
     InvalidSignature,
     MissingAuthenticationToken,
     UnrecognizedClient,
 )
+from nitro_llm_dev.kms_emulator.principals import Principal, Principals
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 SERVICE = "kms"

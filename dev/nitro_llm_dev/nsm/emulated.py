@@ -23,12 +23,13 @@ from collections.abc import Callable, Mapping
 import cbor2
 from cryptography.hazmat.primitives import serialization
 
+from nitro_llm import cbor_strict
 from nitro_llm.attestation.cose import sign_es384
-from nitro_llm_dev.nsm.devca import DevCA
 from nitro_llm.attestation.document import MAX_USER_FIELD_SIZE, PCR_LENGTH, encode_payload
 from nitro_llm.attestation.errors import NsmError
 from nitro_llm.attestation.nsm import messages
 from nitro_llm.attestation.pcr import ZERO_PCR, pcr3_for_role_arn, pcr4_for_instance_id
+from nitro_llm_dev.nsm.devca import DevCA
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,10 @@ class EmulatedTransport:
         if len(request) > messages.REQUEST_MAX_SIZE:
             return messages.error_response("InputTooLarge")
         try:
-            name, fields = messages.request_name(cbor2.loads(request, max_depth=4, allow_indefinite=False))
+            decoded = cbor_strict.decode(
+                request, what="NSM request", error=NsmError, max_size=messages.REQUEST_MAX_SIZE, max_depth=4
+            )
+            name, fields = messages.request_name(decoded)
         except Exception:
             return messages.error_response("InvalidArgument")
         handler = {

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
-import json
 import os
 import platform
 import threading
@@ -39,8 +38,8 @@ from pathlib import Path
 
 import nitro_llm
 from nitro_llm.attestation.errors import MeasurementError
-from nitro_llm.enclave.config import EnclaveConfig, canonical_config
 from nitro_llm.attestation.pcr import ZERO_PCR, extend
+from nitro_llm.enclave.config import EnclaveConfig, canonical_config
 
 _CHUNK = 1 << 20
 _SKIP_DIRS = frozenset({"__pycache__"})

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from nitro_llm.attestation.nsm.socket_link import MAX_NSM_FRAME
 from nitro_llm.errors import NitroLLMError
-from nitro_llm.protocol.framing import encode_frame, read_frame
+from nitro_llm.protocol.frame_codec import encode_frame, read_frame
 from nitro_llm.transport import close_listener, listen
 from nitro_llm_dev.nsm.emulated import EmulatedTransport
 

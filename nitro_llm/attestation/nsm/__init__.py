@@ -67,7 +67,9 @@ class Nsm:
         self.close()
 
 
-def open_nsm(kind: Literal["device", "socket"], *, device_path: str = "/dev/nsm", socket_path: str = "") -> Nsm:
+def open_nsm(
+    kind: Literal["device", "socket"], *, device_path: str = "/dev/nsm", socket_path: str = ""
+) -> Nsm:
     """Open the NSM of the given kind.
 
     ``"device"`` opens ``device_path`` (``/dev/nsm`` inside a Nitro Enclave) and raises

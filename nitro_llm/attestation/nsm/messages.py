@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import cbor2
 
+from nitro_llm import cbor_strict
 from nitro_llm.attestation.errors import NsmError
 
 #: Limits of the Linux NSM driver (``NSM_REQUEST_MAX_SIZE`` / ``NSM_RESPONSE_MAX_SIZE``).
@@ -103,9 +104,11 @@ def _decode(response: bytes, expected: str) -> object:
             f"the NSM response is {len(response)} bytes, above the {RESPONSE_MAX_SIZE}-byte buffer"
         )
     try:
-        value = cbor2.loads(response, max_depth=8, allow_indefinite=False)
-    except Exception:
-        raise NsmError("the NSM answered with bytes that are not CBOR") from None
+        value = cbor_strict.decode(
+            response, what="the NSM response", error=NsmError, max_size=RESPONSE_MAX_SIZE, max_depth=8
+        )
+    except NsmError as exc:
+        raise NsmError(f"the NSM answered with bytes that are not CBOR we accept: {exc.message}") from None
     if isinstance(value, dict) and len(value) == 1:
         ((name, body),) = value.items()
         if name == "Error":

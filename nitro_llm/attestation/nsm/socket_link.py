@@ -13,7 +13,7 @@ import threading
 
 from nitro_llm.attestation.errors import NsmError
 from nitro_llm.errors import NitroLLMError
-from nitro_llm.protocol.framing import encode_frame, read_frame
+from nitro_llm.protocol.frame_codec import encode_frame, read_frame
 from nitro_llm.transport import connect
 from nitro_llm.transport.errors import TransportError
 

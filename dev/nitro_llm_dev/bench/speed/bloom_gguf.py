@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nitro_llm_dev.bench.speed.stacks import bench_dir
 from nitro_llm.errors import NitroLLMError
+from nitro_llm_dev.bench.speed.stacks import bench_dir
 
 BLOOM_560M = {
     "vocab_size": 250880,

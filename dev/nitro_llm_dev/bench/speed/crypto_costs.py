@@ -18,7 +18,9 @@ REAL_DOCUMENT = Path("nitro-attestation") / "veracruz-production.cbor"
 def _vectors_dir() -> Path | None:
     override = os.environ.get("NITRO_LLM_TEST_VECTORS")
     candidates = [Path(override)] if override else []
-    candidates.append(Path(__file__).resolve().parents[3].parent / "shared" / "test-vectors")
+    candidates.append(
+        Path(__file__).resolve().parents[4].parent / "shared" / "test-vectors"
+    )  # beside the repository
     return next((p for p in candidates if (p / REAL_DOCUMENT).is_file()), None)
 
 
@@ -38,5 +40,8 @@ def crypto_costs(*, iterations: int = 100) -> dict[str, Any]:
         out["attestation_verify_ms"] = {
             "first_document": round(result.cold.cpu_median_ms, 2),
             "cached_ca_bundle": round(result.warm.cpu_median_ms, 2),
+            # best of the batch medians: other processes on a shared machine only ever add time
+            "first_document_best_batch": round(result.cold.best_batch_cpu_median_ms, 3),
+            "cached_ca_bundle_best_batch": round(result.warm.best_batch_cpu_median_ms, 3),
         }
     return out

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from nitro_llm.protocol.frame_codec import FrameDecoder
+from nitro_llm.protocol.kms_envelope import KmsHeader, ResponseOpener, new_id, seal_request
+from nitro_llm.protocol.messages import chat_request
 from nitro_llm_dev.bench.speed.raw_http import RawConnection, Reply
 from nitro_llm_dev.bench.speed.stats import median, percentile, ratio
 from nitro_llm_dev.local.stack import LocalStack, free_port
-from nitro_llm.protocol.framing import FrameDecoder
-from nitro_llm.protocol.kms_envelope import KmsHeader, ResponseOpener, new_id, seal_request
-from nitro_llm.protocol.messages import chat_request
 
 QUESTION = "hello from the protocol benchmark"
 MAX_PREPARED = 40_000

@@ -18,17 +18,14 @@ from pathlib import Path
 import httpx
 
 from nitro_llm.errors import NitroLLMError
-from nitro_llm_dev.local.stack import EnclaveOptions, LocalStack
 from nitro_llm.paths import state_dir
+from nitro_llm_dev.local.stack import EnclaveOptions, LocalStack
 
 BENCH_CLIENT = "bench"
 
 
-class BenchStackError(NitroLLMError):
-    code = "bench_stack_failed"
-    default_hint = (
-        "see the stack's logs under the bench directory; run 'nitro-llm up' to check the stack alone"
-    )
+class BenchStackError(NitroLLMError, code="bench_stack_failed"):
+    """see the stack's logs under the bench directory; run 'nitro-llm up' to check the stack alone"""
 
 
 def bench_dir() -> Path:
@@ -49,7 +46,10 @@ def running_stack(
     root = Path(tempfile.mkdtemp(prefix=f"stack-{engine}-", dir=bench_dir()))
     options = EnclaveOptions(engine=engine, threads=threads, batch_size=batch_size, max_waiting=max_waiting)
     try:
-        with LocalStack(root=root, enclave=options, progress=progress) as stack:
+        # The llama engine runs from the enclave image, as shipped; the echo engine (development
+        # tooling, never in the image) from the source tree.
+        enclave_from = "image" if engine == "llama" else "source"
+        with LocalStack(root=root, enclave=options, enclave_from=enclave_from, progress=progress) as stack:
             yield stack
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -17,16 +17,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import Any
 
 from nitro_llm.errors import NitroLLMError
+from nitro_llm.gateway.clock import Clock, system_clock
 from nitro_llm.gateway.credentials import CredentialsSource
 from nitro_llm.gateway.enclave_link import EnclaveLink
 from nitro_llm.gateway.errors import EnclaveTimeout, EnclaveUnavailable
-from nitro_llm.protocol import frames
+from nitro_llm.protocol import frame_kinds
 
-log = logging.getLogger("nitro_llm.gateway.supervisor")
+log = logging.getLogger("nitro_llm.gateway.enclave_monitor")
 
 UP_INTERVAL = 5.0
 DOWN_INTERVAL = 0.5
@@ -36,9 +36,8 @@ TIMEOUTS_BEFORE_DOWN = 3
 or missing socket counts at once."""
 
 
-class EnclaveDown(EnclaveUnavailable):
-    code = "enclave_unavailable"
-    default_hint = "the enclave is down or restarting; retry after the number of seconds in Retry-After"
+class EnclaveDown(EnclaveUnavailable, code="enclave_unavailable"):
+    """the enclave is down or restarting; retry after the number of seconds in Retry-After"""
 
 
 class EnclaveMonitor:
@@ -50,14 +49,16 @@ class EnclaveMonitor:
         up_interval: float = UP_INTERVAL,
         down_interval: float = DOWN_INTERVAL,
         ping_timeout: float = PING_TIMEOUT,
+        clock: Clock = system_clock,
     ) -> None:
         self._link = link
+        self._clock = clock
         self._credentials = credentials
         self._up_interval = up_interval
         self._down_interval = down_interval
         self._ping_timeout = ping_timeout
         self.state = "unknown"  # unknown | up | down
-        self._since = time.monotonic()
+        self._since = clock()
         self._timeouts = 0
         self._last_uptime: int | None = None
         self._wake: asyncio.Event | None = None
@@ -82,7 +83,7 @@ class EnclaveMonitor:
             self._wake.set()
 
     def down_seconds(self) -> float:
-        return time.monotonic() - self._since if self.state == "down" else 0.0
+        return self._clock() - self._since if self.state == "down" else 0.0
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -116,7 +117,7 @@ class EnclaveMonitor:
         enclave a connection, and a flood of them could fill its accept slots.
         """
         cached = self._last
-        if cached is not None and time.monotonic() - cached[0] <= max_age:
+        if cached is not None and self._clock() - cached[0] <= max_age:
             return _unwrap(cached[1])
         loop = asyncio.get_running_loop()
         inflight = self._inflight
@@ -126,20 +127,20 @@ class EnclaveMonitor:
 
     async def _ping(self) -> dict[str, Any] | NitroLLMError:
         try:
-            reply = await self._link.call(frames.ping_frame(), timeout=self._ping_timeout)
+            reply = await self._link.call(frame_kinds.ping_frame(), timeout=self._ping_timeout)
             if reply.get("t") != "pong":
                 raise EnclaveUnavailable("the enclave answered a ping with something else")
         except EnclaveTimeout as exc:
-            self._last = (time.monotonic(), exc)
+            self._last = (self._clock(), exc)
             self._timeouts += 1
             if self._timeouts >= TIMEOUTS_BEFORE_DOWN:
                 self._mark_down(exc.code)
             return exc
         except NitroLLMError as exc:
-            self._last = (time.monotonic(), exc)
+            self._last = (self._clock(), exc)
             self._mark_down(exc.code)
             return exc
-        self._last = (time.monotonic(), reply)
+        self._last = (self._clock(), reply)
         self._timeouts = 0
         uptime = reply.get("uptime_seconds")
         if isinstance(uptime, int) and self._last_uptime is not None and uptime < self._last_uptime:
@@ -160,31 +161,37 @@ class EnclaveMonitor:
             if self.state == "up":
                 self.outages += 1
             self.state = "down"
-            self._since = time.monotonic()
+            self._since = self._clock()
             log.warning("enclave unreachable (%s): answering 503 until it is back", reason)
 
     def _mark_up(self) -> None:
         if self.state != "up":
             if self.state == "down" and self._was_up:  # not the first start
                 self.recoveries += 1
-                log.warning("enclave reachable again after %.1f s", time.monotonic() - self._since)
+                log.warning("enclave reachable again after %.1f s", self._clock() - self._since)
             self.state = "up"
             self._was_up = True
-            self._since = time.monotonic()
+            self._since = self._clock()
 
     async def _hand_credentials(self) -> None:
         assert self._credentials is not None
         try:
-            creds = await asyncio.to_thread(self._credentials.get)
-            reply = await self._link.call(frames.credentials_frame(creds))
-        except NitroLLMError as exc:
-            log.info("credentials hand-off after restart pending: %s", exc.code)
-            return
+            if await hand_credentials(self._link, self._credentials):
+                log.info("credentials handed to the (re)started enclave")
         except Exception as exc:  # a bug here must show, not die silently in a background task
             log.warning("credentials hand-off failed: %s", type(exc).__name__)
-            return
-        if reply.get("t") == "ok":
-            log.info("credentials handed to the (re)started enclave")
+
+
+async def hand_credentials(link: EnclaveLink, source: CredentialsSource) -> bool:
+    """Give the enclave the role's current credentials; True once it has taken them. Refusals and
+    link trouble are logged by code (never the credentials) and answered False."""
+    try:
+        creds = await asyncio.to_thread(source.get)
+        reply = await link.call(frame_kinds.credentials_frame(creds))
+    except NitroLLMError as exc:
+        log.info("credentials hand-off pending: %s", exc.code)
+        return False
+    return reply.get("t") == "ok"
 
 
 def _unwrap(result: dict[str, Any] | NitroLLMError) -> dict[str, Any]:
