@@ -2,11 +2,11 @@
 configuration's API token as `ask` sends it, for `nitro-llm attest verify`: no curl, no token
 copied by hand, no CBOR surgery. A hostile gateway's endless body is cut off while it streams."""
 
-import os
 import subprocess
 
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
+from peak_memory import MeasuredCommand
 from wire_tools import RunningServer
 
 from nitro_llm.gateway.auth import add_client
@@ -74,20 +74,12 @@ def test_an_endless_attestation_body_is_cut_off_while_it_streams(nitro_command, 
 
         return StreamingResponse(body(), media_type="application/cbor")
 
-    command, env = nitro_command
+    _command, env = nitro_command
     with RunningServer(hostile) as server:
-        proc = subprocess.Popen(
-            [command, "attest", "fetch", "--gateway", server.url, "--out", str(tmp_path / "d.cbor")],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        _, status, usage = os.wait4(proc.pid, 0)  # the child's own peak memory, not the test's
-        stderr = proc.stderr.read().decode()
-        proc.stdout.close()
-        proc.stderr.close()
-    assert os.waitstatus_to_exitcode(status) == 1, stderr
+        fetch = ["attest", "fetch", "--gateway", server.url, "--out", str(tmp_path / "d.cbor")]
+        status, peak, stderr = MeasuredCommand(fetch, env, tmp_path / "peak").finish()
+    assert status == 1, stderr
     assert "attestation_too_large" in stderr
-    assert usage.ru_maxrss < 200 * 1024  # KiB: far below the 600 MB offered
+    assert peak < 200 * 1024, f"peak {peak} KiB"  # far below the 600 MB offered
     assert served["bytes"] < 600 << 20  # the command hung up early
     assert not (tmp_path / "d.cbor").exists()

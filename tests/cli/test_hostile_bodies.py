@@ -1,13 +1,13 @@
 """A hostile gateway cannot exhaust the client's memory: every body read from it is capped while it
 streams. Real processes: the installed ``nitro-llm ask`` and ``nitro-llm proxy`` against a gateway on a
 loopback port (the real gateway app and enclave, wrapped by a hostile layer) that offers 600 MB where
-a few KB belong; each child's own peak memory is measured (``wait4``), and the server sees it hang up.
+a few KB belong; each child's own peak memory is measured (its ``VmHWM``, see measured_cli.py), and
+the server sees it hang up.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -18,6 +18,7 @@ from functools import cache
 import httpx
 import pytest
 from fastapi.responses import StreamingResponse
+from peak_memory import MeasuredCommand
 
 from nitro_llm.protocol.frame_codec import DEFAULT_MAX_FRAME_SIZE
 
@@ -65,17 +66,6 @@ class Hostile:
         return hostile
 
 
-def _peak(proc: subprocess.Popen) -> tuple[int, int, str]:
-    """Wait for the child; its exit code, its own peak RSS (KiB) and its standard error."""
-    _, status, usage = os.wait4(proc.pid, 0)
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
-    for stream in (proc.stdout, proc.stderr):
-        if stream:
-            stream.close()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss, stderr
-
-
 CASES = [
     ("/v1/attestation", "plain", "attestation_too_large"),
     ("/v1/attestation", "gzip", "gateway_encoded_body"),
@@ -86,12 +76,11 @@ CASES = [
 
 
 @pytest.mark.parametrize(("path", "kind", "code"), CASES, ids=[f"{p[4:]}-{k}" for p, k, _ in CASES])
-def test_ask_hangs_up_on_an_endless_body_with_a_typed_error(stack, nitro_command, path, kind, code):
+def test_ask_hangs_up_on_an_endless_body_with_a_typed_error(stack, nitro_command, path, kind, code, tmp_path):
     hostile = Hostile(path, kind)
     stack(wrap=hostile)  # writes the client files: ask speaks attested to the wrapped gateway
-    command, env = nitro_command
-    proc = subprocess.Popen([command, "ask", "hi"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    rc, peak, stderr = _peak(proc)
+    _command, env = nitro_command
+    rc, peak, stderr = MeasuredCommand(["ask", "hi"], env, tmp_path / "peak").finish()
     assert rc == 2, stderr
     assert f"[{code}]" in stderr and "Traceback" not in stderr
     assert peak < PEAK_KIB, f"peak {peak} KiB"
@@ -117,18 +106,14 @@ def _wait_ready(url: str, proc: subprocess.Popen, seconds: float = 60) -> None:
 
 
 @pytest.mark.parametrize("kind", ["plain", "gzip"])
-def test_the_proxy_process_hangs_up_on_an_endless_attestation(stack, nitro_command, kind):
+def test_the_proxy_process_hangs_up_on_an_endless_attestation(stack, nitro_command, kind, tmp_path):
     hostile = Hostile("/v1/attestation", kind)
     stack(wrap=hostile)
-    command, env = nitro_command
+    _command, env = nitro_command
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [command, "proxy", "--protocol", "attested", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
+    proxy = MeasuredCommand(["proxy", "--protocol", "attested", "--port", str(port)], env, tmp_path / "peak")
+    proc = proxy.proc
     try:
         _wait_ready(url, proc)
         verification = httpx.get(url + "/v1/verification", timeout=60).json()
@@ -137,7 +122,7 @@ def test_the_proxy_process_hangs_up_on_an_endless_attestation(stack, nitro_comma
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # only the process this test started
-    _rc, peak, stderr = _peak(proc)
+    _rc, peak, stderr = proxy.finish()
     code = "attestation_too_large" if kind == "plain" else "gateway_encoded_body"
     assert verification["verified"] is False and code in verification["failure_reason"], verification
     assert refused.status_code >= 400 and code in json.dumps(refused.json())
