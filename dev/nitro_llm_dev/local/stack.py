@@ -33,6 +33,7 @@ from nitro_llm.errors import NitroLLMError
 from nitro_llm.gateway.auth import ClientLimits, add_client
 from nitro_llm.kms.client import make_kms_client
 from nitro_llm.kms.key_policy import build_key_policy
+from nitro_llm_dev.kms_emulator.principals import CREDENTIALS_FILE, ENCLAVE_ROLE_FILE
 from nitro_llm_dev.local.image_enclave import (
     EnclaveImage,
     ImageEnclaveProcess,
@@ -188,7 +189,13 @@ class LocalStack:
 
     @property
     def credentials_file(self) -> Path:
-        return self.kms_state / "credentials.json"
+        """Every principal's keys: for this stack's own set-up (admin) and its client files only."""
+        return self.kms_state / CREDENTIALS_FILE
+
+    @property
+    def enclave_role_file(self) -> Path:
+        """The enclave role's credentials alone: all the gateway is given, as on EC2."""
+        return self.kms_state / ENCLAVE_ROLE_FILE
 
     @property
     def client_policy_path(self) -> Path:
@@ -474,7 +481,7 @@ class LocalStack:
                 "--kms-upstream",
                 "tcp:" + self.kms_url.removeprefix("http://"),
                 "--credentials-file",
-                str(self.credentials_file),
+                str(self.enclave_role_file),
                 *(["--seed-route"] if self.seed_route else []),
                 "--api-tokens-file",
                 str(self.api_tokens_file),
