@@ -8,23 +8,15 @@ never content, so reading the code here keeps the gateway blind to what users as
 
 from __future__ import annotations
 
-from nitro_llm.errors import NitroLLMError
 from nitro_llm.gateway.errors import EnclaveBusy
-from nitro_llm.protocol.frame_codec import decode_frame
+from nitro_llm.gateway.first_frame import leading_error_code
 
 BUSY_CODES = frozenset({"enclave_busy", "replay_cache_full"})
-_HEADER = 4
 
 
 def busy_refusal(first: bytes) -> EnclaveBusy | None:
     """``first``: what the enclave link yielded first (whole frames, length prefixes included)."""
-    length = int.from_bytes(first[:_HEADER], "big")
-    if length > 4096:  # answer chunks can be large; a refusal never is
+    code = leading_error_code(first)
+    if code not in BUSY_CODES:
         return None
-    try:
-        frame = decode_frame(first[_HEADER : _HEADER + length])
-    except NitroLLMError:
-        return None
-    if frame.get("t") != "error" or frame.get("code") not in BUSY_CODES:
-        return None
-    return EnclaveBusy(f"the enclave's queue is full ({frame.get('code')})")
+    return EnclaveBusy(f"the enclave's queue is full ({code})")
