@@ -103,9 +103,11 @@ def gateway(
     if kms_relay_listen or kms_upstream:
         if not (kms_relay_listen and kms_upstream):
             raise typer.BadParameter("--kms-relay-listen and --kms-upstream go together")
+        from nitro_llm.kms.connections import MAX_KMS_CONNECTIONS
         from nitro_llm.transport.relay import Relay
 
-        relay = Relay(kms_relay_listen, kms_upstream)
+        # as many connections as vsock-proxy has workers by default (nitro_llm/kms/connections.py)
+        relay = Relay(kms_relay_listen, kms_upstream, max_connections=MAX_KMS_CONNECTIONS)
         relay.start()
     try:
         parse_address(enclave)  # a typo must stop the gateway, not leave it retrying a bogus address

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from nitro_llm.deploy.errors import DeployConfigError
 from nitro_llm.enclave.boot import PARENT_CID as PARENT_CID  # the parent's vsock CID (3), re-exported
+from nitro_llm.kms.connections import MAX_KMS_CONNECTIONS
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 
@@ -63,7 +64,13 @@ class BuildSection(_Section):
 
 class KmsProxySection(_Section):
     port: Port = Field(8000, description="vsock port vsock-proxy listens on, on the parent (CID 3)")
-    workers: int = Field(4, ge=1, le=64, description="simultaneous connections vsock-proxy relays")
+    workers: int = Field(
+        MAX_KMS_CONNECTIONS,
+        ge=MAX_KMS_CONNECTIONS,
+        le=64,
+        description="simultaneous connections vsock-proxy relays; each holds a worker for its whole life, so "
+        "fewer than the enclave's KMS connections would stall a TLS handshake (nitro_llm/kms/connections.py)",
+    )
     allowlist: Path = Path("/etc/nitro_enclaves/nitro-llm-vsock-proxy.yaml")
     binary: Path = Path("/usr/bin/vsock-proxy")
 
