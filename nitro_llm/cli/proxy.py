@@ -40,15 +40,13 @@ def _backend(
     from nitro_llm.proxy.confidential_backends import AttestedBackend
 
     policy = ClientPolicy.load(policy_path or default_policy_path())
-    auth: dict[str, str] = {}
-    if gateway is None:
+    if gateway is None:  # the configuration's gateway, with its API token and certificate
         config = ClientConfig.load(config_path or default_config_path())
-        gateway, model, auth = config.gateway_url, config.model, config.auth_headers()
+        gateway, model, http = config.gateway_url, config.model, config.gateway_http()
     else:
-        model = "default"
-    import httpx
+        import httpx
 
-    http = httpx.Client(timeout=httpx.Timeout(10.0, read=300.0), headers=auth)  # the gateway's API token
+        model, http = "default", httpx.Client(timeout=httpx.Timeout(10.0, read=300.0))
     return AttestedBackend(gateway, policy, suite=suite, model_id=model, http=http)
 
 
