@@ -243,8 +243,8 @@ def test_checkov_catches_an_insecure_change(tmp_path):
     text = TEMPLATE.read_text().replace("EnableKeyRotation: true", "EnableKeyRotation: false")
     text = text.replace(
         "      SecurityGroupEgress:\n",
-        "        - Description: ssh\n          IpProtocol: tcp\n          FromPort: 22\n          ToPort: 22\n"
-        "          CidrIp: 0.0.0.0/0\n      SecurityGroupEgress:\n",
+        "        - Description: ssh\n          IpProtocol: tcp\n          FromPort: 22\n"
+        "          ToPort: 22\n          CidrIp: 0.0.0.0/0\n      SecurityGroupEgress:\n",
         1,
     )
     broken = tmp_path / "insecure.yaml"
