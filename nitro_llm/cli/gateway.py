@@ -133,6 +133,8 @@ def gateway(
             port=port,
             access_log=False,
             log_level="warning",
+            # A stop (systemd, the supervisor's tests) does not wait on idle keep-alive clients.
+            timeout_graceful_shutdown=10,
             **tls,
             **bounds,
         )
