@@ -14,12 +14,23 @@ PYTHON_STANDINS = {
     "nitro-cli": "nitro_cli",
     "aws": "aws",
     "systemctl": "systemctl",
-    "dnf": "dnf",
     "git": "git",
     "cfn-signal": "cfn_signal",
     "curl": "curl",
     "nitro-llm-enclave-standin": "enclave",
+    "python3.11": "python311",
+    "dnf": "dnf",
+    "nitro-llm": "laptop_nitro_llm",
 }
+
+SUDO = """#!/bin/sh
+# sudo, standing in: 'sudo -u USER CMD...' drops to USER for real (setpriv), with sudo's reset
+# environment and secure_path, so a permission problem fails here as it would on the instance.
+if [ "$1" != "-u" ]; then exec "$@"; fi
+user=$2; shift 2
+exec setpriv --reuid="$user" --regid="$user" --init-groups \\
+  env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/ "$@"
+"""
 
 
 def wrapper(module: str, python: str = sys.executable) -> str:
@@ -37,8 +48,8 @@ def wrapper(module: str, python: str = sys.executable) -> str:
 
 def install(bin_dir: Path, names: list[str] | None = None) -> Path:
     bin_dir.mkdir(parents=True, exist_ok=True)
-    for name in names or list(PYTHON_STANDINS):
+    for name in names or [*PYTHON_STANDINS, "sudo"]:
         path = bin_dir / name
-        path.write_text(wrapper(PYTHON_STANDINS[name]))
+        path.write_text(SUDO if name == "sudo" else wrapper(PYTHON_STANDINS[name]))
         path.chmod(0o755)
     return bin_dir
