@@ -122,7 +122,7 @@ def _values(stack: dict[str, Any]) -> dict[str, str]:
 
 def _deploy(opts: dict[str, list[str]]) -> int:
     name = _one(opts, "--stack-name")
-    template = yaml.load(Path(_one(opts, "--template-file")).read_text(), Loader=_Loader)  # noqa: S506
+    template = yaml.load(Path(_one(opts, "--template-file")).read_text(), Loader=_Loader)
     if "CAPABILITY_NAMED_IAM" not in opts.get("--capabilities", []):
         print(
             "An error occurred (InsufficientCapabilitiesException): Requires capabilities : [CAPABILITY_NAMED_IAM]",
