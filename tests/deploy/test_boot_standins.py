@@ -161,9 +161,12 @@ def test_readme_and_user_data_run_without_a_failing_step(tmp_path):
     issued = [c for c in calls(log) if c["tool"] == "git"]
     assert issued, "the instance fetched its tools"
     assert any(c["argv"][:2] == ["install", "-y"] for c in calls(log, "dnf"))
-    assert [c["argv"][:3] for c in calls(log, "nitro-llm")][-3:] == [
-        ["attest", "fetch", "--config"], ["attest", "verify", "document.cbor"], ["ask", "--config", "client.json"]
-    ]  # fmt: skip
+    needs_aws = [c["argv"][:3] for c in calls(log, "nitro-llm") if c["argv"][0] in ("attest", "ask")]
+    assert needs_aws == [
+        ["attest", "fetch", "--config"],
+        ["attest", "verify", "document.cbor"],
+        ["ask", "--config", "client.json"],
+    ]
     assert any(c["argv"] == ["describe-enclaves"] for c in calls(log, "nitro-cli"))  # the update step
 
 
