@@ -89,11 +89,11 @@ def open_conversation(
     from nitro_llm.protocol.attested_wire import DEFAULT_SUITE
 
     policy = ClientPolicy.load(policy_path or default_policy_path())
-    auth: dict[str, str] = {}
-    if gateway is None:
+    if gateway is None:  # the configuration's gateway, with its API token and certificate
         config = ClientConfig.load(config_path or default_config_path())
-        gateway, auth = config.gateway_url, config.auth_headers()
-    import httpx
+        gateway, http = config.gateway_url, config.gateway_http()
+    else:
+        import httpx
 
-    http = httpx.Client(timeout=httpx.Timeout(10.0, read=300.0), headers=auth)  # the gateway's API token
+        http = httpx.Client(timeout=httpx.Timeout(10.0, read=300.0))
     return AttestedConversation(gateway, policy, suite=suite or DEFAULT_SUITE, http=http)
