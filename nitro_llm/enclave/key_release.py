@@ -18,7 +18,12 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from nitro_llm.enclave.errors import KeyReleaseDeniedError, KmsUnavailableError, NoCredentialsError
+from nitro_llm.enclave.errors import (
+    KeyReleaseDeniedError,
+    KmsSignatureRejectedError,
+    KmsUnavailableError,
+    NoCredentialsError,
+)
 from nitro_llm.enclave.kms_retry import RetryPolicy, with_retries
 from nitro_llm.errors import NitroLLMError
 from nitro_llm.protocol.frame_kinds import Credentials
@@ -39,6 +44,12 @@ _DENIALS = frozenset(
         "KMSInvalidStateException",
         "InvalidKeyUsageException",
         "ValidationException",
+    }
+)
+# Codes that mean KMS did not accept the call's signature or credentials, before any key policy was
+# read: final as well, but a matter of credentials (or the clock), not of the PCR conditions.
+_SIGNATURE_REJECTIONS = frozenset(
+    {
         "UnrecognizedClientException",
         "InvalidSignatureException",
         "IncompleteSignatureException",
@@ -183,6 +194,10 @@ def translate_kms_error(exc: Exception, request_id: str) -> NitroLLMError:
     if isinstance(response, dict):
         code = str(response.get("Error", {}).get("Code", "Unknown"))
         log.info("request=%s kms_decrypt=refused code=%s", request_id, code)
+        if code in _SIGNATURE_REJECTIONS:
+            return KmsSignatureRejectedError(
+                f"KMS did not accept the signature of the call for request {request_id}: {code}"
+            )
         if code in _DENIALS:
             return KeyReleaseDeniedError(f"KMS refused to release the key for request {request_id}: {code}")
         return KmsUnavailableError(f"KMS failed for request {request_id}: {code}")
