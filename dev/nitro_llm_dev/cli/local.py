@@ -6,13 +6,16 @@ import signal
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from nitro_llm.errors import NitroLLMError
+
+if TYPE_CHECKING:  # the stack's modules load only once the state directory is claimed (see _stack)
+    from nitro_llm_dev.local.stack import LocalStack
 
 console = Console()
 
@@ -50,6 +53,18 @@ GatewayPortOpt = Annotated[
 ]
 
 
+SeedCompatOpt = Annotated[
+    bool,
+    typer.Option(
+        "--seed-compat",
+        help="Also serve the AWS sample's client format (POST / with its AWS credentials): the enclave "
+        "measured with --seed-compat (other PCRs, and the key policy names them), the gateway's seed "
+        "route open, and what the sample's client must point at printed. WEAKER: the client's AWS "
+        "credentials pass through the host. For migrating only.",
+    ),
+]
+
+
 class EnclaveFrom(StrEnum):
     image = "image"
     source = "source"
@@ -75,6 +90,7 @@ def _stack(
     isolate: bool | None,
     enclave_from: EnclaveFrom = EnclaveFrom.image,
     gateway_port: int | None = None,
+    seed_compat: bool = False,
 ):
     """The stack, with its state directory claimed: a second 'up' or 'demo' there raises
     ``StackAlreadyRunning`` here, before the stack's modules load (about half a second)."""
@@ -88,10 +104,11 @@ def _stack(
 
     return LocalStack(
         root=root,
-        enclave=EnclaveOptions(engine=engine, model=model, threads=threads),
+        enclave=EnclaveOptions(engine=engine, model=model, threads=threads, seed_compat=seed_compat),
         isolate=isolate,
         enclave_from=enclave_from.value,
         gateway_port=gateway_port,
+        seed_route=seed_compat,  # the route and the enclave's format come together, or neither works
         claim=claim,
     )
 
@@ -110,13 +127,15 @@ def up(
     isolate: IsolateOpt = None,
     enclave_from: EnclaveFromOpt = EnclaveFrom.image,
     gateway_port: GatewayPortOpt = None,
+    seed_compat: SeedCompatOpt = False,
 ) -> None:
     """Start the local stack (KMS emulator, attested enclave, gateway) and keep it running until
     Ctrl-C. 'nitro-llm ask' and 'nitro-llm chat' then work with no flags. The enclave is the enclave
     image (built on first use), unless --enclave-from source. One stack per state directory: a
-    second 'up' there is refused, naming the running one."""
+    second 'up' there is refused, naming the running one. --seed-compat also serves the AWS sample's
+    client (weaker; for migrating)."""
     try:
-        stack = _stack(state, engine, threads, model, isolate, enclave_from, gateway_port)
+        stack = _stack(state, engine, threads, model, isolate, enclave_from, gateway_port, seed_compat)
     except NitroLLMError as exc:
         _print_error("error", exc)
         raise typer.Exit(code=2) from None
@@ -138,6 +157,8 @@ def up(
         console.print(f"PCR0 {stack.pcrs['0']}")
         console.print(f"client policy (attested protocol, used by ask/chat): {stack.client_policy_path}")
         console.print(f'logs in {stack.logs}; try: nitro-llm ask "…"   (Ctrl-C stops the stack)')
+        if seed_compat:
+            _print_seed_instructions(stack)
         while not stop:
             for proc in stack.lost_processes():  # the enclave and KMS are restarted when they die
                 if proc is not None and not proc.alive():
@@ -154,6 +175,13 @@ def up(
         stack.stop()
         if launched:
             console.print("stack stopped")
+
+
+def _print_seed_instructions(stack: LocalStack) -> None:
+    """Plain text, never wrapped: URLs, paths and the example are for copying (and a test parses them)."""
+    from nitro_llm_dev.local.seed_migration import seed_instructions
+
+    console.print(seed_instructions(stack).text(), markup=False, highlight=False, soft_wrap=True)
 
 
 def demo(
