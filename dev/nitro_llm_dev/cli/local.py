@@ -9,15 +9,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from nitro_llm.cli.console import make_console
 from nitro_llm.errors import NitroLLMError
 
 if TYPE_CHECKING:  # the stack's modules load only once the state directory is claimed (see _stack)
     from nitro_llm_dev.local.stack import LocalStack
 
-console = Console()
+console = make_console()  # never wrapped at 80 columns when piped (a PCR on one line)
 
 EngineOpt = Annotated[
     str,
