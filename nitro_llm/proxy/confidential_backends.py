@@ -7,7 +7,9 @@ cannot be linked by the gateway; the HTTP and KMS clients are shared to keep tha
 ``AttestedBackend`` wraps :class:`~nitro_llm.client.attested_conversation.AttestedConversation`,
 which verifies the enclave on this machine before sealing anything and caches the verified session
 until its leaf certificate expires. When verification fails nothing is sent, and ``describe()`` says
-why (the web chat turns red).
+why (the web chat turns red). It serves every chat the proxy relays, which an OpenAI request does not
+tell apart, so it sends no conversation secret (``remember=False``): the enclave keeps no KV cells
+for them, rather than one set shared by unrelated chats.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ class AttestedBackend:
         clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
         self.conversation = AttestedConversation(
-            gateway_url, policy, suite=suite, http=http, cache=cache, clock=clock
+            gateway_url, policy, suite=suite, http=http, cache=cache, clock=clock, remember=False
         )
         self.gateway_url = self.conversation.gateway_url
         self.policy = policy
