@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -227,30 +228,45 @@ def allocator(
     config: ConfigOption = None, root: RootOption = Path("/"), print_only: PrintOption = False
 ) -> None:
     """Render /etc/nitro_enclaves/allocator.yaml (the CPUs and memory reserved for the enclave)."""
-    try:
-        cfg, _ = _load(config)
-    except NitroLLMError as exc:
-        raise _fail(exc) from None
-    _emit(host_files.render_allocator(cfg), root, print_only)
-    if not print_only:
-        err.print(f"next: sudo systemctl enable --now {host_files.ALLOCATOR_UNIT} (restart it after changes)")
+    _render_host_files(
+        config,
+        root,
+        print_only,
+        lambda cfg, _path: host_files.render_allocator(cfg),
+        f"next: sudo systemctl enable --now {host_files.ALLOCATOR_UNIT} (restart it after changes)",
+    )
 
 
 def systemd(
     config: ConfigOption = None, root: RootOption = Path("/"), print_only: PrintOption = False
 ) -> None:
     """Render the systemd units (gateway, vsock-proxy, enclave) and the vsock-proxy allowlist."""
+    units = " ".join((host_files.VSOCK_PROXY_UNIT, host_files.ENCLAVE_UNIT, host_files.GATEWAY_UNIT))
+    _render_host_files(
+        config,
+        root,
+        print_only,
+        host_files.render_systemd,
+        f"next: sudo systemctl disable --now {host_files.STOCK_VSOCK_PROXY_UNIT}; "
+        f"sudo systemctl daemon-reload && sudo systemctl enable --now {units}",
+    )
+
+
+def _render_host_files(
+    config: Path | None,
+    root: Path,
+    print_only: bool,
+    render: Callable[[DeployConfig, Path], dict[Path, str]],
+    next_step: str,
+) -> None:
+    """Load the config, write (or print) the files ``render`` gives, then say what to run next."""
     try:
         cfg, path = _load(config)
     except NitroLLMError as exc:
         raise _fail(exc) from None
-    _emit(host_files.render_systemd(cfg, path), root, print_only)
+    _emit(render(cfg, path), root, print_only)
     if not print_only:
-        units = " ".join((host_files.VSOCK_PROXY_UNIT, host_files.ENCLAVE_UNIT, host_files.GATEWAY_UNIT))
-        err.print(
-            f"next: sudo systemctl disable --now {host_files.STOCK_VSOCK_PROXY_UNIT}; "
-            f"sudo systemctl daemon-reload && sudo systemctl enable --now {units}"
-        )
+        err.print(next_step)
 
 
 CFN_PARAMETER_LIMIT = 4096

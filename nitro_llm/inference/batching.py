@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Unpack
 
-from nitro_llm.inference.engine import FinishReason, SamplingArgs, TokenChunk, Usage
+from nitro_llm.inference.engine import ClosableStream, FinishReason, SamplingArgs, TokenChunk, Usage
 from nitro_llm.inference.errors import EngineBusyError, InferenceError
 from nitro_llm.inference.kv_cache import (
     DEFAULT_CACHE_BYTES,
@@ -81,21 +81,15 @@ class _Request:
         return self.abandoned or (self.cancel is not None and self.cancel.is_set())
 
 
-class _Stream:
-    """The consumer's side of one request. A class rather than a generator so that closing it
-    before the first token (the peer left while the request waited) still cancels the request."""
+class _Stream(ClosableStream):
+    """The consumer's side of one request (closing it before the first token, when the peer left
+    while the request waited, still cancels the request)."""
 
     def __init__(self, request: _Request, wake: threading.Condition) -> None:
         self._request = request
         self._wake = wake
-        self._done = False
 
-    def __iter__(self) -> Iterator[TokenChunk]:
-        return self
-
-    def __next__(self) -> TokenChunk:
-        if self._done:
-            raise StopIteration
+    def _next(self) -> TokenChunk:
         item = self._request.out.get()
         if isinstance(item, BaseException):
             self._done = True

@@ -49,6 +49,29 @@ class TokenChunk:
         return self.finish_reason is not None
 
 
+class ClosableStream:
+    """A request's token stream as an object, not a generator: a generator's ``close()`` before its
+    first ``next()`` runs none of its code, so a request abandoned while it waited for its turn would
+    never be withdrawn. Subclasses give ``_next`` (the next chunk) and ``close`` (withdraw the
+    request); this class ends the iteration after the final chunk or once closed."""
+
+    _done = False
+
+    def __iter__(self) -> Iterator[TokenChunk]:
+        return self
+
+    def __next__(self) -> TokenChunk:
+        if self._done:
+            raise StopIteration
+        return self._next()
+
+    def _next(self) -> TokenChunk:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
 class SamplingArgs(TypedDict):
     """How to sample one answer, given as keywords: ``generate(messages, max_tokens=…, temperature=…,
     seed=…)``. Every engine gathers them as ``**sampling: Unpack[SamplingArgs]``, so the set is defined

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Protocol, Unpack
 
-from nitro_llm.inference.engine import Engine, SamplingArgs, TokenChunk, Usage
+from nitro_llm.inference.engine import ClosableStream, Engine, SamplingArgs, TokenChunk, Usage
 from nitro_llm.inference.errors import EngineBusyError
 from nitro_llm.protocol.messages import Message
 
@@ -39,7 +39,7 @@ class ScheduledEngine(Engine, Protocol):
     def close(self) -> None: ...
 
 
-class _Turn:
+class _Turn(ClosableStream):
     """One request's place in the serial queue, and its stream once its turn comes."""
 
     def __init__(
@@ -54,14 +54,8 @@ class _Turn:
         self._kwargs = kwargs
         self._cancel = cancel
         self._inner: Iterator[TokenChunk] | None = None
-        self._done = False
 
-    def __iter__(self) -> Iterator[TokenChunk]:
-        return self
-
-    def __next__(self) -> TokenChunk:
-        if self._done:
-            raise StopIteration
+    def _next(self) -> TokenChunk:
         if self._inner is None:
             outcome = self._owner._wait_turn(self, self._cancel)
             if outcome != "go":
