@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,6 +13,9 @@ from nitro_llm.gateway.admission import AccessSettings
 from nitro_llm.gateway.auth import ClientLimits, TokenRegistry, add_client
 from nitro_llm.gateway.settings import GatewaySettings
 from nitro_llm.transport.address import is_loopback_host
+
+if TYPE_CHECKING:
+    from nitro_llm.gateway.fleet_keys import FleetKeySource
 
 
 def gateway(
@@ -68,6 +71,13 @@ def gateway(
     max_connections: Annotated[
         int, typer.Option(min=1, help="Open connections at most (503 beyond).")
     ] = 1024,
+    fleet_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Fleet replica: the fleet key file ('nitro-llm fleet-key create'), handed to the enclave"
+            " and re-read when it changes."
+        ),
+    ] = None,
 ) -> None:
     """Run the gateway. It never sees plaintext: it relays sealed envelopes to the enclave and sealed
     answer chunks back, relays the enclave's TLS to KMS, and hands the enclave its role credentials."""
@@ -109,6 +119,7 @@ def gateway(
     bounds = uvicorn_options(
         header_timeout=header_timeout, keep_alive=keep_alive_timeout, max_connections=max_connections
     )
+    fleet_keys = _fleet_key_source(fleet_key_file)
     seams = build_seams(settings, credentials=source)  # the link over --enclave, its monitor, limiter, clock
     app = create_app(
         settings,
@@ -118,6 +129,7 @@ def gateway(
         limiter=seams.limiter,
         clock=seams.clock,
         monitor=seams.monitor,
+        fleet_keys=fleet_keys,
     )
     try:
         uvicorn.run(
@@ -131,6 +143,20 @@ def gateway(
     finally:
         if relay:
             relay.stop()
+
+
+def _fleet_key_source(path: Path | None) -> FleetKeySource | None:
+    """Read the file once at start-up, so a bad one fails here rather than in the background."""
+    if path is None:
+        return None
+    from nitro_llm.fleet.key_file import FleetKeyFile
+    from nitro_llm.gateway.fleet_keys import FleetKeySource
+
+    try:
+        FleetKeyFile.load(path)
+    except NitroLLMError as exc:
+        raise typer.BadParameter(f"{exc.message} ({exc.hint})", param_hint="'--fleet-key-file'") from None
+    return FleetKeySource(path)
 
 
 def _access_settings(

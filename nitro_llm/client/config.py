@@ -26,6 +26,9 @@ class ClientConfig:
     model: str = "default"
     api_token: str | None = field(default=None, repr=False)
     """Bearer token for a gateway that requires one ('nitro-llm gateway-token'); never in reprs or logs."""
+    failover_attempts: int = 1
+    """Tries per question when a replica is lost mid-request (``nitro_llm.client.failover``): more than 1
+    behind a load balancer, where another replica can answer; 1 (no retry) for a single gateway."""
 
     def auth_headers(self) -> dict[str, str]:
         """The Authorization header for the gateway, or none if this client has no token."""
@@ -34,7 +37,10 @@ class ClientConfig:
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
+        data = asdict(self)
+        if data["failover_attempts"] == 1:  # the default: left out, so older clients read the file too
+            del data["failover_attempts"]
+        tmp.write_text(json.dumps(data, indent=2))
         tmp.chmod(0o600)
         tmp.replace(path)
 

@@ -77,11 +77,13 @@ def open_conversation(
     suite: str | None = None,
 ) -> Conversation:
     """A conversation in ``protocol``. "attested" needs a policy and a gateway URL (``gateway``, or the
-    client configuration's); "kms" needs the client configuration."""
+    client configuration's); "kms" needs the client configuration. With the configuration's
+    ``failover_attempts`` above 1, a turn cut by a lost replica is sent again (client/failover.py)."""
     if protocol == KMS:
         from nitro_llm.client.kms_conversation import KmsConversation
 
-        return KmsConversation(ClientConfig.load(config_path or default_config_path()))
+        config = ClientConfig.load(config_path or default_config_path())
+        return with_failover(KmsConversation(config), config.failover_attempts)
     if protocol != ATTESTED:
         raise ConfigError(f"unknown protocol {protocol[:20]!r}", hint=f"use one of {', '.join(PROTOCOLS)}")
     from nitro_llm.client.attested_conversation import AttestedConversation
@@ -90,10 +92,21 @@ def open_conversation(
 
     policy = ClientPolicy.load(policy_path or default_policy_path())
     auth: dict[str, str] = {}
+    attempts = 1
     if gateway is None:
         config = ClientConfig.load(config_path or default_config_path())
-        gateway, auth = config.gateway_url, config.auth_headers()
+        gateway, auth, attempts = config.gateway_url, config.auth_headers(), config.failover_attempts
     import httpx
 
     http = httpx.Client(timeout=httpx.Timeout(10.0, read=300.0), headers=auth)  # the gateway's API token
-    return AttestedConversation(gateway, policy, suite=suite or DEFAULT_SUITE, http=http)
+    return with_failover(
+        AttestedConversation(gateway, policy, suite=suite or DEFAULT_SUITE, http=http), attempts
+    )
+
+
+def with_failover(conversation: Conversation, attempts: int) -> Conversation:
+    if attempts <= 1:
+        return conversation
+    from nitro_llm.client.failover import FailoverConversation
+
+    return FailoverConversation(conversation, attempts=attempts)

@@ -30,6 +30,7 @@ from nitro_llm.gateway.errors import (
     RequestTooLarge,
     error_response,
 )
+from nitro_llm.gateway.fleet_keys import FleetKeyPusher, FleetKeySource, fleet_key_health
 from nitro_llm.gateway.ratelimit import Limiter
 from nitro_llm.gateway.seams import build_seams
 from nitro_llm.gateway.settings import GatewaySettings
@@ -97,9 +98,11 @@ def create_app(
     limiter: Limiter | None = None,
     clock: Clock | None = None,
     monitor: EnclaveMonitor | None = None,
+    fleet_keys: FleetKeySource | None = None,
 ) -> FastAPI:
     """The gateway's ASGI app. ``link``, ``limiter``, ``clock`` and ``monitor`` are its seams (see
-    :mod:`nitro_llm.gateway.seams`): those not given are built from ``settings``."""
+    :mod:`nitro_llm.gateway.seams`): those not given are built from ``settings``. ``fleet_keys``: a
+    fleet replica's key file, kept handed to the enclave (gateway/fleet_keys.py)."""
     seams = build_seams(
         settings, credentials=credentials, link=link, limiter=limiter, clock=clock, monitor=monitor
     )
@@ -114,9 +117,18 @@ def create_app(
             else None
         )
         watch = asyncio.create_task(monitor.run())
+        pusher = (
+            asyncio.create_task(FleetKeyPusher(link, monitor, fleet_keys, clock=clock).run())
+            if fleet_keys
+            else None
+        )
         try:
             yield
         finally:
+            if pusher:
+                pusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pusher
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
@@ -145,7 +157,7 @@ def create_app(
     async def healthz() -> JSONResponse:
         try:
             reply = await monitor.pong(max_age=1.0)
-            enclave = "ok" if reply.get("t") == "pong" else "unexpected-reply"
+            enclave = fleet_key_health(reply) if reply.get("t") == "pong" else "unexpected-reply"
         except GatewayError as exc:
             enclave = exc.code
         status = 200 if enclave == "ok" else 503
