@@ -38,6 +38,17 @@ IsolateOpt = Annotated[
 ]
 
 
+ReplicasOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        max=16,
+        help="Run a fleet: N enclave+gateway replicas sharing one attested fleet key, behind HAProxy "
+        "(health-checking /healthz); ask/chat talk to the balancer and retry a turn a lost replica cut.",
+    ),
+]
+
+
 class EnclaveFrom(StrEnum):
     image = "image"
     source = "source"
@@ -62,16 +73,19 @@ def _stack(
     model: Path | None,
     isolate: bool | None,
     enclave_from: EnclaveFrom = EnclaveFrom.image,
+    replicas: int | None = None,
 ):
     from nitro_llm.client.config import local_stack_dir
     from nitro_llm_dev.local.stack import EnclaveOptions, LocalStack
 
-    return LocalStack(
-        root=state or local_stack_dir(),
-        enclave=EnclaveOptions(engine=engine, model=model, threads=threads),
-        isolate=isolate,
-        enclave_from=enclave_from.value,
-    )
+    root, options = state or local_stack_dir(), EnclaveOptions(engine=engine, model=model, threads=threads)
+    if replicas is not None:
+        from nitro_llm_dev.local.fleet import LocalFleet
+
+        return LocalFleet(
+            root=root, enclave=options, isolate=isolate, enclave_from=enclave_from.value, replicas=replicas
+        )
+    return LocalStack(root=root, enclave=options, isolate=isolate, enclave_from=enclave_from.value)
 
 
 def up(
@@ -81,11 +95,12 @@ def up(
     state: StateOpt = None,
     isolate: IsolateOpt = None,
     enclave_from: EnclaveFromOpt = EnclaveFrom.image,
+    replicas: ReplicasOpt = None,
 ) -> None:
     """Start the local stack (KMS emulator, attested enclave, gateway) and keep it running until
     Ctrl-C. 'nitro-llm ask' and 'nitro-llm chat' then work with no flags. The enclave is the enclave
-    image (built on first use), unless --enclave-from source."""
-    stack = _stack(state, engine, threads, model, isolate, enclave_from)
+    image (built on first use), unless --enclave-from source. --replicas N: a fleet behind HAProxy."""
+    stack = _stack(state, engine, threads, model, isolate, enclave_from, replicas)
     stop = False
 
     def _on_signal(*_: object) -> None:
@@ -98,6 +113,7 @@ def up(
             stack.progress = lambda msg: status.update(f"starting: {msg}")
             stack.start()
         console.print(f"[bold green]ready[/]: gateway {stack.gateway_url}, KMS emulator {stack.kms_url}")
+        _print_fleet(stack)
         console.print(f"enclave: {stack.enclave_label()}")
         if stack.enclave_image is not None:
             console.print(f"image {stack.enclave_image.directory} (its EIF's PCRs are the key policy's)")
@@ -118,6 +134,18 @@ def up(
     finally:
         stack.stop()
         console.print("stack stopped")
+
+
+def _print_fleet(stack: object) -> None:
+    from nitro_llm_dev.local.fleet import LocalFleet
+
+    if not isinstance(stack, LocalFleet):
+        return
+    stats = stack.balancer.stats_socket if stack.balancer else None
+    console.print(f"fleet: HAProxy at {stack.gateway_url} (stats socket {stats})")
+    for replica in stack.fleet:
+        console.print(f"  {replica.name}: gateway {replica.gateway_url}, enclave {replica.enclave_socket}")
+    console.print(f"fleet key file {stack.fleet_key_file} (KMS key {stack.fleet_kms_key_arn})")
 
 
 def demo(
