@@ -17,6 +17,7 @@ import csv
 import io
 import shutil
 import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from nitro_llm_dev.local.processes import ManagedProcess, StackError, wait_until
 
 HAPROXY = "haproxy"
 CHECK_INTERVAL_MS = 500
+MAX_SOCKET_PATH = 100
 ANSWER_TIMEOUT_S = 330  # above the gateway's first-frame timeout (300 s): the gateway times out first
 
 
@@ -45,7 +47,6 @@ global
 
 defaults
     mode http
-    option http-server-close
     timeout connect 2s
     timeout client {ANSWER_TIMEOUT_S}s
     timeout server {ANSWER_TIMEOUT_S}s
@@ -100,6 +101,10 @@ class Balancer:
         self.backends = backends
         self.config_path = directory / "haproxy.cfg"
         self.stats_socket = directory / "haproxy.sock"
+        self._short_dir: Path | None = None
+        if len(str(self.stats_socket)) > MAX_SOCKET_PATH:  # a Unix socket path has at most 107 bytes
+            self._short_dir = Path(tempfile.mkdtemp(prefix="nitro-llm-haproxy-"))
+            self.stats_socket = self._short_dir / "stats.sock"
         self.config_path.write_text(render_config(port, backends, self.stats_socket))
         self.process = ManagedProcess(HAPROXY, [HAPROXY, "-db", "-f", str(self.config_path)], log_path)
 
@@ -112,7 +117,7 @@ class Balancer:
         check.start()
         assert check.proc is not None
         if check.proc.wait(timeout=timeout) != 0:
-            raise StackError(f"HAProxy refused its configuration; see {self.process.log_path}")
+            raise StackError(f"HAProxy refused its configuration:\n{check.log_tail()}")
         self.stats_socket.unlink(missing_ok=True)
         self.process.start()
         wait_until(self.stats_socket.exists, what="HAProxy to start", timeout=timeout, process=self.process)
@@ -133,3 +138,5 @@ class Balancer:
 
     def stop(self) -> None:
         self.process.stop()
+        if self._short_dir is not None:
+            shutil.rmtree(self._short_dir, ignore_errors=True)

@@ -117,6 +117,14 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda _m
                 results["d"] = many.summary()
                 timings["d"] = time.monotonic() - t0
 
+    if "f" in wanted:
+        from nitro_llm_dev.bench.speed.fleet_hop import bench_fleet_hop
+
+        progress("(f) the balancer hop: fleets of 1, 2, 3 replicas, through HAProxy vs direct")
+        t0 = time.monotonic()
+        results["f"] = bench_fleet_hop(seconds=options.seconds, progress=progress)
+        timings["f"] = time.monotonic() - t0
+
     if "c" in wanted:
         from nitro_llm_dev.bench.speed.seed_stack import bench_seed_stack
 

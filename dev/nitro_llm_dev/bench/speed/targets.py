@@ -93,6 +93,15 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"{e['kms_decrypt_calls']} Decrypt for {e['turns']} turns (seed: {e['seed_decrypts']})",
             e["kms_decrypt_calls"] == 1,
         )
+    if f := results.get("f"):
+        widest = max(f, key=lambda row: row["replicas"])
+        add(
+            f"(f) the balancer hop, {widest['replicas']} replicas, {widest['concurrency']} clients"
+            " (a figure, no target)",
+            f"p50 ratio {widest['p50_ratio']:.3f}, req/s ratio {widest['throughput_ratio']:.3f}, "
+            f"{widest['failed']} failed",
+            None,
+        )
     ran = set(results.get("options", {}).get("scenarios", ""))
     if ran >= set("abde"):
         seconds = results.get("seconds", 0) - results.get("scenario_seconds", {}).get("c", 0)
