@@ -12,7 +12,7 @@ from nitro_llm.errors import NitroLLMError
 from nitro_llm.gateway.admission import AccessSettings
 from nitro_llm.gateway.auth import ClientLimits, TokenRegistry, add_client
 from nitro_llm.gateway.settings import GatewaySettings
-from nitro_llm.transport.address import is_loopback_host
+from nitro_llm.transport.address import is_loopback_host, parse_address
 
 if TYPE_CHECKING:
     from nitro_llm.gateway.fleet_keys import FleetKeySource
@@ -33,7 +33,9 @@ def gateway(
     ] = None,
     credentials_file: Annotated[
         Path | None,
-        typer.Option(help="Local mode: the KMS emulator's credentials.json (enclave role entry)."),
+        typer.Option(
+            help="Local mode: the enclave role's credentials alone (the KMS emulator's enclave-role.json)."
+        ),
     ] = None,
     imds: Annotated[
         bool, typer.Option(help="On EC2: hand the enclave the instance role from IMDSv2.")
@@ -98,6 +100,11 @@ def gateway(
         raise typer.BadParameter("choose one of --credentials-file and --imds")
     if credentials_file:
         source = FileCredentialsSource(credentials_file)
+        try:
+            source.get()  # refuse a wrong file now, not by logging a failed hand-off every second
+        except NitroLLMError as exc:
+            hint = "'--credentials-file'"
+            raise typer.BadParameter(f"{exc.message} ({exc.hint})", param_hint=hint) from None
     elif imds:
         from nitro_llm.gateway.imds import ImdsCredentialsSource
 
@@ -110,6 +117,10 @@ def gateway(
 
         relay = Relay(kms_relay_listen, kms_upstream)
         relay.start()
+    try:
+        parse_address(enclave)  # a typo must stop the gateway, not leave it retrying a bogus address
+    except NitroLLMError as exc:
+        raise typer.BadParameter(f"{exc.message} ({exc.hint})", param_hint="'--enclave'") from None
     settings = GatewaySettings(enclave=enclave, max_body_bytes=max_body_bytes, seed_route=seed_route)
     access = _access_settings(api_tokens_file, rate_limit, burst, max_concurrent, body_timeout)
     if api_tokens_file is None and not is_loopback_host(host):

@@ -20,6 +20,7 @@ from nitro_llm.errors import NitroLLMError
 from nitro_llm.transport.address import is_loopback_host
 
 if TYPE_CHECKING:
+    from nitro_llm.client.policy import ClientPolicy
     from nitro_llm.proxy.backend_seam import ConfidentialBackend
 
 err = make_console(stderr=True)
@@ -30,23 +31,35 @@ PROTOCOLS = ("kms", "attested")
 def _backend(
     protocol: str, config_path: Path | None, policy_path: Path | None, gateway: str | None, suite: str
 ) -> ConfidentialBackend:
+    """The protocol's backend. Unless ``--gateway`` names one, the gateway comes from the client
+    configuration, which is followed: a restarted 'nitro-llm up' (new token, perhaps a new port) is
+    picked up, and its enclave verified anew (proxy/config_following.py)."""
     from nitro_llm.client.config import ClientConfig, default_config_path
+    from nitro_llm.proxy.config_following import ConfigFollowingBackend
 
+    path = config_path or default_config_path()
     if protocol == "kms":
         from nitro_llm.proxy.confidential_backends import KmsBackend
 
-        return KmsBackend(ClientConfig.load(config_path or default_config_path()))
+        return ConfigFollowingBackend(path, KmsBackend)
     from nitro_llm.client.policy import ClientPolicy
-    from nitro_llm.proxy.confidential_backends import AttestedBackend
 
     policy = ClientPolicy.load(policy_path or default_policy_path())
-    auth: dict[str, str] = {}
-    if gateway is None:
-        config = ClientConfig.load(config_path or default_config_path())
-        gateway, model, auth = config.gateway_url, config.model, config.auth_headers()
-    else:
-        model = "default"
+    if gateway is not None:
+        return _attested(gateway, policy, suite, "default", {})
+
+    def build(config: ClientConfig) -> ConfidentialBackend:
+        return _attested(config.gateway_url, policy, suite, config.model, config.auth_headers())
+
+    return ConfigFollowingBackend(path, build)
+
+
+def _attested(
+    gateway: str, policy: ClientPolicy, suite: str, model: str, auth: dict[str, str]
+) -> ConfidentialBackend:
     import httpx
+
+    from nitro_llm.proxy.confidential_backends import AttestedBackend
 
     http = httpx.Client(timeout=httpx.Timeout(10.0, read=300.0), headers=auth)  # the gateway's API token
     return AttestedBackend(gateway, policy, suite=suite, model_id=model, http=http)

@@ -68,7 +68,8 @@ class AttestedConversation:
         self.suite = suite
         self._http = http or httpx.Client(timeout=httpx.Timeout(10.0, read=300.0))
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        self._cache = cache or VerifiedEnclaveCache(clock=self._clock)
+        # "is None", not "or": an empty cache is falsy (it has a length), and a caller's must be kept.
+        self._cache = cache if cache is not None else VerifiedEnclaveCache(clock=self._clock)
         self._lock = threading.Lock()
         self.last_wire = WireRecord()
 

@@ -207,6 +207,13 @@ class VerifiedEnclaveCache:
             if self._latest == digest:
                 self._latest = None
 
+    def clear(self) -> None:
+        """Forget every session: the gateway went away, and whatever answers next (a restarted
+        enclave, with new keys) must be verified anew before anything is sealed to it."""
+        with self._lock:
+            self._entries.clear()
+            self._latest = None
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)

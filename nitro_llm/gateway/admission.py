@@ -21,6 +21,7 @@ from nitro_llm.gateway.auth import ANONYMOUS, Client, ClientLimits, TokenRegistr
 from nitro_llm.gateway.clock import Clock, system_clock
 from nitro_llm.gateway.enclave_monitor import EnclaveMonitor
 from nitro_llm.gateway.errors import GatewayError, error_response
+from nitro_llm.gateway.metrics import record_outcome
 from nitro_llm.gateway.ratelimit import Limiter
 
 log = logging.getLogger("nitro_llm.gateway.admission")
@@ -93,6 +94,7 @@ class Admission:
             lease = self.limiter.admit(client)
         except GatewayError as exc:
             self.refused[exc.code] = self.refused.get(exc.code, 0) + 1
+            record_outcome(scope, exc.code)
             log.info("refused status=%d code=%s path=%s", exc.status_code, exc.code, scope["path"])
             await error_response(exc, close=True)(scope, receive, send)
             return

@@ -14,11 +14,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from nitro_llm.gateway.admission import AccessSettings, Admission
 from nitro_llm.gateway.attestation import ATTESTATION_MEDIA_TYPE, DEFAULT_SUITE, fetch_attestation
-from nitro_llm.gateway.busy import busy_refusal
+from nitro_llm.gateway.busy import busy_refusal, refusal_code
 from nitro_llm.gateway.clock import Clock
 from nitro_llm.gateway.credentials import CredentialsSource
 from nitro_llm.gateway.enclave_link import EnclaveLink
@@ -31,6 +31,14 @@ from nitro_llm.gateway.errors import (
     error_response,
 )
 from nitro_llm.gateway.fleet_keys import FleetKeyPusher, FleetKeySource, fleet_key_health
+from nitro_llm.gateway.metrics import (
+    ROUTE_ATTESTATION,
+    ROUTE_INFER,
+    ROUTE_SEED,
+    GatewayMetrics,
+    RequestMetrics,
+    record_outcome,
+)
 from nitro_llm.gateway.ratelimit import Limiter
 from nitro_llm.gateway.seams import build_seams
 from nitro_llm.gateway.settings import GatewaySettings
@@ -39,21 +47,6 @@ from nitro_llm.protocol.frame_codec import encode_frame
 log = logging.getLogger("nitro_llm.gateway")
 
 FRAMES_MEDIA_TYPE = "application/x-nitro-llm-frames"
-
-
-class _Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "nitro_llm_gateway_requests", "Inference requests by outcome", ["outcome"], registry=self.registry
-        )
-        self.bytes_in = Counter("nitro_llm_gateway_bytes_in", "Sealed bytes received", registry=self.registry)
-        self.bytes_out = Counter(
-            "nitro_llm_gateway_bytes_out", "Sealed bytes relayed", registry=self.registry
-        )
-        self.latency = Histogram(
-            "nitro_llm_gateway_seconds", "Request duration until the last frame", registry=self.registry
-        )
 
 
 async def _read_body_capped(request: Request, limit: int) -> bytes:
@@ -107,7 +100,7 @@ def create_app(
         settings, credentials=credentials, link=link, limiter=limiter, clock=clock, monitor=monitor
     )
     link, monitor, clock = seams.link, seams.monitor, seams.clock  # as given, or the defaults
-    metrics = _Metrics()
+    metrics = GatewayMetrics()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -144,10 +137,13 @@ def create_app(
     app.add_middleware(
         Admission, settings=access or AccessSettings(), limiter=seams.limiter, monitor=monitor, clock=clock
     )
+    # Outermost (added last): counts each request to these routes once, refused or answered.
+    metered = {ROUTE_INFER, ROUTE_ATTESTATION} | ({ROUTE_SEED} if settings.seed_route else set())
+    app.add_middleware(RequestMetrics, metrics=metrics, routes=frozenset(metered), clock=clock)
 
     @app.exception_handler(GatewayError)
-    async def _gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
-        metrics.requests.labels(outcome=exc.code).inc()
+    async def _gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+        record_outcome(request.scope, exc.code)
         log.info("refused status=%d code=%s", exc.status_code, exc.code)
         if isinstance(exc, EnclaveUnavailable):
             monitor.link_failed()
@@ -191,10 +187,9 @@ def create_app(
             body = await _read_body_capped(request, min(settings.max_body_bytes, 64 * 1024))
             reply = await link.call({"t": "seed", "body": body}, timeout=settings.first_frame_timeout)
             if reply.get("t") == "seed_result" and isinstance(reply.get("encrypted_data"), str):
-                metrics.requests.labels(outcome="ok").inc()
                 return JSONResponse({"EncryptedData": reply["encrypted_data"]})
             code = str(reply.get("code", "bad_enclave_reply"))
-            metrics.requests.labels(outcome=code).inc()
+            record_outcome(request.scope, code)
             log.info("seed route refused code=%s", code)
             status = 503 if reply.get("retryable") else 403 if code == "kms_denied" else 400
             wire = {k: reply.get(k) for k in ("code", "message", "hint", "retryable")}
@@ -213,6 +208,8 @@ def create_app(
         if (busy := busy_refusal(first)) is not None:  # queue full: 429 + Retry-After, not a 200
             await answer.aclose()
             raise busy
+        if (refused := refusal_code(first)) is not None:  # relayed as it is; /metrics names the code
+            record_outcome(request.scope, refused)
 
         async def relay() -> AsyncIterator[bytes]:
             sent, count, outcome = len(first), 1, "ok"
@@ -225,14 +222,13 @@ def create_app(
             except GatewayError as exc:
                 # Never a silent truncation: the client gets a typed error frame it can act on.
                 outcome = exc.code
+                record_outcome(request.scope, exc.code)
                 monitor.link_failed()
                 yield encode_frame({"t": "error", **exc.to_wire()})
             finally:
                 await answer.aclose()
                 metrics.bytes_out.inc(sent)
-                metrics.requests.labels(outcome=outcome).inc()
                 elapsed = clock() - started
-                metrics.latency.observe(elapsed)
                 log.info(
                     "infer outcome=%s bytes_in=%d bytes_out=%d frames=%d ms=%.1f",
                     outcome,

@@ -16,8 +16,9 @@ BUSY_CODES = frozenset({"enclave_busy", "replay_cache_full"})
 _HEADER = 4
 
 
-def busy_refusal(first: bytes) -> EnclaveBusy | None:
-    """``first``: what the enclave link yielded first (whole frames, length prefixes included)."""
+def refusal_code(first: bytes) -> str | None:
+    """The code of the enclave's refusal when ``first`` (what the enclave link yielded first: whole
+    frames, length prefixes included) is one error frame; None for an answer."""
     length = int.from_bytes(first[:_HEADER], "big")
     if length > 4096:  # answer chunks can be large; a refusal never is
         return None
@@ -25,6 +26,10 @@ def busy_refusal(first: bytes) -> EnclaveBusy | None:
         frame = decode_frame(first[_HEADER : _HEADER + length])
     except NitroLLMError:
         return None
-    if frame.get("t") != "error" or frame.get("code") not in BUSY_CODES:
-        return None
-    return EnclaveBusy(f"the enclave's queue is full ({frame.get('code')})")
+    code = frame.get("code")
+    return code if frame.get("t") == "error" and isinstance(code, str) else None
+
+
+def busy_refusal(first: bytes) -> EnclaveBusy | None:
+    code = refusal_code(first)
+    return EnclaveBusy(f"the enclave's queue is full ({code})") if code in BUSY_CODES else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi.responses import JSONResponse
 
-from nitro_llm.errors import NitroLLMError
+from nitro_llm.errors import ConfigError, NitroLLMError
 
 
 class GatewayError(NitroLLMError):
@@ -66,3 +66,14 @@ class BadEnclaveReply(GatewayError, code="bad_enclave_reply", status_code=502):
 # ``replay_cache_full`` error frame), told apart so HTTP clients and load balancers can back off.
 class EnclaveBusy(GatewayError, code="enclave_busy", retryable=True, status_code=429, retry_after=1):
     """the enclave is answering other requests; retry after the Retry-After delay"""
+
+
+class CredentialsFileError(ConfigError, code="credentials_file_invalid"):
+    """pass the enclave role's credentials file (local mode: enclave-role.json in the KMS emulator's
+    state directory, written when it starts), or --imds on EC2"""
+
+
+# The file holds other principals' secrets (the emulator's whole credentials.json, say).
+class CredentialsFileTooBroad(CredentialsFileError, code="credentials_file_too_broad"):
+    """give the gateway only the enclave role's credentials (the KMS emulator writes them alone to
+    enclave-role.json); never the data owner's or an admin's keys"""

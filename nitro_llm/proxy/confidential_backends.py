@@ -7,7 +7,9 @@ cannot be linked by the gateway; the HTTP and KMS clients are shared to keep tha
 ``AttestedBackend`` wraps :class:`~nitro_llm.client.attested_conversation.AttestedConversation`,
 which verifies the enclave on this machine before sealing anything and caches the verified session
 until its leaf certificate expires. When verification fails nothing is sent, and ``describe()`` says
-why (the web chat turns red).
+why (the web chat turns red). When the gateway or its enclave stops answering, the cached sessions
+are forgotten: whatever answers next (a restarted stack, a restarted enclave) has new keys and is
+verified anew, and ``describe()`` reports the last verification as ``last_verified_at`` only.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from nitro_llm.client.attested_conversation import AttestedConversation
 from nitro_llm.client.attested_verify import VerifiedEnclave, VerifiedEnclaveCache
 from nitro_llm.client.config import ClientConfig
 from nitro_llm.client.policy import ClientPolicy
-from nitro_llm.client.wire import probe_gateway
+from nitro_llm.client.wire import UNREACHABLE_CODES, probe_gateway
+from nitro_llm.errors import NitroLLMError
 from nitro_llm.protocol.attested_wire import DEFAULT_SUITE
 from nitro_llm.protocol.messages import AnswerOptions
 from nitro_llm.proxy.backend_seam import BackendChunk
@@ -124,32 +127,54 @@ class AttestedBackend:
         cache: VerifiedEnclaveCache | None = None,
         clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
+        self._cache = cache if cache is not None else VerifiedEnclaveCache(clock=clock)
         self.conversation = AttestedConversation(
-            gateway_url, policy, suite=suite, http=http, cache=cache, clock=clock
+            gateway_url, policy, suite=suite, http=http, cache=self._cache, clock=clock
         )
         self.gateway_url = self.conversation.gateway_url
         self.policy = policy
         self.suite = suite
         self.model_id = model_id
+        self._last_verified_at: str | None = None
+        self._lock = threading.Lock()
 
     def verify(self, *, refresh: bool = False) -> VerifiedEnclave:
         return self.conversation.verify(refresh=refresh)
+
+    def forget_sessions(self) -> None:
+        """Nothing answers: no session verified so far may be sealed to again (module docstring)."""
+        self._cache.clear()
 
     def stream(
         self, messages: list[Mapping[str, str]], **options: Unpack[AnswerOptions]
     ) -> Iterator[BackendChunk]:
         chunks = self.conversation.stream(messages, **options)
-        for chunk in chunks:
-            if chunk.final:
-                yield BackendChunk(chunk.text, chunk.finish_reason or "stop", _usage(chunk.usage))
-            else:
-                yield BackendChunk(chunk.text)
+        try:
+            for chunk in chunks:
+                if chunk.final:
+                    yield BackendChunk(chunk.text, chunk.finish_reason or "stop", _usage(chunk.usage))
+                else:
+                    yield BackendChunk(chunk.text)
+        except NitroLLMError as exc:
+            if exc.code in UNREACHABLE_CODES:
+                self.forget_sessions()
+            raise
 
     def describe(self) -> dict[str, Any]:
-        return self.conversation.describe()
+        """The conversation's facts, plus ``last_verified_at``: when this machine last verified an
+        enclave behind this gateway (kept when that session was forgotten, to say what was checked)."""
+        facts = self.conversation.describe()
+        with self._lock:
+            if facts.get("verified") is True and isinstance(facts.get("verified_at"), str):
+                self._last_verified_at = facts["verified_at"]
+            facts["last_verified_at"] = self._last_verified_at
+        return facts
 
     def probe(self) -> str | None:
-        return self.conversation.probe()
+        reason = self.conversation.probe()
+        if reason is not None:
+            self.forget_sessions()
+        return reason
 
     def close(self) -> None:
         self.conversation.close()

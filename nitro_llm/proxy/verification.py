@@ -9,7 +9,12 @@ Four states, never more reassuring than the facts:
   to an enclave whose PCRs match the key policy. The badge says so, and ``verified`` is None.
 - ``blocked``: this machine refused the enclave; nothing is sent (``verified`` False).
 - ``unreachable``: the gateway or its enclave does not answer (the stack is down): whatever was
-  verified before says nothing about what will answer next, so ``verified`` is None.
+  verified before says nothing about what will answer next, so ``verified`` is None and there is no
+  current ``verified_at`` (nor ``valid_until``): the last verification is ``last_verified_at``, what
+  it checked stays listed (``checks``, ``pcrs``), and ``checked_at`` says when the stack was found
+  down. A restarted stack is verified anew before anything is sent to it.
+
+Every panel carries ``checked_at``: when it was made, so "unreachable" or "verified" is as of then.
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ UNREACHABLE_BADGE = "enclave unreachable"
 BLOCKED_BADGE = "not verified: blocked, nothing will be sent"
 
 
-def verification_panel(facts: Mapping[str, Any], unreachable: str | None = None) -> dict[str, Any]:
+def verification_panel(
+    facts: Mapping[str, Any], unreachable: str | None = None, *, now: dt.datetime | None = None
+) -> dict[str, Any]:
     """``facts``: a backend's ``describe()``; ``unreachable``: its ``probe()`` (None: it answers).
-    Adds ``state``, ``badge``, ``reachable`` and ``unreachable_reason``."""
+    Adds ``state``, ``badge``, ``reachable``, ``unreachable_reason`` and ``checked_at`` (``now``)."""
     out = dict(facts)
+    out["checked_at"] = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds")
     verified = out.get("verified")
     if verified is not True and verified is not None:
         verified = False  # anything but a plain True or None is not a pass
@@ -38,7 +46,11 @@ def verification_panel(facts: Mapping[str, Any], unreachable: str | None = None)
     if verified is False:
         out.update(state=BLOCKED, verified=False, badge=BLOCKED_BADGE)
     elif unreachable is not None:
-        out.update(state=UNREACHABLE, verified=None, badge=UNREACHABLE_BADGE)
+        if verified is True:  # a session verified earlier: history now, not a verification of what answers
+            out["last_verified_at"] = out.get("verified_at")
+        out.update(
+            state=UNREACHABLE, verified=None, verified_at=None, valid_until=None, badge=UNREACHABLE_BADGE
+        )
     elif verified is True:
         out.update(state=VERIFIED, badge=_verified_badge(out.get("verified_at"), out.get("checks")))
     else:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from attested_wiring.conftest import MODEL_DIGEST, PCRS, Enclave, _no_kms
+from cli_processes import UpProcess
 from wire_tools import RunningServer
 
 from nitro_llm.client.config import ClientConfig
@@ -66,6 +67,22 @@ def home(tmp_path: Path) -> Path:
 def nitro_command(home: Path) -> tuple[str, dict[str, str]]:
     """The installed command's path and the environment to run it in (for tests that drive it)."""
     return NITRO_LLM, cli_env(home)
+
+
+@pytest.fixture
+def up(home: Path) -> Iterator[Callable[..., UpProcess]]:
+    """``up(*args)``: 'nitro-llm up' (echo engine, source-tree enclave) in ``home``, once ready; every
+    stack a test started is stopped after it."""
+    started: list[UpProcess] = []
+
+    def start(*args: str) -> UpProcess:
+        stack = UpProcess(cli_env(home), *args)
+        started.append(stack)
+        return stack
+
+    yield start
+    for stack in started:
+        stack.stop()
 
 
 @pytest.fixture

@@ -10,14 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from cli_processes import ProxyProcess
 from wire_tools import RunningServer
 
 from nitro_llm.client.config import ClientConfig
@@ -67,7 +65,7 @@ def test_a_verified_session_is_not_reported_verified_while_the_enclave_is_down(s
     stamp = dt.datetime.fromisoformat(up["verified_at"]).astimezone(dt.UTC).strftime("%H:%M:%S")
     match = VERIFIED.fullmatch(up["badge"])
     assert match and match.group(1) == stamp, up["badge"]
-    deployment.enclave.stop()  # the session stays cached, but nothing answers it any more
+    deployment.enclave.stop()  # nothing answers the verified session any more
     down = _once_changed(lambda: verification_panel(backend.describe(), backend.probe()), "unreachable")
     assert down["state"] == "unreachable" and down["verified"] is None
     assert down["badge"] == "enclave unreachable"
@@ -75,47 +73,6 @@ def test_a_verified_session_is_not_reported_verified_while_the_enclave_is_down(s
 
 
 # --- `nitro-llm proxy`, as a user starts it ------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ProxyProcess:
-    def __init__(self, command: str, env: dict[str, str], *args: str) -> None:
-        self.url = f"http://127.0.0.1:{_free_port()}"
-        port = self.url.rsplit(":", 1)[1]
-        self.proc = subprocess.Popen(
-            [command, "proxy", "--port", port, *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise AssertionError(f"the proxy did not start: {self.stderr}")
-
-    def verification(self) -> dict:
-        return httpx.get(self.url + "/v1/verification", timeout=30).json()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # only the process this test started
-        try:
-            self.stderr = self.proc.communicate(timeout=30)[1]
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.stderr = self.proc.communicate()[1]
 
 
 def test_the_proxy_defaults_to_attested_when_a_policy_is_available(stack, nitro_command):
@@ -198,6 +155,9 @@ def test_web_chat_badge_in_the_attested_protocol_then_with_the_stack_down(stack,
         assert page.inner_text("#status") == "✕ Enclave unreachable"
         assert "Verified" not in page.inner_text("#status")
         assert "its enclave does not" in page.inner_text("#reason")
+        facts = page.inner_text("#facts")  # what was checked and when: history, not a current verification
+        assert "Last verified here at" in facts and "Found unreachable at" in facts
+        assert "Key valid until" not in facts
         assert "unreachable" in page.inner_text("#banner") and not page.is_enabled("#input")
         assert page.inner_text("#top .lock") == "!"
     assert not errors, errors

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import re
 import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
@@ -62,6 +64,18 @@ def test_parent_credentials_without_attestation_are_denied(stack):
     with pytest.raises(parent.exceptions.ClientError) as info:
         parent.decrypt(CiphertextBlob=envelope.edk, EncryptionContext=header.encryption_context())
     assert info.value.response["Error"]["Code"] == "AccessDeniedException"
+
+
+def test_the_gateway_is_given_the_enclave_roles_credentials_only(stack):
+    """As on EC2: the data owner's and the admin's keys never reach the untrusted host's gateway
+    (with them it could decrypt a captured data key without attestation)."""
+    argv = stack.gateway.argv
+    given = json.loads(Path(argv[argv.index("--credentials-file") + 1]).read_text())
+    role = stack.credentials()["enclave_role"]
+    assert given["access_key_id"] == role["access_key_id"]
+    secrets = {json.dumps(stack.credentials()[p]["secret_access_key"]) for p in ("admin", "client")}
+    running = Path(f"/proc/{stack.gateway.pid}/cmdline").read_bytes().decode()
+    assert not any(s.strip('"') in json.dumps(given) + running for s in secrets)
 
 
 def test_tampered_enclave_is_denied(stack):

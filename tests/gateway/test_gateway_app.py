@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from gateway_fakes import FakeClock, ScriptedLink
+from prometheus_client.parser import text_string_to_metric_families
 
+from nitro_llm.gateway.admission import AccessSettings
 from nitro_llm.gateway.app import create_app
-from nitro_llm.gateway.auth import ANONYMOUS
+from nitro_llm.gateway.auth import ANONYMOUS, add_client
 from nitro_llm.gateway.ratelimit import Limiter
 from nitro_llm.gateway.settings import GatewaySettings
 from nitro_llm.protocol.frame_codec import FrameDecoder, encode_frame, read_frame
@@ -206,3 +208,47 @@ def test_client_config_repr_hides_secrets():
         api_token="nlt_token-secret",
     )
     assert "very-secret" not in repr(config) and "token-secret" not in repr(config)
+
+
+def _metered(client: TestClient) -> tuple[dict[tuple[str, str], float], dict[str, float]]:
+    """/metrics as (route, outcome) -> requests and route -> observed durations."""
+    requests: dict[tuple[str, str], float] = {}
+    observed: dict[str, float] = {}
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == "nitro_llm_gateway_requests_total":
+                requests[(sample.labels["route"], sample.labels["outcome"])] = sample.value
+            if sample.name == "nitro_llm_gateway_seconds_count":
+                observed[sample.labels["route"]] = sample.value
+    return requests, observed
+
+
+def test_metrics_count_every_request_once_and_agree_with_the_histogram(tmp_path):
+    """Before: refusals were counted where raised, durations only for answers (16 against 6)."""
+    tokens = tmp_path / "tokens.json"
+    token = add_client(tokens, "someone")
+    client, link, _ = scripted_app(access=AccessSettings(tokens_file=tokens))
+    auth = {"authorization": f"Bearer {token}"}
+    for _ in range(3):
+        assert client.post("/v1/infer", content=b"sealed", headers=auth).status_code == 200
+    assert client.post("/v1/infer", content=b"sealed").status_code == 401
+    assert client.post("/v1/infer", content=b"", headers=auth).status_code == 400
+    link.first_frame = {"t": "error", "code": "decrypt_failed", "message": "m", "retryable": False}
+    assert client.post("/v1/infer", content=b"sealed", headers=auth).status_code == 200
+    link.first_frame = {"t": "error", "code": "enclave_busy", "message": "m", "retryable": True}
+    assert client.post("/v1/infer", content=b"sealed", headers=auth).status_code == 429
+    assert client.get("/v1/attestation", params={"nonce": "00" * 32}, headers=auth).status_code >= 400
+    for _ in range(4):  # monitoring routes are not requests to the enclave: not counted
+        client.get("/healthz")
+        client.get("/metrics")
+
+    requests, observed = _metered(client)
+    assert requests[("/v1/infer", "ok")] == 3
+    assert requests[("/v1/infer", "unauthorized")] == 1
+    assert requests[("/v1/infer", "bad_request")] == 1
+    assert requests[("/v1/infer", "decrypt_failed")] == 1
+    assert requests[("/v1/infer", "enclave_busy")] == 1
+    assert sum(v for (route, _), v in requests.items() if route == "/v1/attestation") == 1
+    assert {route for route, _ in requests} == set(observed)
+    for route, count in observed.items():
+        assert count == sum(v for (r, _), v in requests.items() if r == route)

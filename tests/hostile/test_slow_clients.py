@@ -122,12 +122,19 @@ def test_a_pipelined_request_is_timed_only_once_the_answer_before_it_is_sent(gat
 
 
 def test_oversized_headers_are_refused(gateway):
-    gw = gateway(tokens=False, header_timeout=5.0)
+    gw = gateway(tokens=False, header_timeout=120.0)  # never the reason within this test's window
     with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
         # Headers that keep growing (never finished) are refused past 16 KiB, not buffered on.
         sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
         for _ in range(8):
-            sock.sendall(b"x-junk: " + b"a" * 8192 + b"\r\n")
-        closed_after, answer = _closed_within(sock, 3, dribble=False)
+            try:
+                sock.sendall(b"x-junk: " + b"a" * 8192 + b"\r\n")
+            except OSError:  # the server refused and closed while we were still sending: what we want
+                break
+        # Bounded, not timed: the header timeout is far beyond this wait, so a close within it is the
+        # size limit's doing, however slowly a busy machine gets there.
+        closed_after, answer = _closed_within(sock, 30, dribble=False)
     assert closed_after is not None
-    assert answer.startswith(b"HTTP/1.1 400")
+    # The 400, or nothing: closing with our unread junk in its buffer makes the kernel send a reset,
+    # which can overtake the 400 on its way to us.
+    assert answer.startswith(b"HTTP/1.1 400") or answer == b"", answer[:80]

@@ -88,6 +88,13 @@ def test_credentials_file_is_private_and_complete(emu):
     assert creds["enclave_role"]["access_key_id"].startswith("ASIA")
 
 
+def test_the_enclave_roles_credentials_are_also_written_alone(emu):
+    """``enclave-role.json`` is what the gateway is given: the role's entry, no other principal's."""
+    path = emu.state_dir / "enclave-role.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert json.loads(path.read_text()) == emu.credentials["enclave_role"]
+
+
 def test_client_round_trip(emu, key_arn, data_key):
     assert data_key["KeyId"] == key_arn and len(data_key["Plaintext"]) == 32
     out = emu.client("client").decrypt(CiphertextBlob=data_key["CiphertextBlob"], EncryptionContext=CONTEXT)

@@ -15,6 +15,7 @@ import pytest
 
 from nitro_llm.attestation import DebugModeError, PcrMismatchError, UntrustedRootError
 from nitro_llm.client.config import ClientConfig
+from nitro_llm.client.errors import GatewayUnreachable
 from nitro_llm.client.policy import ClientPolicy, TrustRoot
 from nitro_llm.protocol.attested import EnclaveSession, encode_attestation_bundle
 from nitro_llm.protocol.attested_errors import UnknownDescriptorError
@@ -159,6 +160,47 @@ def test_key_rotation_is_followed_by_one_re_attestation(ca):
         ("GET", "/v1/attestation"),
         ("POST", "/v1/infer"),
     ]
+
+
+class RestartingGateway(FakeGatewayEnclave):
+    """Goes away (connections refused), then comes back with a restarted enclave: new keys."""
+
+    down = False
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        if request.url.path == "/healthz":
+            return httpx.Response(200, json={"gateway": "ok", "enclave": "ok"})
+        return super().handler(request)
+
+    def restart(self):
+        self.rotate()
+        self.down = False
+
+
+@pytest.mark.parametrize("noticed_by", ["probe", "request"])
+def test_a_session_verified_before_the_gateway_went_away_is_never_sealed_to_again(ca, noticed_by):
+    """Unlike a key rotation (one request sealed to the old key, refused), nothing is sent to a key
+    verified before the gateway stopped answering: the restarted enclave is verified first."""
+    gateway = RestartingGateway(ca)
+    backend = _backend(gateway, _policy(ca))
+    _ask(backend, "first")
+    verified_at = backend.describe()["verified_at"]
+    assert backend.probe() is None
+    gateway.down = True
+    if noticed_by == "probe":  # GET /v1/verification, or the web chat polling it
+        assert backend.probe().startswith(f"no gateway answers at {GATEWAY}")
+    else:
+        with pytest.raises(GatewayUnreachable):
+            _ask(backend, "while it is down")
+    facts = backend.describe()
+    assert facts["verified"] is None and facts["verified_at"] is None
+    assert facts["last_verified_at"] == verified_at
+    gateway.restart()
+    gateway.requests.clear()
+    assert "".join(c.text for c in _ask(backend, "after the restart")) == "answer to: after the restart"
+    assert gateway.paths() == [("GET", "/v1/attestation"), ("POST", "/v1/infer")]
 
 
 @pytest.mark.parametrize(

@@ -87,7 +87,7 @@ class HostileStack:
                 "--port",
                 str(port),
                 "--credentials-file",
-                str(self.stack.credentials_file),
+                str(self.stack.enclave_role_file),
                 "--api-tokens-file",
                 str(self.stack.api_tokens_file),
                 "--header-timeout",

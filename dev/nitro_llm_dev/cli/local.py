@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from nitro_llm.errors import NitroLLMError
 
@@ -47,6 +48,15 @@ ReplicasOpt = Annotated[
         "(health-checking /healthz); ask/chat talk to the balancer and retry a turn a lost replica cut.",
     ),
 ]
+GatewayPortOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        max=65535,
+        help="Loopback port for the gateway. Default: the one this state directory's last stack used "
+        "(so a restarted stack keeps its URL), or any free port if that one is taken.",
+    ),
+]
 
 
 class EnclaveFrom(StrEnum):
@@ -73,19 +83,46 @@ def _stack(
     model: Path | None,
     isolate: bool | None,
     enclave_from: EnclaveFrom = EnclaveFrom.image,
+    gateway_port: int | None = None,
     replicas: int | None = None,
 ):
+    """The stack, with its state directory claimed: a second 'up' or 'demo' there raises
+    ``StackAlreadyRunning`` here, before the stack's modules load (about half a second)."""
     from nitro_llm.client.config import local_stack_dir
+    from nitro_llm_dev.local.instance import StackClaim
+
+    root = state or local_stack_dir()
+    claim = StackClaim(root)
+    claim.acquire()
     from nitro_llm_dev.local.stack import EnclaveOptions, LocalStack
 
-    root, options = state or local_stack_dir(), EnclaveOptions(engine=engine, model=model, threads=threads)
-    if replicas is not None:
+    options = EnclaveOptions(engine=engine, model=model, threads=threads)
+    if replicas is not None:  # a fleet: the balancer takes the gateway port
         from nitro_llm_dev.local.fleet import LocalFleet
 
         return LocalFleet(
-            root=root, enclave=options, isolate=isolate, enclave_from=enclave_from.value, replicas=replicas
+            root=root,
+            enclave=options,
+            isolate=isolate,
+            enclave_from=enclave_from.value,
+            gateway_port=gateway_port,
+            claim=claim,
+            replicas=replicas,
         )
-    return LocalStack(root=root, enclave=options, isolate=isolate, enclave_from=enclave_from.value)
+    return LocalStack(
+        root=root,
+        enclave=options,
+        isolate=isolate,
+        enclave_from=enclave_from.value,
+        gateway_port=gateway_port,
+        claim=claim,
+    )
+
+
+def _print_error(prefix: str, exc: NitroLLMError) -> None:
+    """One line, never wrapped (it names paths, pids and URLs to copy), the code shown literally:
+    unescaped, rich would take "[local_stack_running]" for a style tag and drop it."""
+    console.print(f"[bold red]{prefix}[/] {escape(f'[{exc.code}] {exc}')}", soft_wrap=True)
 
 
 def up(
@@ -95,12 +132,18 @@ def up(
     state: StateOpt = None,
     isolate: IsolateOpt = None,
     enclave_from: EnclaveFromOpt = EnclaveFrom.image,
+    gateway_port: GatewayPortOpt = None,
     replicas: ReplicasOpt = None,
 ) -> None:
     """Start the local stack (KMS emulator, attested enclave, gateway) and keep it running until
     Ctrl-C. 'nitro-llm ask' and 'nitro-llm chat' then work with no flags. The enclave is the enclave
-    image (built on first use), unless --enclave-from source. --replicas N: a fleet behind HAProxy."""
-    stack = _stack(state, engine, threads, model, isolate, enclave_from, replicas)
+    image (built on first use), unless --enclave-from source. One stack per state directory: a
+    second 'up' there is refused, naming the running one. --replicas N: a fleet behind HAProxy."""
+    try:
+        stack = _stack(state, engine, threads, model, isolate, enclave_from, gateway_port, replicas)
+    except NitroLLMError as exc:
+        _print_error("error", exc)
+        raise typer.Exit(code=2) from None
     stop = False
 
     def _on_signal(*_: object) -> None:
@@ -129,11 +172,13 @@ def up(
     except KeyboardInterrupt:
         pass
     except NitroLLMError as exc:
-        console.print(f"[bold red]error[/] [{exc.code}] {exc}")
+        _print_error("error", exc)
         raise typer.Exit(code=2) from None
     finally:
+        launched = stack.launched  # a refused start started nothing: "stack stopped" would mislead
         stack.stop()
-        console.print("stack stopped")
+        if launched:
+            console.print("stack stopped")
 
 
 def _print_fleet(stack: object) -> None:
@@ -161,9 +206,13 @@ def demo(
     """The main job, end to end: a PHI-laden question sealed on the client, answered inside the
     attested enclave image, each party's view side by side; then the two refusals (the parent's
     credentials without attestation; an enclave image with one line of its code changed)."""
+    try:
+        stack = _stack(state, engine, threads, model, isolate, enclave_from)
+    except NitroLLMError as exc:
+        _print_error("demo failed", exc)
+        raise typer.Exit(code=2) from None
     from nitro_llm_dev.local.demo import SAMPLE_QUESTION, run_demo
 
-    stack = _stack(state, engine, threads, model, isolate, enclave_from)
     try:
         run_demo(stack, console, question or SAMPLE_QUESTION, max_tokens)
     except NitroLLMError:

@@ -9,7 +9,9 @@ Three principals, as in the deployment they stand for:
   key policy, not the credentials, must tell them apart (by attestation).
 
 They are written once to ``credentials.json`` (mode 0600) in the state directory, the file the
-local stack reads; restarting the emulator keeps them.
+local stack reads; restarting the emulator keeps them. The enclave role's entry alone is also written
+to ``enclave-role.json``: the one file the gateway is given, as on EC2 it holds the instance role and
+nothing else (with the data owner's or the admin's keys it could decrypt without attestation).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from nitro_llm.kms.policy_eval import Caller
 from nitro_llm_dev.kms_emulator.storage import read_json, write_json_atomic
 
 CREDENTIALS_FILE = "credentials.json"
+ENCLAVE_ROLE_FILE = "enclave-role.json"
 ADMIN_USER = "nitro-llm-admin"
 CLIENT_USER = "nitro-llm-client"
 ENCLAVE_ROLE = "nitro-llm-enclave"
@@ -85,12 +88,14 @@ def load_or_issue(state_dir: Path, region: str) -> Principals:
         data = _issue(region)
         write_json_atomic(path, data)
     try:
-        return _from_json(data, region)
+        principals = _from_json(data, region)
     except (KeyError, TypeError, ValueError):
         raise EmulatorStateError(
             f"{CREDENTIALS_FILE} in the state directory is not one this emulator wrote",
             hint="move the state directory away to issue new credentials",
         ) from None
+    write_json_atomic(state_dir / ENCLAVE_ROLE_FILE, data["enclave_role"])
+    return principals
 
 
 def _from_json(data: dict[str, Any], region: str) -> Principals:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -224,7 +225,8 @@ def run_demo(stack: LocalStack, console: Console, question: str, max_tokens: int
         with console.status("building and running a tampered copy of the enclave…"):
             show_tampered_refused(stack, console)
     except NitroLLMError as exc:
-        console.print(f"[bold red]demo failed[/] [{exc.code}] {exc}")
+        # Escaped and on one line: rich would take "[code]" for a style tag, and wrap the paths and URLs.
+        console.print(f"[bold red]demo failed[/] {escape(f'[{exc.code}] {exc}')}", soft_wrap=True)
         raise
     finally:
         stack.stop()

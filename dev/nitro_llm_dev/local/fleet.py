@@ -220,6 +220,9 @@ class LocalFleet(LocalStack):
 
     def _start_gateway(self) -> None:
         self.api_token = add_client(self.api_tokens_file, LOCAL_CLIENT, LOCAL_CLIENT_LIMITS)
+        balancer_port = self._port or free_port()  # the stack's chosen gateway port is the balancer's
+        self.gateway_url = f"http://127.0.0.1:{balancer_port}"
+        self.client_config().save(self.root / "client.json")  # before anything listens, as the stack does
         for replica in self.fleet:
             self.progress(f"{replica.name}: gateway (KMS relay, credentials and fleet key hand-off)")
             replica.gateway = ManagedProcess(
@@ -235,7 +238,7 @@ class LocalFleet(LocalStack):
                     "--kms-upstream",
                     "tcp:" + self.kms_url.removeprefix("http://"),
                     "--credentials-file",
-                    str(self.credentials_file),
+                    str(self.enclave_role_file),
                     "--api-tokens-file",
                     str(self.api_tokens_file),
                     "--fleet-key-file",
@@ -255,12 +258,11 @@ class LocalFleet(LocalStack):
         self.progress("HAProxy in front of the gateways, health-checking /healthz")
         self.balancer = Balancer(
             self.run_dir,
-            free_port(),
+            balancer_port,
             [Backend(replica.name, replica.port) for replica in self.fleet],
             self.logs / "haproxy.log",
         )
         self.balancer.start()
-        self.gateway_url = self.balancer.url
 
     def _wait_ready(self) -> None:
         self.progress("waiting for every replica to hold the fleet key, and HAProxy to see it")

@@ -33,6 +33,7 @@ from nitro_llm.errors import NitroLLMError
 from nitro_llm.gateway.auth import ClientLimits, add_client
 from nitro_llm.kms.client import make_kms_client
 from nitro_llm.kms.key_policy import build_key_policy
+from nitro_llm_dev.kms_emulator.principals import CREDENTIALS_FILE, ENCLAVE_ROLE_FILE
 from nitro_llm_dev.local.image_enclave import (
     EnclaveImage,
     ImageEnclaveProcess,
@@ -43,6 +44,13 @@ from nitro_llm_dev.local.image_enclave import (
     launch_argv,
     prepare_socket_dir,
     share_with_enclave,
+)
+from nitro_llm_dev.local.instance import (
+    GatewayPortTaken,
+    StackClaim,
+    port_is_free,
+    remember_port,
+    remembered_port,
 )
 from nitro_llm_dev.local.processes import (
     ManagedProcess,
@@ -135,6 +143,12 @@ class LocalStack:
     image: EnclaveImage | None = None
     """Run this image (a derived one, in tests) instead of building one from ``enclave``."""
     progress: Callable[[str], None] = lambda _msg: None
+    gateway_port: int | None = None
+    """Serve the gateway on this loopback port (refused at start if taken). None: the port this state
+    directory's last gateway used, so a restarted stack keeps its URL, or any free one if it is taken."""
+    claim: StackClaim | None = None
+    """The claim on ``root`` (instance.py), if the caller took it already: ``up`` takes it before this
+    module loads, so a second ``up`` is refused before half a second of imports. Else ``start`` takes it."""
 
     kms: ManagedProcess | None = None
     enclave_proc: ManagedProcess | None = None
@@ -149,6 +163,7 @@ class LocalStack:
     nsm_server: NsmEmulatorServer | None = None
     enclave_image: EnclaveImage | None = None
     _image_hold: Any = None
+    _port: int = 0
 
     # -- paths -----------------------------------------------------------------------------------
     @property
@@ -192,7 +207,13 @@ class LocalStack:
 
     @property
     def credentials_file(self) -> Path:
-        return self.kms_state / "credentials.json"
+        """Every principal's keys: for this stack's own set-up (admin) and its client files only."""
+        return self.kms_state / CREDENTIALS_FILE
+
+    @property
+    def enclave_role_file(self) -> Path:
+        """The enclave role's credentials alone: all the gateway is given, as on EC2."""
+        return self.kms_state / ENCLAVE_ROLE_FILE
 
     @property
     def client_policy_path(self) -> Path:
@@ -219,8 +240,20 @@ class LocalStack:
     def __exit__(self, *_exc: object) -> None:
         self.stop()
 
+    @property
+    def launched(self) -> bool:
+        """Whether ``start`` got as far as starting a process (so ``stop`` has something to stop)."""
+        return any(part is not None for part in (self.kms, self.enclave_proc, self.gateway, self.nsm_server))
+
     def start(self) -> None:
+        # First the claim, then the options, then anything else: a second stack in this state
+        # directory, or one given bad options, must leave the running one's files alone (instance.py).
+        if self.claim is None:
+            self.claim = StackClaim(self.root)
+        self.claim.acquire()
+        self._check_options()
         self._check_enclave_from()
+        self._port = self._choose_gateway_port()
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.enclave_dir.mkdir(exist_ok=True, mode=0o700)
         for stale in (self.enclave_socket, self.kms_relay_socket, self.enclave_dir / "nsm.sock"):
@@ -238,8 +271,9 @@ class LocalStack:
         self._wait_ready()
         if self.supervise:
             self.supervisor = supervise_stack(self)
-        self.client_config().save(self.root / "client.json")
         self.attestation_policy().save(self.client_policy_path)
+        remember_port(self.root, self._port)  # served and ready: the address to come back to
+        self.claim.record(gateway_url=self.gateway_url)
 
     def stop(self) -> None:
         if self.supervisor is not None:
@@ -252,6 +286,8 @@ class LocalStack:
         if self._image_hold is not None:
             self._image_hold.close()
             self._image_hold = None
+        if self.claim is not None:
+            self.claim.release()  # last: until every process is down, the state is still in use
 
     # -- steps -----------------------------------------------------------------------------------
     def _check_enclave_from(self) -> None:
@@ -275,6 +311,35 @@ class LocalStack:
                 hint="pass --enclave-from source to run a source-tree enclave without isolation",
             )
         check_can_launch()
+
+    def _check_options(self) -> None:
+        """Refuse, before starting anything, options the enclave would only refuse once started."""
+        from nitro_llm.enclave.engines import installed_engines
+
+        engines = installed_engines()
+        if self.enclave.engine not in engines:
+            raise StackError(
+                f"no enclave engine named {self.enclave.engine[:40]!r}",
+                hint=f"pass --engine with one of: {', '.join(engines)}",
+            )
+        model = self.enclave.model
+        if model is not None and not model.is_file():
+            raise StackError(
+                f"no model file at {model}",
+                hint="pass --model the path of a GGUF file, or leave it out for the default model",
+            )
+        if self.gateway_port is not None and not port_is_free(self.gateway_port):
+            raise GatewayPortTaken(f"something already listens on 127.0.0.1:{self.gateway_port}")
+
+    def _choose_gateway_port(self) -> int:
+        if self.gateway_port is not None:
+            return self.gateway_port
+        last = remembered_port(self.root)
+        if last is not None and port_is_free(last):
+            return last
+        if last is not None:
+            self.progress(f"the last gateway port ({last}) is taken: using another")
+        return free_port()
 
     def _image(self) -> EnclaveImage:
         """The image to run: the given one, or the build for these options (cached by content)."""
@@ -463,8 +528,11 @@ class LocalStack:
         self.progress("gateway (HTTP, KMS relay, credentials hand-off)")
         # The gateway requires API tokens, as an exposed one must; this stack's client gets one.
         self.api_token = add_client(self.api_tokens_file, LOCAL_CLIENT, LOCAL_CLIENT_LIMITS)
-        port = free_port()
+        port = self._port or free_port()
         self.gateway_url = f"http://127.0.0.1:{port}"
+        # Written before the gateway listens: whoever follows this file (a running 'nitro-llm proxy')
+        # must not meet the new gateway with the last stack's token, which it refuses as unauthorized.
+        self.client_config().save(self.root / "client.json")
         self.gateway = ManagedProcess(
             "gateway",
             cli_argv(
@@ -478,7 +546,7 @@ class LocalStack:
                 "--kms-upstream",
                 "tcp:" + self.kms_url.removeprefix("http://"),
                 "--credentials-file",
-                str(self.credentials_file),
+                str(self.enclave_role_file),
                 *(["--seed-route"] if self.seed_route else []),
                 "--api-tokens-file",
                 str(self.api_tokens_file),
