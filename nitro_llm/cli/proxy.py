@@ -20,6 +20,8 @@ from nitro_llm.errors import NitroLLMError
 from nitro_llm.transport.address import is_loopback_host
 
 if TYPE_CHECKING:
+    import httpx
+
     from nitro_llm.client.policy import ClientPolicy
     from nitro_llm.proxy.backend_seam import ConfidentialBackend
 
@@ -46,22 +48,24 @@ def _backend(
 
     policy = ClientPolicy.load(policy_path or default_policy_path())
     if gateway is not None:
-        return _attested(gateway, policy, suite, "default", {})
+        import httpx
+
+        return _attested(
+            gateway, policy, suite, "default", httpx.Client(timeout=httpx.Timeout(10.0, read=300.0))
+        )
 
     def build(config: ClientConfig) -> ConfidentialBackend:
-        return _attested(config.gateway_url, policy, suite, config.model, config.auth_headers())
+        # The configuration's gateway, with its API token and certificate.
+        return _attested(config.gateway_url, policy, suite, config.model, config.gateway_http())
 
     return ConfigFollowingBackend(path, build)
 
 
 def _attested(
-    gateway: str, policy: ClientPolicy, suite: str, model: str, auth: dict[str, str]
+    gateway: str, policy: ClientPolicy, suite: str, model: str, http: httpx.Client
 ) -> ConfidentialBackend:
-    import httpx
-
     from nitro_llm.proxy.confidential_backends import AttestedBackend
 
-    http = httpx.Client(timeout=httpx.Timeout(10.0, read=300.0), headers=auth)  # the gateway's API token
     return AttestedBackend(gateway, policy, suite=suite, model_id=model, http=http)
 
 

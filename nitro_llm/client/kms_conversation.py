@@ -34,7 +34,7 @@ class KmsConversation:
         self.config = config
         self.conversation_id = new_id()
         self._kms = kms or make_kms_client(config.kms_endpoint, config.credentials, config.region)
-        self._http = http or httpx.Client(timeout=httpx.Timeout(10.0, read=300.0))
+        self._http = http or config.gateway_http()
         self._data_key: bytes | None = None
         self._edk: bytes = b""
         self.last_wire = WireRecord()

@@ -91,14 +91,14 @@ def open_conversation(
     from nitro_llm.protocol.attested_wire import DEFAULT_SUITE
 
     policy = ClientPolicy.load(policy_path or default_policy_path())
-    auth: dict[str, str] = {}
     attempts = 1
-    if gateway is None:
+    if gateway is None:  # the configuration's gateway, with its API token and certificate
         config = ClientConfig.load(config_path or default_config_path())
-        gateway, auth, attempts = config.gateway_url, config.auth_headers(), config.failover_attempts
-    import httpx
+        gateway, http, attempts = config.gateway_url, config.gateway_http(), config.failover_attempts
+    else:
+        import httpx
 
-    http = httpx.Client(timeout=httpx.Timeout(10.0, read=300.0), headers=auth)  # the gateway's API token
+        http = httpx.Client(timeout=httpx.Timeout(10.0, read=300.0))
     return with_failover(
         AttestedConversation(gateway, policy, suite=suite or DEFAULT_SUITE, http=http), attempts
     )

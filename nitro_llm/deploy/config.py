@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from nitro_llm.deploy.errors import DeployConfigError
 from nitro_llm.enclave.boot import PARENT_CID as PARENT_CID  # the parent's vsock CID (3), re-exported
+from nitro_llm.kms.connections import MAX_KMS_CONNECTIONS
+from nitro_llm.transport.address import is_loopback_host
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 
@@ -34,6 +36,8 @@ class EnclaveSection(_Section):
     cid: int = Field(16, ge=4, le=0xFFFFFFFE, description="the enclave's vsock CID (0-3 are reserved)")
     port: Port = Field(5000, description="vsock port the enclave serves on")
     eif: Path = Path("../build/nitro-llm.eif")
+    manifest: Path = Path("../build/manifest.json")
+    """The published manifest the EIF is checked against before every 'nitro-cli run-enclave'."""
     image: str = "nitro-llm-enclave:latest"
     name: str = "nitro-llm"
     # No longer read by any command: the image measures them ('nitro-llm image build --threads --ctx').
@@ -63,9 +67,20 @@ class BuildSection(_Section):
 
 class KmsProxySection(_Section):
     port: Port = Field(8000, description="vsock port vsock-proxy listens on, on the parent (CID 3)")
-    workers: int = Field(4, ge=1, le=64, description="simultaneous connections vsock-proxy relays")
+    workers: int = Field(
+        MAX_KMS_CONNECTIONS,
+        ge=MAX_KMS_CONNECTIONS,
+        le=64,
+        description="simultaneous connections vsock-proxy relays; each holds a worker for its whole life, so "
+        "fewer than the enclave's KMS connections would stall a TLS handshake (nitro_llm/kms/connections.py)",
+    )
     allowlist: Path = Path("/etc/nitro_enclaves/nitro-llm-vsock-proxy.yaml")
     binary: Path = Path("/usr/bin/vsock-proxy")
+
+
+GATEWAY_DIR = Path("/etc/nitro-llm/gateway")
+"""The gateway's own files (tokens, TLS key and certificate), in a folder its user owns: the user
+replaces the tokens file by renaming a new one into place, so it must be able to write beside it."""
 
 
 class GatewaySection(_Section):
@@ -73,9 +88,47 @@ class GatewaySection(_Section):
     port: Port = 8080
     user: str = "nitro-llm"
     nitro_llm: Path = Path("/opt/nitro-llm/venv/bin/nitro-llm")
-    api_tokens_file: Path | None = Path("/etc/nitro-llm/api-tokens.json")
+    api_tokens_file: Path | None = GATEWAY_DIR / "api-tokens.json"
     """Bearer tokens of the clients allowed to call the gateway (`nitro-llm gateway-token FILE NAME`).
     Only None on a loopback-only gateway: an exposed gateway without tokens serves anyone."""
+    tls_cert: Path | None = GATEWAY_DIR / "tls.crt"
+    tls_key: Path | None = GATEWAY_DIR / "tls.key"
+    """The gateway's TLS certificate and key ('nitro-llm deploy gateway-files' makes a self-signed
+    pair; clients pin the certificate). Only None on a loopback-only gateway: off loopback, tokens and
+    traffic metadata would cross the network in clear."""
+
+    @model_validator(mode="after")
+    def _exposed_needs_tokens_and_tls(self) -> GatewaySection:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if not is_loopback_host(self.host):
+            missing = [
+                name
+                for name, value in (("api_tokens_file", self.api_tokens_file), ("tls_cert", self.tls_cert))
+                if value is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"a gateway on {self.host} (not loopback) needs {' and '.join(missing)}: without "
+                    "tokens it serves anyone, without TLS tokens cross the network in clear"
+                )
+        return self
+
+
+class SupervisorSection(_Section):
+    """How 'nitro-llm deploy supervise' keeps the enclave running: it looks every ``interval``
+    seconds (nitro-cli describe-enclaves, then the gateway's /healthz), restarts an enclave that is
+    gone, and one whose health has failed for ``unhealthy_after`` seconds once ``boot_grace`` has
+    passed since its start (the model loads first). Restarts back off from ``backoff_initial`` to
+    ``backoff_max`` seconds, doubling, until the enclave has stayed healthy for ``healthy_reset``."""
+
+    interval: float = Field(10.0, gt=0, le=3600)
+    boot_grace: float = Field(180.0, ge=0)
+    unhealthy_after: float = Field(60.0, ge=0)
+    backoff_initial: float = Field(5.0, gt=0)
+    backoff_max: float = Field(300.0, gt=0)
+    healthy_reset: float = Field(600.0, ge=0)
+    health_timeout: float = Field(5.0, gt=0, le=60)
 
 
 class DeployConfig(_Section):
@@ -84,6 +137,7 @@ class DeployConfig(_Section):
     build: BuildSection = BuildSection()
     kms_proxy: KmsProxySection = KmsProxySection()
     gateway: GatewaySection = GatewaySection()
+    supervisor: SupervisorSection = SupervisorSection()
     base_dir: Path = Path(".")
     """Folder relative paths are resolved against (the config file's folder)."""
 

@@ -29,3 +29,17 @@ class MeasurementsError(DeployError, code="measurements_invalid"):
 
 class EnclaveMemoryTooSmall(DeployError, code="enclave_memory_too_small"):
     pass
+
+
+class EifRejected(DeployError, code="eif_rejected"):
+    """do not run this EIF: download the published EIF and manifest again, or rebuild from the
+    manifest's inputs ('nitro-llm image build') and compare"""
+
+
+class GatewayFilesError(DeployError, code="gateway_files_error"):
+    """run 'sudo nitro-llm deploy gateway-files --config /etc/nitro-llm/deploy.toml' on the instance;
+    it creates the gateway's folder, tokens file and TLS pair with the owner and modes the gateway needs"""
+
+
+class SupervisorError(DeployError, code="supervisor_error"):
+    """see the supervisor's log (journalctl -u nitro-llm-enclave) for the step that failed"""

@@ -133,7 +133,10 @@ def gateway_argv(cfg: DeployConfig) -> list[str]:
         "--imds",
     ]
     if cfg.gateway.api_tokens_file is not None:
-        argv += ["--api-tokens-file", str(cfg.gateway.api_tokens_file)]
+        argv += ["--api-tokens-file", str(cfg.path(cfg.gateway.api_tokens_file))]
+    if cfg.gateway.tls_cert is not None and cfg.gateway.tls_key is not None:
+        argv += ["--tls-cert", str(cfg.path(cfg.gateway.tls_cert))]
+        argv += ["--tls-key", str(cfg.path(cfg.gateway.tls_key))]
     if not is_loopback_host(cfg.gateway.host):
         if cfg.gateway.api_tokens_file is None:
             raise DeployConfigError(
@@ -167,23 +170,30 @@ def render_gateway_unit(cfg: DeployConfig) -> str:
     )
 
 
+def supervise_argv(cfg: DeployConfig, config_path: Path) -> list[str]:
+    return [str(cfg.gateway.nitro_llm), "deploy", "supervise", "--config", str(config_path)]
+
+
 def render_enclave_unit(cfg: DeployConfig, config_path: Path) -> str:
-    """Starts the enclave at boot (production mode; debug mode is never started by a unit)."""
+    """The enclave's supervisor: it verifies the EIF, starts the enclave in production mode (never
+    with a console), restarts it when it dies or wedges, and terminates it when the unit stops."""
     nitro_llm = str(cfg.gateway.nitro_llm)
     return (
         _HEADER.format(command="systemd")
         + "[Unit]\n"
-        + "Description=nitro-llm enclave (production mode)\n"
-        + f"After={ALLOCATOR_UNIT} {VSOCK_PROXY_UNIT}\n"
+        + "Description=nitro-llm enclave supervisor (production mode; restarts a dead or wedged enclave)\n"
+        + f"After={ALLOCATOR_UNIT} {VSOCK_PROXY_UNIT} {GATEWAY_UNIT}\n"
         + f"Requires={ALLOCATOR_UNIT}\n"
-        + f"Before={GATEWAY_UNIT}\n"
-        # Skipped, not failed, until 'nitro-llm deploy build-eif' has produced the EIF.
+        + f"Wants={GATEWAY_UNIT}\n"
+        # Skipped, not failed, until 'nitro-llm deploy install-eif' has put a verified EIF there.
         + f"ConditionPathExists={cfg.path(cfg.enclave.eif)}\n"
         + "\n[Service]\n"
-        + "Type=oneshot\n"
-        + "RemainAfterExit=yes\n"
-        + f"ExecStart={_exec([nitro_llm, 'deploy', 'run', '--config', str(config_path)])}\n"
-        + f"ExecStop={_exec([nitro_llm, 'deploy', 'stop', '--config', str(config_path)])}\n"
+        + "Type=simple\n"
+        + f"ExecStart={_exec(supervise_argv(cfg, config_path))}\n"
+        + f"ExecStopPost=-{_exec([nitro_llm, 'deploy', 'stop', '--config', str(config_path)])}\n"
+        + "Restart=always\n"
+        + "RestartSec=5\n"
+        + "Environment=PYTHONUNBUFFERED=1\n"
         + "\n[Install]\n"
         + "WantedBy=multi-user.target\n"
     )

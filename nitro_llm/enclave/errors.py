@@ -34,6 +34,14 @@ class NoCredentialsError(EnclaveError, code="no_credentials", retryable=True):
     """the gateway has not handed the enclave its role credentials yet; retry in a moment"""
 
 
+# KMS said the role's session token has expired. The gateway reacts by fetching fresh credentials,
+# handing them over and resending the request once (docs/CONTRACTS.md, "frames"); a client sees
+# this code only if that did not help.
+class CredentialsExpiredError(EnclaveError, code="credentials_expired", retryable=True):
+    """the enclave's role credentials expired: the gateway fetches fresh ones (IMDS); retry in a moment,
+    and if it persists check the gateway's log for IMDS errors"""
+
+
 # KMS refused to release the data key: the policy does not match this enclave, or the blob is bad.
 class KeyReleaseDeniedError(EnclaveError, code="kms_denied"):
     """check the key policy's PCR conditions match this enclave ('nitro-llm enclave pcrs')"""

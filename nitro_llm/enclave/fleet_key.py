@@ -51,6 +51,7 @@ class SecretRelease(Protocol):
         *,
         request_id: str,
         kms: Any = None,
+        key_id: str | None = None,
     ) -> Released: ...
 
 
@@ -159,10 +160,13 @@ class FleetAttestedHandler:
             for held in (self._current, self._previous):
                 if held is not None and held.same_as(generation):
                     return held  # already released and derived: no KMS call
-        released = self._release.release(
-            generation.wrapped, generation.encryption_context(), request_id=f"fleet-key-{generation.id}"
+        released = self._release.release(  # KeyId: KMS itself refuses a blob of another key
+            generation.wrapped,
+            generation.encryption_context(),
+            request_id=f"fleet-key-{generation.id}",
+            key_id=self._kms_key_arn,
         )
-        if released.key_id != self._kms_key_arn:
+        if released.key_id != self._kms_key_arn:  # and so does this enclave, whatever answered
             raise FleetKeyRefusedError(
                 f"fleet key {generation.id} was released by another KMS key than the measured one"
             )

@@ -1,10 +1,13 @@
 """Freshness and replay: each sealed request is answered at most once.
 
 A request's timestamp must be within a window of the enclave's clock, and its request id must not
-have been seen while it could still pass that check. Because the replay memory is lost when the
-process restarts, requests stamped before this process started are refused too: otherwise the
-parent, which can restart the enclave at will, could replay a captured request and get a second
-answer sealed under the same response key and nonces.
+have been seen while it could still pass that check. The enclave's clock here is ``clock_ms``: in the
+running enclave the NSM's time carried forward by the monotonic clock (enclave/trusted_clock.py),
+because the enclave's own wall clock drifts and nothing corrects it.
+
+Because the replay memory is lost when the process restarts, requests stamped before this process
+started are refused too: otherwise the parent, which can restart the enclave at will, could replay a
+captured request and get a second answer sealed under the same response key and nonces.
 """
 
 from __future__ import annotations

@@ -23,8 +23,10 @@ from nitro_llm.enclave.fleet_key import FleetAttestedHandler
 from nitro_llm.enclave.hardening import harden_process
 from nitro_llm.enclave.key_release import KeyRelease
 from nitro_llm.enclave.server import EnclaveServer
+from nitro_llm.enclave.trusted_clock import TrustedClock
 from nitro_llm.errors import ConfigError
 from nitro_llm.inference.model import check_model
+from nitro_llm.kms.connections import MAX_KMS_CONNECTIONS
 from nitro_llm.protocol.frame_kinds import Credentials
 from nitro_llm.transport import close_listener, listen
 from nitro_llm.transport.relay import Relay
@@ -117,7 +119,10 @@ def serve(
     relay = None
     if kms.forward_to:
         check_kms_name_is_local(kms.endpoint or "")
-        relay = Relay(forwarder_listen_address(kms.endpoint or ""), kms.forward_to).start()
+        # bounded like vsock-proxy's workers (nitro_llm/kms/connections.py)
+        relay = Relay(
+            forwarder_listen_address(kms.endpoint or ""), kms.forward_to, max_connections=MAX_KMS_CONNECTIONS
+        ).start()
     key_release = open_key_release(kms, nsm)
     seed = None
     if config.seed_compat:
@@ -150,6 +155,7 @@ def serve(
         key_release=key_release,
         config=config,
         pcrs=pcrs,
+        clock_ms=TrustedClock(nsm).now_ms,  # freshness by the NSM's clock, not the drifting local one
         seed=seed,
         attested=attested,
         hardening=hardening.to_dict(),

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nitro_llm.enclave.errors import EnclaveError
-from nitro_llm.enclave.key_release import KeyRelease, translate_kms_error
+from nitro_llm.enclave.key_release import KeyRelease, close_client, translate_kms_error
 from nitro_llm.enclave.kms_retry import RetryPolicy, with_retries
+from nitro_llm.errors import NitroLLMError
 from nitro_llm.protocol.frame_kinds import Credentials
 from nitro_llm.protocol.messages import Message
 
@@ -106,8 +107,13 @@ class SeedHandler:
                 f"this enclave uses KMS in {self._region}, not the request's region",
                 hint="send the region of the key the question was encrypted under",
             )
+        # A client per KMS call, closed after it: no connection to KMS stays open (holding one of
+        # vsock-proxy's workers, nitro_llm/kms/connections.py) while the answer is generated.
         kms = self._kms_client_for(request.credentials)
-        released = self._release.release(request.ciphertext, None, request_id=request_id, kms=kms)
+        try:
+            released = self._release.release(request.ciphertext, None, request_id=request_id, kms=kms)
+        finally:
+            close_client(kms)
         try:
             question = released.plaintext.decode("utf-8")
         except UnicodeDecodeError:
@@ -118,10 +124,18 @@ class SeedHandler:
             raise SeedAnswerTooLargeError(f"the answer to request {request_id} exceeds 4096 bytes")
 
         def encrypt() -> Any:
+            kms = self._kms_client_for(request.credentials)
             try:
-                return kms.encrypt(KeyId=released.key_id, Plaintext=data)["CiphertextBlob"]
+                answer = self._release.in_slot(
+                    lambda: kms.encrypt(KeyId=released.key_id, Plaintext=data), request_id
+                )
+                return answer["CiphertextBlob"]
+            except NitroLLMError:
+                raise
             except Exception as exc:
                 raise translate_kms_error(exc, request_id) from None
+            finally:
+                close_client(kms)
 
         # the client makes one attempt per call (single_attempt): the policy is the only retry layer
         blob = with_retries(encrypt, RetryPolicy(), request_id=request_id)

@@ -251,7 +251,7 @@ class EnclaveServer:
         data_key = self._data_keys.get(envelope.edk, header.conversation_id)
         if data_key is None:
             data_key = self._keys.decrypt(
-                envelope.edk, header.encryption_context(), request_id=header.request_id
+                envelope.edk, header.encryption_context(), request_id=header.request_id, key_id=header.key_id
             )
             self._data_keys.put(envelope.edk, header.conversation_id, data_key)
         else:

@@ -18,11 +18,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from nitro_llm.gateway.admission import AccessSettings, Admission
 from nitro_llm.gateway.attestation import ATTESTATION_MEDIA_TYPE, DEFAULT_SUITE, fetch_attestation
-from nitro_llm.gateway.busy import busy_refusal, refusal_code
+from nitro_llm.gateway.busy import busy_refusal
 from nitro_llm.gateway.clock import Clock
+from nitro_llm.gateway.credential_push import EXPIRED_CODE, CredentialsPusher
 from nitro_llm.gateway.credentials import CredentialsSource
 from nitro_llm.gateway.enclave_link import EnclaveLink
-from nitro_llm.gateway.enclave_monitor import EnclaveMonitor, hand_credentials
+from nitro_llm.gateway.enclave_monitor import EnclaveMonitor
 from nitro_llm.gateway.errors import (
     BadRequest,
     EnclaveUnavailable,
@@ -30,6 +31,7 @@ from nitro_llm.gateway.errors import (
     RequestTooLarge,
     error_response,
 )
+from nitro_llm.gateway.first_frame import leading_error_code
 from nitro_llm.gateway.fleet_keys import FleetKeyPusher, FleetKeySource, fleet_key_health
 from nitro_llm.gateway.metrics import (
     ROUTE_ATTESTATION,
@@ -70,16 +72,11 @@ async def _read_body_capped(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _push_credentials_forever(
-    link: EnclaveLink, source: CredentialsSource, settings: GatewaySettings
-) -> None:
-    """Keep the enclave supplied with the role's credentials: retry quickly until the enclave takes
-    them, then refresh on a schedule (they expire; the enclave cannot fetch them itself)."""
-    while True:
-        ok = await hand_credentials(link, source)
-        if ok:
-            log.info("credentials handed to the enclave")
-        await asyncio.sleep(settings.credentials_refresh_seconds if ok else 1.0)
+async def _first_frame(answer: AsyncIterator[bytes]) -> bytes:
+    try:
+        return await anext(answer)
+    except StopAsyncIteration:
+        raise EnclaveUnavailable("the enclave closed the link without answering") from None
 
 
 def create_app(
@@ -101,16 +98,17 @@ def create_app(
     )
     link, monitor, clock = seams.link, seams.monitor, seams.clock  # as given, or the defaults
     metrics = GatewayMetrics()
+    pusher = (
+        CredentialsPusher(link, credentials, period=settings.credentials_refresh_seconds)
+        if credentials
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        task = (
-            asyncio.create_task(_push_credentials_forever(link, credentials, settings))
-            if credentials
-            else None
-        )
+        task = asyncio.create_task(pusher.run()) if pusher else None
         watch = asyncio.create_task(monitor.run())
-        pusher = (
+        fleet = (
             asyncio.create_task(FleetKeyPusher(link, monitor, fleet_keys, clock=clock).run())
             if fleet_keys
             else None
@@ -118,10 +116,10 @@ def create_app(
         try:
             yield
         finally:
-            if pusher:
-                pusher.cancel()
+            if fleet:
+                fleet.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await pusher
+                    await fleet
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
@@ -133,6 +131,7 @@ def create_app(
     app = FastAPI(title="nitro-llm gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.link = link
     app.state.monitor = monitor
+    app.state.credentials_pusher = pusher
     # Tokens, enclave availability (503), per-client rate and concurrency (429), body deadline (408).
     app.add_middleware(
         Admission, settings=access or AccessSettings(), limiter=seams.limiter, monitor=monitor, clock=clock
@@ -201,14 +200,19 @@ def create_app(
         body = await _read_body_capped(request, settings.max_body_bytes)
         metrics.bytes_in.inc(len(body))
         answer = link.infer(body)
-        try:
-            first = await anext(answer)
-        except StopAsyncIteration:
-            raise EnclaveUnavailable("the enclave closed the link without answering") from None
+        first = await _first_frame(answer)
+        if pusher is not None and leading_error_code(first) == EXPIRED_CODE:
+            # KMS refused the enclave's role credentials as expired before anything was answered (and
+            # before the request id was claimed): hand over fresh ones and resend, once.
+            await answer.aclose()
+            log.info("infer credentials_expired: handing over fresh credentials and resending once")
+            await pusher.push_fresh()
+            answer = link.infer(body)
+            first = await _first_frame(answer)
         if (busy := busy_refusal(first)) is not None:  # queue full: 429 + Retry-After, not a 200
             await answer.aclose()
             raise busy
-        if (refused := refusal_code(first)) is not None:  # relayed as it is; /metrics names the code
+        if (refused := leading_error_code(first)) is not None:  # relayed as it is; /metrics names the code
             record_outcome(request.scope, refused)
 
         async def relay() -> AsyncIterator[bytes]:

@@ -212,11 +212,16 @@ def _stamp(stat: os.stat_result) -> tuple[int, int, int]:
 def add_client(path: Path, name: str, limits: ClientLimits | None = None) -> str:
     """Add (or replace) a client in a tokens file and return its new token, shown only once.
 
-    Written to a temporary file and renamed, mode 0600, so a reader never sees half a file.
+    Written to a temporary file beside it and renamed, so a reader never sees half a file. The new
+    file keeps the old one's owner, group and mode: the gateway reads it as its own user, and an
+    operator issuing a token with sudo must not leave a root-only file the gateway cannot read. A
+    new file is 0600, owned by whoever runs this.
     """
     data: dict[str, Any] = {"format": FORMAT, "clients": {}}
+    previous: os.stat_result | None = None
     if path.exists():
         try:
+            previous = path.stat()
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read {path} ({type(exc).__name__})") from None
@@ -231,10 +236,32 @@ def add_client(path: Path, name: str, limits: ClientLimits | None = None) -> str
             entry[key] = value
     data["clients"][name] = entry
     parse_tokens(data)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(data, out, indent=2)
-    tmp.replace(path)
+    _write_like(path, json.dumps(data, indent=2), previous)
     return token
+
+
+def _write_like(path: Path, text: str, previous: os.stat_result | None) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write beside {path} ({exc.strerror})",
+            hint=f"run as the user that owns {path.parent} (deploy/README.md: sudo -u nitro-llm ...)",
+        ) from None
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+            if previous is not None:
+                if (previous.st_uid, previous.st_gid) != (os.getuid(), os.getgid()):
+                    os.fchown(out.fileno(), previous.st_uid, previous.st_gid)
+                os.fchmod(out.fileno(), previous.st_mode & 0o777)
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(
+            f"cannot replace {path} ({exc.strerror})",
+            hint=f"run as {path}'s owner or as root",
+        ) from None

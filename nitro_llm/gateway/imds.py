@@ -32,6 +32,7 @@ from botocore.exceptions import BotoCoreError, InvalidIMDSEndpointError
 from botocore.httpsession import URLLib3Session
 from botocore.utils import InstanceMetadataFetcher
 
+from nitro_llm.gateway.credential_timing import REFRESH_MARGIN
 from nitro_llm.gateway.credentials import RoleCredentials
 from nitro_llm.gateway.errors import GatewayError
 
@@ -40,9 +41,6 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "http://169.254.169.254"
 TOKEN_TTL_SECONDS = 21600  # the longest IMDS grants: fewer token round-trips
 TOKEN_RENEW_BEFORE = timedelta(seconds=60)
-REFRESH_MARGIN = timedelta(minutes=5)
-"""IMDS publishes new role credentials at least five minutes before the old ones expire, so
-refreshing inside that window always finds fresh ones and the enclave never holds expired keys."""
 
 _CREDENTIALS_PATH = "latest/meta-data/iam/security-credentials/"
 _TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
@@ -263,7 +261,8 @@ class ImdsClient:
 
 class ImdsCredentialsSource:
     """The gateway's ``CredentialsSource`` on EC2: cached role credentials, refreshed from IMDS once
-    they are within ``refresh_margin`` of expiry. If IMDS is briefly unavailable while the cached
+    they are within ``refresh_margin`` of expiry (nitro_llm/gateway/credential_timing.py: the push
+    period puts several fetches inside that margin). If IMDS is briefly unavailable while the cached
     credentials are still valid, those are served rather than starving the enclave."""
 
     def __init__(
@@ -280,6 +279,16 @@ class ImdsCredentialsSource:
         self._now = now
         self._cached: tuple[RoleCredentials, datetime] | None = None
         self._lock = threading.Lock()
+
+    def refresh(self) -> RoleCredentials:
+        """Fetch from IMDS now, whatever the cache says: KMS refused the cached credentials as expired
+        (the gateway's clock or IMDS's expiration was wrong, or the session was revoked). Errors are
+        raised, not covered by the cache: the cached credentials are the ones that failed."""
+        with self._lock:
+            fresh = self.client.role_credentials(self.role)
+            self._cached = fresh
+            log.info("role credentials fetched from IMDS on demand (expire %s)", fresh[0].expiration)
+            return fresh[0]
 
     def needs_refresh(self) -> bool:
         return self._cached is None or self._now() >= self._cached[1] - self.refresh_margin

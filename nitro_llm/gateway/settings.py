@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from nitro_llm.gateway.credential_timing import MAX_PUSH_PERIOD_SECONDS, PUSH_PERIOD_SECONDS
 
 
 class GatewaySettings(BaseSettings):
@@ -18,7 +21,9 @@ class GatewaySettings(BaseSettings):
     """Time the enclave may take before its first answer frame (queueing plus prompt processing)."""
     idle_timeout: float = 60.0
     """Longest silence allowed between two answer frames."""
-    credentials_refresh_seconds: float = 300.0
+    credentials_refresh_seconds: float = Field(PUSH_PERIOD_SECONDS, gt=0, le=MAX_PUSH_PERIOD_SECONDS)
+    """How often the role's credentials are handed to the enclave; at most half the IMDS refresh margin
+    (nitro_llm/gateway/credential_timing.py says why)."""
     seed_route: bool = False
     """Accept the AWS sample's request format on POST / (weaker: the client's AWS credentials pass
     through this host). Off by default; for migrating seed clients only."""

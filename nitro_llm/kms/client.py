@@ -5,7 +5,8 @@ the same boto3 code path in tests, in the demo and in production. Timeouts are s
 bounded: a caller waiting on KMS is usually holding a user's request. A caller with its own retry
 policy and total deadline (the enclave) asks for ``single_attempt``: botocore then never retries, and
 each call's read timeout is the one its policy sets through ``attempt_budget``, so exactly one layer
-retries and its deadline bounds every wait.
+retries and its deadline bounds every wait. The connection pool holds ``MAX_KMS_CONNECTIONS``
+(nitro_llm/kms/connections.py says why every hop to KMS is sized from that one number).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import boto3
 from botocore.config import Config
 
 from nitro_llm.kms import attempt_budget
+from nitro_llm.kms.connections import MAX_KMS_CONNECTIONS
 from nitro_llm.kms.errors import KmsConfigError
 from nitro_llm.transport.address import is_loopback_host
 
@@ -61,6 +63,7 @@ def make_kms_client(
         "read_timeout": READ_TIMEOUT_S,
         # total attempts, first one included (botocore's "max_attempts" would count retries only)
         "retries": {"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+        "max_pool_connections": MAX_KMS_CONNECTIONS,
     }
     if single_attempt:
         config_args["connect_timeout"] = attempt_budget.ATTEMPT_CONNECT_TIMEOUT_S

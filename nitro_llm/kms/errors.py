@@ -151,3 +151,8 @@ class InvalidSignature(KmsApiError):
 class UnrecognizedClient(KmsApiError):
     aws_type = "UnrecognizedClientException"
     status = 400
+
+
+class ExpiredToken(KmsApiError):
+    aws_type = "ExpiredTokenException"
+    status = 400

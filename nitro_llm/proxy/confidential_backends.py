@@ -54,7 +54,7 @@ class KmsBackend:
     def _http_client(self) -> httpx.Client:
         with self._lock:
             if self._http is None:
-                self._http = httpx.Client(timeout=httpx.Timeout(10.0, read=300.0))
+                self._http = self.config.gateway_http()
             return self._http
 
     def _clients(self) -> tuple[httpx.Client, Any]:

@@ -111,7 +111,14 @@ def test_key_and_alias_take_the_generated_policy_as_a_parameter():
     assert role["RoleName"] == {"Ref": "EnclaveRoleName"}
     (statement,) = role["AssumeRolePolicyDocument"]["Statement"]
     assert statement["Principal"] == {"Service": "ec2.amazonaws.com"}
-    assert "Policies" not in role  # no IAM grant on KMS: only the key policy decides
+    # No IAM grant on KMS (only the key policy decides); S3 reads of the published images only.
+    (policy,) = role["Policies"]
+    (grant,) = policy["PolicyDocument"]["Statement"]
+    assert grant == {
+        "Effect": "Allow",
+        "Action": "s3:GetObject",
+        "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ImageBucket}/*"},
+    }
 
 
 def test_generated_policy_fits_the_parameter(tmp_path):
@@ -149,11 +156,15 @@ def _user_data() -> str:
         "EnclaveCpuCount": "2",
         "EnclaveMemoryMiB": "4096",
         "GatewayPort": "8080",
+        "ImageBucket": "nitro-llm-images-123456789012",
+        "ImagePrefix": "0123456789abcdef0123456789abcdef01234567",
+        "ImageManifestSha256": "ab" * 32,
+        "GatewayAddress": "203.0.113.7",
     }
     used = set(re.findall(r"\$\{([^!}][^}]*)\}", sub))
     assert used <= set(values), used - set(values)
     for param in used - {"AWS::Region", "AWS::StackName"}:
-        assert param in PARAMETERS, param
+        assert param in PARAMETERS or param in RESOURCES, param
     return re.sub(r"\$\{([^!}][^}]*)\}", lambda m: values[m.group(1)], sub).replace("${!", "${")
 
 
@@ -179,10 +190,64 @@ def test_user_data_config_is_accepted_and_units_match(tmp_path):
     cfg = DeployConfig.from_mapping(tomllib.loads(match.group(1)), Path("/etc/nitro-llm"))
     assert cfg.region == "eu-west-1"
     assert (cfg.enclave.cpu_count, cfg.enclave.memory_mib, cfg.gateway.port) == (2, 4096, 8080)
-    assert cfg.path(cfg.build.image_dir) == Path("/opt/nitro-llm/build/image")
+    assert cfg.path(cfg.enclave.eif) == Path("/opt/nitro-llm/build/nitro-llm.eif")
+    assert cfg.path(cfg.enclave.manifest) == Path("/opt/nitro-llm/build/manifest.json")
     for unit in (host_files.VSOCK_PROXY_UNIT, host_files.GATEWAY_UNIT, host_files.ENCLAVE_UNIT):
         assert unit in script
     assert f"disable --now {host_files.STOCK_VSOCK_PROXY_UNIT}" in script
     for command in ("deploy allocator", "deploy systemd"):
         assert f"nitro-llm {command} --config /etc/nitro-llm/deploy.toml" in script
     assert f"useradd --system --shell /sbin/nologin {cfg.gateway.user}" in script  # the units' user
+
+
+def _checkov() -> str:
+    """checkov lives in its own virtualenv (scripts/setup.sh makes .venv-checkov): its pins (boto3,
+    packaging, networkx) conflict with ours."""
+    venv = Path(sys.executable).parents[1]  # this interpreter's virtualenv, not its target
+    for candidate in (venv.with_name(".venv-checkov"), REPO / ".venv-checkov"):
+        if (candidate / "bin" / "checkov").exists():
+            return str(candidate / "bin" / "checkov")
+    found = shutil.which("checkov")
+    if not found:
+        pytest.fail("checkov is not installed: bash scripts/setup.sh creates .venv-checkov with it")
+    return found
+
+
+def _run_checkov(template: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [_checkov(), "-f", str(template), "--framework", "cloudformation", "--skip-download", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(template.parent), "BC_SKIP_MAPPING": "TRUE"},
+    )
+    report = json.loads(done.stdout)
+    return report[0] if isinstance(report, list) else report
+
+
+def test_checkov_finds_nothing_unexplained(tmp_path):
+    """Every checkov finding is fixed, or skipped in the template's metadata with its reason (and
+    explained in deploy/README.md); none is silently ignored."""
+    report = _run_checkov(TEMPLATE)
+    summary = report["summary"]
+    failed = [(c["check_id"], c["resource"], c["check_name"]) for c in report["results"]["failed_checks"]]
+    assert failed == [] and summary["parsing_errors"] == 0, failed
+    assert summary["resource_count"] >= 8 and summary["passed"] >= 15  # it really read the template
+    readme = (REPO / "deploy" / "README.md").read_text()
+    for skipped in report["results"]["skipped_checks"]:
+        assert skipped["check_id"] in readme, f"{skipped['check_id']} is skipped but not explained"
+
+
+def test_checkov_catches_an_insecure_change(tmp_path):
+    """The check above can fail: SSH open to the world and key rotation off are both reported."""
+    text = TEMPLATE.read_text().replace("EnableKeyRotation: true", "EnableKeyRotation: false")
+    text = text.replace(
+        "      SecurityGroupEgress:\n",
+        "        - Description: ssh\n          IpProtocol: tcp\n          FromPort: 22\n"
+        "          ToPort: 22\n          CidrIp: 0.0.0.0/0\n      SecurityGroupEgress:\n",
+        1,
+    )
+    broken = tmp_path / "insecure.yaml"
+    broken.write_text(text)
+    failed = {c["check_id"] for c in _run_checkov(broken)["results"]["failed_checks"]}
+    assert {"CKV_AWS_7", "CKV_AWS_24"} <= failed, failed

@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+import shutil
 import stat
 from pathlib import Path
 
+import image_standin
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -234,20 +236,41 @@ def test_run_refuses_too_little_memory_for_the_eif(cli, config, tools, tmp_path)
     assert log.read_text() == ""
 
 
-def test_run_without_an_eif_points_to_build_eif(cli, config, tools):
-    install, _ = tools
-    install("nitro-cli", FAKE_NITRO_CLI)
-    result = invoke(cli, "deploy", "run", "--config", str(config))
-    assert result.exit_code == 2 and "deploy build-eif" in result.output
-
-
-def test_run_is_production_by_default_and_debug_is_loud(cli, config, tools, tmp_path):
+def test_run_without_an_eif_points_to_install_eif(cli, config, tools):
     install, log = tools
     install("nitro-cli", FAKE_NITRO_CLI)
-    eif = tmp_path / "out" / "n.eif"
-    eif.parent.mkdir()
-    with eif.open("wb") as f:
-        f.truncate(100 * 1024 * 1024)
+    result = invoke(cli, "deploy", "run", "--config", str(config))
+    assert result.exit_code == 2 and "deploy install-eif" in result.output
+    assert log.read_text() == ""
+
+
+@pytest.fixture
+def installed(tmp_path, config) -> tuple[Path, Path]:
+    """A real (small) EIF and its manifest where the config runs them from."""
+    eif, manifest = image_standin.build(tmp_path / "img", image_standin.write_blobs(tmp_path / "blobs"))
+    (tmp_path / "out").mkdir(exist_ok=True)
+    (tmp_path / "build").mkdir(exist_ok=True)
+    return Path(shutil.copy(eif, tmp_path / "out" / "n.eif")), Path(
+        shutil.copy(manifest, tmp_path / "build" / "manifest.json")
+    )
+
+
+def test_run_refuses_an_eif_that_differs_from_its_manifest(cli, config, tools, installed):
+    install, log = tools
+    install("nitro-cli", FAKE_NITRO_CLI)
+    eif, _ = installed
+    data = bytearray(eif.read_bytes())
+    data[-100] ^= 1  # a byte of the application ramdisk
+    eif.write_bytes(bytes(data))
+    result = invoke(cli, "deploy", "run", "--config", str(config))
+    assert result.exit_code == 2
+    assert "does not match" in result.output and "PCR2" in result.output
+    assert log.read_text() == ""  # nitro-cli never ran
+
+
+def test_run_is_production_by_default_and_debug_is_loud(cli, config, tools, installed):
+    install, log = tools
+    install("nitro-cli", FAKE_NITRO_CLI)
     result = invoke(cli, "deploy", "run", "--config", str(config))
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["EnclaveCID"] == 16
@@ -272,7 +295,7 @@ def test_allocator_and_systemd_write_under_a_root(cli, config, tmp_path):
     assert "memory_mib: 512" in (root / "etc/nitro_enclaves/allocator.yaml").read_text()
     assert invoke(cli, "deploy", "systemd", "--config", str(config), "--root", str(root)).exit_code == 0
     unit = (root / "etc/systemd/system/nitro-llm-enclave.service").read_text()
-    assert f"deploy run --config {config.resolve()}" in unit
+    assert f"deploy supervise --config {config.resolve()}" in unit
     allowlist = (root / "etc/nitro_enclaves/nitro-llm-vsock-proxy.yaml").read_text()
     assert "kms.eu-west-1.amazonaws.com" in allowlist
 

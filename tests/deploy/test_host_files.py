@@ -64,17 +64,30 @@ def test_gateway_unit_uses_imds_and_the_enclaves_vsock_address(tmp_path):
     assert "--imds" in argv and "--allow-remote" in argv
     assert u["Service"]["User"] == "nitro-llm"
     assert u["Service"]["NoNewPrivileges"] == "yes"
-    assert argv[argv.index("--api-tokens-file") + 1] == "/etc/nitro-llm/api-tokens.json"
+    assert argv[argv.index("--api-tokens-file") + 1] == "/etc/nitro-llm/gateway/api-tokens.json"
+    assert argv[argv.index("--tls-cert") + 1] == "/etc/nitro-llm/gateway/tls.crt"
+    assert argv[argv.index("--tls-key") + 1] == "/etc/nitro-llm/gateway/tls.key"
     loopback = cfg(tmp_path, gateway={"host": "127.0.0.1"})
     assert "--allow-remote" not in host_files.gateway_argv(loopback)
 
 
-def test_exposed_gateway_without_tokens_is_refused(tmp_path):
-    with pytest.raises(DeployConfigError, match="without API tokens"):
-        host_files.gateway_argv(cfg(tmp_path, gateway={"host": "0.0.0.0", "api_tokens_file": None}))
-    assert "--api-tokens-file" not in host_files.gateway_argv(
-        cfg(tmp_path, gateway={"host": "127.0.0.1", "api_tokens_file": None})
+@pytest.mark.parametrize("missing", ["api_tokens_file", "tls_cert"])
+def test_exposed_gateway_without_tokens_or_tls_is_refused(tmp_path, missing):
+    off = {"api_tokens_file": None} if missing == "api_tokens_file" else {"tls_cert": None, "tls_key": None}
+    with pytest.raises(DeployConfigError, match=f"not loopback\\) needs {missing}"):
+        cfg(tmp_path, gateway={"host": "0.0.0.0", **off})
+    plain = host_files.gateway_argv(
+        cfg(
+            tmp_path,
+            gateway={"host": "127.0.0.1", "api_tokens_file": None, "tls_cert": None, "tls_key": None},
+        )
     )
+    assert "--api-tokens-file" not in plain and "--tls-cert" not in plain  # loopback may be plain
+
+
+def test_tls_cert_and_key_go_together(tmp_path):
+    with pytest.raises(DeployConfigError, match="tls_cert and tls_key go together"):
+        cfg(tmp_path, gateway={"host": "127.0.0.1", "tls_key": None})
 
 
 def test_gateway_argv_is_accepted_by_the_gateway_command(tmp_path):
@@ -91,12 +104,16 @@ def test_gateway_argv_is_accepted_by_the_gateway_command(tmp_path):
     assert set(flags) <= known, set(flags) - known
 
 
-def test_enclave_unit_runs_production_mode_after_the_allocator(tmp_path):
+def test_enclave_unit_supervises_production_mode_after_the_allocator(tmp_path):
     c = cfg(tmp_path)
     u = unit(host_files.render_enclave_unit(c, Path("/etc/nitro-llm/deploy.toml")))
     start = shlex.split(u["Service"]["ExecStart"])
-    assert start[1:] == ["deploy", "run", "--config", "/etc/nitro-llm/deploy.toml"]
-    assert "--debug-mode" not in start
+    assert start[1:] == ["deploy", "supervise", "--config", "/etc/nitro-llm/deploy.toml"]
+    assert not {"--debug-mode", "--attach-console"} & set(start)
+    # A supervisor that dies is restarted; stopping the unit terminates the enclave.
+    assert u["Service"]["Type"] == "simple" and u["Service"]["Restart"] == "always"
+    stop = shlex.split(u["Service"]["ExecStopPost"].lstrip("-"))
+    assert stop[1:] == ["deploy", "stop", "--config", "/etc/nitro-llm/deploy.toml"]
     assert u["Unit"]["Requires"] == "nitro-enclaves-allocator.service"
     assert u["Unit"]["ConditionPathExists"] == str(c.path(c.enclave.eif))
 

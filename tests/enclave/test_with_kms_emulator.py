@@ -8,6 +8,7 @@ the PCRs ``nitro-llm enclave pcrs`` prints. The client side is plain boto3 + the
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -133,7 +134,7 @@ def stack(tmp_path_factory):
         admin.create_alias(AliasName=ALIAS, TargetKeyId=key["KeyId"])
         relay = Relay(f"unix:{root / 'kms-relay.sock'}", "tcp:" + kms_url.removeprefix("http://")).start()
 
-        def start_enclave(name: str, *extra: str) -> str:
+        def start_enclave(name: str, *extra: str, nsm_clock=None) -> str:
             sock = root / f"{name}.sock"
             # The NSM runs outside the enclave, as on Nitro, and reports what this enclave measures to.
             measured = json.loads(
@@ -146,6 +147,7 @@ def stack(tmp_path_factory):
                     ca_path=root / "dev-ca",
                     pcrs={int(i): bytes.fromhex(v) for i, v in measured.items()},
                     debug="--debug-mode" in extra,
+                    clock=nsm_clock,
                 ),
                 root / f"{name}-nsm.sock",
             ).start()
@@ -186,6 +188,8 @@ def stack(tmp_path_factory):
         yield {
             "client": make_kms_client(kms_url, creds["client"], REGION),
             "parent": make_kms_client(kms_url, creds["enclave_role"], REGION),
+            "admin": admin,
+            "policy": policy,
             "start_enclave": start_enclave,
             "root": root,
             "procs": procs,
@@ -220,8 +224,12 @@ class Chat:
         )
         self.data_key, self.edk = key["Plaintext"], key["CiphertextBlob"]
 
-    def ask(self, address: str, messages: list[dict]) -> str:
-        header = KmsHeader.new(model="default", conversation_id=self.conversation_id, key_id=ALIAS)
+    def ask(
+        self, address: str, messages: list[dict], *, timestamp_ms: int | None = None, key_id: str = ALIAS
+    ) -> str:
+        header = KmsHeader.new(
+            model="default", conversation_id=self.conversation_id, key_id=key_id, now_ms=timestamp_ms
+        )
         envelope = seal_request(
             self.data_key, header, {"messages": messages, "max_tokens": 256, "temperature": 0.0}, edk=self.edk
         )
@@ -287,3 +295,40 @@ def test_enclave_logs_hold_no_content(stack):
         log = proc.log.read_text()
         assert "CANARY" not in log
         assert not any(secret in log for secret in stack["secrets"])
+
+
+def test_freshness_follows_the_nsm_clock_not_the_enclaves_own(stack):
+    """The enclave process's own clock (the host's, here) has drifted 200 s ahead of the NSM's, which
+    tells the true time. Clients are judged by the NSM's time: an honest one is answered, and ones
+    far off either way, or on the enclave's drifted time, get ``stale_request``."""
+    drift = dt.timedelta(seconds=200)
+    address = stack["start_enclave"]("drifted", nsm_clock=lambda: dt.datetime.now(dt.UTC) - drift)
+    chat = Chat(stack["client"])
+
+    def true_ms(offset_s: float = 0) -> int:
+        return int((time.time() - drift.total_seconds() + offset_s) * 1000)
+
+    question = [{"role": "user", "content": "honest clock"}]
+    assert chat.ask(address, question, timestamp_ms=true_ms()) == "honest clock"
+    assert chat.ask(address, question, timestamp_ms=true_ms(100)) == "honest clock"  # within the window
+    for offset_s in (-600, 600, drift.total_seconds()):  # far off, and the enclave's own drifted time
+        with pytest.raises(EnclaveReportedError) as err:
+            chat.ask(address, question, timestamp_ms=true_ms(offset_s))
+        assert err.value.code == "stale_request"
+
+
+def test_decrypt_names_the_headers_key_and_kms_refuses_another(stack):
+    """The header names key B; the data key was made under the stack's key A. Decrypt passes KeyId=B,
+    and KMS refuses with IncorrectKeyException (without KeyId it would have released A's key)."""
+    admin = stack["admin"]
+    other = admin.create_key(Policy=json.dumps(stack["policy"]))["KeyMetadata"][
+        "KeyId"
+    ]  # the enclave may use it
+    admin.create_alias(AliasName="alias/another-key", TargetKeyId=other)
+    address = stack["start_enclave"]("key-id")
+    chat = Chat(stack["client"])
+    assert chat.ask(address, [{"role": "user", "content": "right key"}]) == "right key"
+    wrong = Chat(stack["client"])
+    with pytest.raises(EnclaveReportedError) as err:
+        wrong.ask(address, [{"role": "user", "content": "wrong key"}], key_id="alias/another-key")
+    assert err.value.code == "kms_denied" and "IncorrectKeyException" in err.value.message

@@ -165,11 +165,24 @@ def test_enable_disable_and_deletion(server):
 
 def test_incorrect_key(server):
     c = clients(server)
-    a = c["admin"].create_key()["KeyMetadata"]["KeyId"]
-    b = c["admin"].create_key()["KeyMetadata"]["KeyId"]
-    blob = c["client"].encrypt(KeyId=a, Plaintext=b"x", EncryptionContext=CTX)["CiphertextBlob"]
-    fails("IncorrectKeyException", c["client"].decrypt, CiphertextBlob=blob, KeyId=b, EncryptionContext=CTX)
-    assert c["client"].decrypt(CiphertextBlob=blob, KeyId=a, EncryptionContext=CTX)["Plaintext"] == b"x"
+    a = c["admin"].create_key()["KeyMetadata"]
+    b = c["admin"].create_key()["KeyMetadata"]
+    c["admin"].create_alias(AliasName="alias/a", TargetKeyId=a["KeyId"])
+    c["admin"].create_alias(AliasName="alias/b", TargetKeyId=b["KeyId"])
+    blob = c["client"].encrypt(KeyId=a["KeyId"], Plaintext=b"x", EncryptionContext=CTX)["CiphertextBlob"]
+    alias_arn = a["Arn"].split(":key/")[0] + ":alias/"
+    # Decrypt's KeyId takes every form KMS takes (the enclave passes what the client's header names).
+    for wrong in (b["KeyId"], b["Arn"], "alias/b", alias_arn + "b"):
+        fails(
+            "IncorrectKeyException",
+            c["client"].decrypt,
+            CiphertextBlob=blob,
+            KeyId=wrong,
+            EncryptionContext=CTX,
+        )
+    for right in (a["KeyId"], a["Arn"], "alias/a", alias_arn + "a"):
+        answer = c["client"].decrypt(CiphertextBlob=blob, KeyId=right, EncryptionContext=CTX)
+        assert answer["Plaintext"] == b"x"
 
 
 def test_foreign_blob_is_invalid_ciphertext(server):

@@ -17,8 +17,9 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from nitro_llm.kms.errors import (
 )
 from nitro_llm_dev.kms_emulator.keystore import KeyStore
 from nitro_llm_dev.kms_emulator.operations import Audit, KmsService
-from nitro_llm_dev.kms_emulator.principals import Principal, Principals, load_or_issue
+from nitro_llm_dev.kms_emulator.principals import Principal, Principals, load_or_issue, rotate_session
 from nitro_llm_dev.kms_emulator.recipient import MAX_DOCUMENT_AGE, RecipientVerifier
 from nitro_llm_dev.kms_emulator.sigv4 import verify_request
 from nitro_llm_dev.kms_emulator.storage import StateLock, prepare_state_dir
@@ -57,6 +58,11 @@ class EmulatorConfig:
     trust_roots: list[x509.Certificate] | None = None
     """``None`` trusts only the AWS Nitro root, as AWS KMS does."""
     attestation_max_age: timedelta = field(default=MAX_DOCUMENT_AGE)
+    session_lifetime: timedelta | None = None
+    """The enclave role's session credentials expire this long after they are issued (None: never).
+    ``EmulatorServer.rotate_session_credentials`` issues the next set."""
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    """The emulator's notion of now for request signatures and session expiry (a test moves it)."""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -80,6 +86,7 @@ class _Handler(BaseHTTPRequestHandler):
                 headers=self._header_lists(),
                 body=body,
                 principals=self.server.emulator.principals,
+                now=self.server.emulator.config.clock(),
             )
             params = _parse_json(body)
             answer = self.server.emulator.service.call(operation, caller, params, audit)
@@ -224,7 +231,10 @@ class EmulatorServer:
         self._lock = StateLock(state_dir)
         self._lock.acquire()
         try:
-            self.principals: Principals = load_or_issue(state_dir, config.region)
+            self.principals: Principals = load_or_issue(
+                state_dir, config.region, session_lifetime=config.session_lifetime, now=config.clock()
+            )
+            self._state_dir = state_dir
             store = KeyStore(state_dir, self.principals.account, config.region)
             verifier = RecipientVerifier(config.trust_roots, max_age=config.attestation_max_age)
             self.service = KmsService(store, self.principals, verifier)
@@ -233,6 +243,13 @@ class EmulatorServer:
             self._lock.release()
             raise
         self._thread: threading.Thread | None = None
+
+    def rotate_session_credentials(self, lifetime: timedelta | None = None) -> Principal:
+        """The enclave role's next session credentials, valid from the emulator's now for ``lifetime``
+        (default: the configured session lifetime, else one hour); written to ``credentials.json``.
+        The previous ones keep working until their own expiration."""
+        lifetime = lifetime or self.config.session_lifetime or timedelta(hours=1)
+        return rotate_session(self._state_dir, self.principals, now=self.config.clock(), lifetime=lifetime)
 
     @property
     def port(self) -> int:

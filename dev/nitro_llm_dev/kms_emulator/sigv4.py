@@ -5,7 +5,8 @@ says it signed, the body's SHA-256), the signing key is derived from the princip
 the signature is recomputed and compared in constant time. On top of what SigV4 alone promises,
 the emulator insists that ``host``, ``x-amz-date``, ``x-amz-target`` (which names the operation)
 and, when present, ``x-amz-security-token`` are among the signed headers: an unsigned
-``X-Amz-Target`` would let anyone on the path turn a signed DescribeKey into a Decrypt.
+``X-Amz-Target`` would let anyone on the path turn a signed DescribeKey into a Decrypt. Session
+credentials past their expiration get ``ExpiredTokenException``, as from AWS.
 
 Errors use AWS's exception names and, where they carry no secret, AWS's messages.
 """
@@ -21,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from nitro_llm.kms.errors import (
+    ExpiredToken,
     IncompleteSignature,
     InvalidSignature,
     MissingAuthenticationToken,
@@ -80,7 +82,8 @@ def verify_request(
         raise IncompleteSignature(
             "X-Amz-Date must be in the ISO-8601 basic format YYYYMMDD'T'HHMMSS'Z'."
         ) from None
-    _check_freshness(signed_at, amz_date, now or datetime.now(UTC))
+    now = now or datetime.now(UTC)
+    _check_freshness(signed_at, amz_date, now)
     _check_scope(auth, amz_date, principals.region)
     principal = principals.by_access_key(auth.access_key_id)
     if principal is None:
@@ -98,6 +101,11 @@ def verify_request(
     )
     if not hmac.compare_digest(expected, auth.signature):
         raise InvalidSignature(_MISMATCH)
+    if principal.expired(now):  # only a correct signature learns that its token has expired
+        raise ExpiredToken(
+            "The security token included in the request is expired",
+            hint="fetch the role's current credentials (IMDS, or credentials.json in local mode)",
+        )
     return principal
 
 
