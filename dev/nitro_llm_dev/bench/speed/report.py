@@ -228,6 +228,7 @@ def render(results: dict[str, Any], plots: list[str]) -> str:
             "health-checked) vs spread by the clients over the gateways directly; alternating, twice each.",
             "Every answer was opened and checked. Ratio = through HAProxy / direct. On two shared cores more",
             "replicas add no capacity (they share the CPU): the rows show the hop's cost, not scaling.",
+            "Other tenants' load (last column) moved these ratios by up to a third between runs here.",
             "",
             _table(
                 f,
