@@ -9,6 +9,7 @@ ignored, and so would the test's children.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -24,6 +25,14 @@ NITRO_LLM = str(Path(sys.executable).with_name("nitro-llm"))
 #: The development engine and the source-tree enclave: the model and the image are not the point.
 FAST_STACK = ("--engine", "echo", "--enclave-from", "source")
 READY = re.compile(r"ready: gateway (http://127\.0\.0\.1:\d+),")
+
+
+def cli_env(home: Path) -> dict[str, str]:
+    """The environment of a user's shell with its own state folder; no COLUMNS, so rich picks its
+    width as it would for a pipe."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "TERMINAL_WIDTH")}
+    env["NITRO_LLM_HOME"] = str(home)
+    return env
 
 
 def free_port() -> int:
@@ -48,6 +57,8 @@ class UpProcess:
         self.lines: list[str] = []
         self.gateway_url = ""
         self._settled = threading.Event()  # ready, or the command ended
+        self._said = threading.Condition()  # a new line, or the end of the output
+        self._ended = False
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         if not self._settled.wait(timeout) or not self.gateway_url:
@@ -65,12 +76,31 @@ class UpProcess:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self.lines.append(line)
+            with self._said:
+                self.lines.append(line)
+                self._said.notify_all()
             found = READY.search(line)
             if found and not self.gateway_url:
                 self.gateway_url = found.group(1)
                 self._settled.set()
+        with self._said:
+            self._ended = True
+            self._said.notify_all()
         self._settled.set()
+
+    def wait_for_line(self, pattern: str, timeout: float = 30) -> str:
+        """The output up to the first line matching ``pattern`` (what 'up' prints after 'ready')."""
+        wanted = re.compile(pattern)
+
+        def seen() -> bool:
+            return self._ended or any(wanted.search(line) for line in self.lines)
+
+        with self._said:
+            self._said.wait_for(seen, timeout)
+            for index, line in enumerate(self.lines):
+                if wanted.search(line):
+                    return "".join(self.lines[: index + 1])
+        raise AssertionError(f"'nitro-llm up' never printed {pattern!r}:\n{self.output}")
 
     def stop(self, timeout: float = 60) -> str:
         """Stop the stack as Ctrl-C would, wait for it to have stopped every process; its output."""

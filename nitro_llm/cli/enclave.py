@@ -24,7 +24,15 @@ ModelOpt = Annotated[Path | None, typer.Option("--model", help="GGUF model (defa
 EngineOpt = Annotated[
     str, typer.Option("--engine", help="llama (the model), or echo if the development package is installed.")
 ]
-ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="Inference threads.")]
+ThreadsOpt = Annotated[
+    int,
+    typer.Option(
+        "--threads",
+        min=0,
+        help="Inference threads; 0 (default): every CPU the enclave has but one, at least one "
+        "(measured: llama.cpp's spinning threads lose badly on a CPU anything else needs).",
+    ),
+]
 CtxOpt = Annotated[int, typer.Option("--ctx", min=64, help="Context window in tokens.")]
 DebugOpt = Annotated[bool, typer.Option("--debug-mode", help="Attest as a debug enclave: all-zero PCR0-2.")]
 WindowOpt = Annotated[
@@ -119,7 +127,7 @@ def serve(
     ] = "device",
     model: ModelOpt = None,
     engine: EngineOpt = "llama",
-    threads: ThreadsOpt = 1,
+    threads: ThreadsOpt = 0,
     ctx: CtxOpt = DEFAULT_CTX,
     debug_mode: DebugOpt = False,
     freshness_window: WindowOpt = DEFAULT_WINDOW_SECONDS,

@@ -76,7 +76,7 @@ def build(
     model_sha256: Annotated[
         str | None, typer.Option("--model-sha256", help="The model file's SHA-256 (required with --model).")
     ] = None,
-    threads: ThreadsOpt = 1,
+    threads: ThreadsOpt = 0,
     ctx: CtxOpt = DEFAULT_CTX,
     freshness_window: WindowOpt = DEFAULT_WINDOW_SECONDS,
     data_key_ttl: TtlOpt = DEFAULT_TTL_SECONDS,

@@ -10,6 +10,12 @@ stream that is cut, replayed or reordered raises instead of presenting a partial
 
 If the enclave says it no longer holds the key (restart, rotation) before answering, the client
 forgets that session, verifies the new one and sends once more.
+
+One object is one conversation: it draws a random conversation secret and seals it into each of its
+turns, so the enclave can keep the conversation's KV cells between turns and prefill only what a
+turn adds (the host never sees the secret: it travels inside the HPKE ciphertext). A caller that
+sends unrelated chats through one object (the proxy) passes ``remember=False``: then no secret is
+sent and the enclave keeps nothing.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from nitro_llm.client.wire import (
     stream_answer,
 )
 from nitro_llm.errors import NitroLLMError
-from nitro_llm.protocol.attested import seal_request
+from nitro_llm.protocol.attested import new_conversation, seal_request
 from nitro_llm.protocol.attested_errors import UnknownDescriptorError
 from nitro_llm.protocol.attested_wire import DEFAULT_SUITE, decode_attestation_bundle
 from nitro_llm.protocol.messages import AnswerOptions, ChatRequest, chat_request
@@ -60,7 +66,9 @@ class AttestedConversation:
         http: httpx.Client | None = None,
         cache: VerifiedEnclaveCache | None = None,
         clock: Callable[[], dt.datetime] | None = None,
+        remember: bool = True,
     ) -> None:
+        """``remember``: let the enclave keep this conversation's state between turns (see above)."""
         if suite not in policy.accepted_suites:
             raise SuiteNotAcceptedError(f"the policy does not accept the {suite} suite")
         self.gateway_url = gateway_url.rstrip("/")
@@ -71,6 +79,7 @@ class AttestedConversation:
         # "is None", not "or": an empty cache is falsy (it has a length), and a caller's must be kept.
         self._cache = cache if cache is not None else VerifiedEnclaveCache(clock=self._clock)
         self._lock = threading.Lock()
+        self._conversation = new_conversation() if remember else None
         self.last_wire = WireRecord()
 
     # --- verification ------------------------------------------------------------------------
@@ -154,7 +163,7 @@ class AttestedConversation:
         return "".join(chunk.text for chunk in self.stream(messages, **options))
 
     def _exchange(self, enclave: VerifiedEnclave, request: ChatRequest) -> Iterator[AnswerChunk]:
-        sealed = seal_request(enclave.descriptor, request)
+        sealed = seal_request(enclave.descriptor, request, conversation=self._conversation)
         body = sealed.envelope.to_cbor()
         self.last_wire = wire = WireRecord(envelope=body)
         yield from stream_answer(self._http, self.gateway_url, body, sealed.response_opener(), wire)

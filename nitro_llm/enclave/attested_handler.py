@@ -5,24 +5,31 @@ session descriptor (public key, model digest, config digest, protocol version). 
 is answered with a fresh NSM document whose ``user_data`` is that descriptor's hash and whose nonce
 is the client's, so a client that verifies the document knows the key lives in this measured
 enclave and that the document was made for it just now. The keys never leave this process; a
-restart makes new ones, and clients holding an old descriptor are told ``attested_descriptor_unknown``
-and re-attest. The descriptors do not change while the process runs, so a client's verified cache
-stays valid until the NSM leaf certificate expires.
+restart (or ``rotate``) makes new ones, and clients holding an old descriptor are told
+``attested_descriptor_unknown`` and re-attest. Nothing rotates on its own, so a client's verified
+cache stays valid until the NSM leaf certificate expires.
 
 An attested ``infer`` envelope is opened here (HPKE), then held to the same freshness window and
 replay memory as the "kms" protocol, before the server gives it the single generation slot. The
 server hands this module only the ``infer`` frames that name the "attested" protocol (its dispatch
 table, enclave/server.py); the gateway does not know which protocol a request speaks.
+
+Conversations: a request that carries the client's conversation secret gets a KV cache key derived
+under a secret of its session (enclave/conversation_keys.py); ``rotate`` replaces a suite's session
+(new key pair, new descriptor) and evicts every conversation the old one keyed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from nitro_llm.enclave.config import canonical_config
+from nitro_llm.enclave.conversation_keys import Evict, SessionConversations
 from nitro_llm.enclave.freshness import FreshnessGuard
 from nitro_llm.protocol.attested import AttestedEnvelope, EnclaveSession, OpenedRequest
 from nitro_llm.protocol.attested_errors import UnknownDescriptorError
@@ -45,14 +52,28 @@ def config_digest(measured_config: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_config(measured_config)).hexdigest()
 
 
+@dataclass(frozen=True)
+class AttestedTurn:
+    """An opened, fresh request, and the key its conversation's KV cells are kept under (None: the
+    client sent no conversation secret, nothing is kept)."""
+
+    opened: OpenedRequest
+    cache_key: bytes | None = field(default=None, repr=False)
+
+
 class AttestedHandler:
-    """One :class:`EnclaveSession` per HPKE suite, for the life of the process."""
+    """One :class:`EnclaveSession` per HPKE suite, until ``rotate`` replaces it."""
 
     def __init__(self, nsm: Attester, sessions: Iterable[EnclaveSession]) -> None:
         self._nsm = nsm
         self._sessions = {session.suite: session for session in sessions}
         if not self._sessions:
             raise ValueError("the attested protocol needs at least one session")
+        self._lock = threading.Lock()
+        self._evict: Evict = lambda _key: None
+        self._conversations = {
+            suite: SessionConversations(session.descriptor_hash) for suite, session in self._sessions.items()
+        }
 
     @classmethod
     def generate(
@@ -69,28 +90,72 @@ class AttestedHandler:
 
     def descriptor_hashes(self) -> dict[str, str]:
         """Per suite, the descriptor hash clients will see in ``user_data`` (public, for logs and stats)."""
-        return {suite: s.descriptor_hash.hex() for suite, s in sorted(self._sessions.items())}
+        with self._lock:
+            return {suite: s.descriptor_hash.hex() for suite, s in sorted(self._sessions.items())}
 
     def attest(self, frame: Mapping[str, Any]) -> dict[str, Any]:
         """Answer an ``attest`` frame: a document made now, for this nonce, vouching for the session."""
         nonce, suite = read_attest_frame(frame)
-        session = self._sessions.get(suite)
+        with self._lock:
+            session = self._sessions.get(suite)
         if session is None:
             raise UnknownDescriptorError(f"this enclave offers no {suite} session")
         document = self._nsm.attest(user_data=session.user_data(), nonce=nonce)
         return attestation_frame(document, session.descriptor_bytes)
 
-    def open(self, raw_envelope: bytes, freshness: FreshnessGuard) -> OpenedRequest:
+    def open(self, raw_envelope: bytes, freshness: FreshnessGuard) -> AttestedTurn:
         """Open a sealed request and hold it to the freshness window and replay memory.
 
         The request id and timestamp are inside the HPKE ciphertext, so the checks follow the open;
         the id is claimed only once the request authenticated, so forgeries cannot fill the memory.
+        Its conversation's cache key is derived last, for an authenticated, fresh request only.
         """
         envelope = AttestedEnvelope.from_cbor(raw_envelope)
-        session = self._sessions.get(envelope.suite)
-        if session is None:
+        with self._lock:
+            session = self._sessions.get(envelope.suite)
+            conversations = self._conversations.get(envelope.suite)
+        if session is None or conversations is None:
             raise UnknownDescriptorError(f"this enclave offers no {envelope.suite} session")
         opened = session.open_request(envelope)
         freshness.check_fresh(opened.request_id, opened.timestamp)
         freshness.claim(opened.request_id, opened.timestamp)
-        return opened
+        if opened.conversation is None:
+            return AttestedTurn(opened)
+        return AttestedTurn(opened, conversations.key_for(opened.conversation))
+
+    # -- conversations ---------------------------------------------------------------------------
+    def evict_with(self, evict: Evict) -> None:
+        """What forgetting a conversation does: the server passes its engine's ``evict``."""
+        with self._lock:
+            self._evict = evict
+            for conversations in self._conversations.values():
+                conversations.evict_with(evict)
+
+    def conversations(self) -> int:
+        """Conversation keys the current sessions remember (a count, for stats)."""
+        with self._lock:
+            return sum(len(c) for c in self._conversations.values())
+
+    def rotate(self, suite: str) -> EnclaveSession:
+        """Replace the suite's session with a fresh key pair; the old session's requests are refused
+        from now on (clients re-attest) and every conversation it keyed is evicted and wiped."""
+        with self._lock:
+            old = self._sessions.get(suite)
+            if old is None:
+                raise UnknownDescriptorError(f"this enclave offers no {suite} session")
+            descriptor = old.descriptor
+            session = EnclaveSession.generate(
+                model_digest=descriptor.model_digest, config_digest=descriptor.config_digest, suite=suite
+            )
+            retired = self._conversations[suite]
+            conversations = SessionConversations(session.descriptor_hash)
+            conversations.evict_with(self._evict)
+            self._sessions[suite], self._conversations[suite] = session, conversations
+        evicted = retired.retire()
+        log.info(
+            "attested session rotated suite=%s descriptor=%s conversations_evicted=%d",
+            suite,
+            session.descriptor_hash.hex(),
+            evicted,
+        )
+        return session

@@ -20,6 +20,7 @@ from typing import Any
 from nitro_llm.attestation.errors import MeasurementError
 from nitro_llm.enclave.data_keys import DEFAULT_CAPACITY, DEFAULT_TTL_SECONDS
 from nitro_llm.enclave.freshness import DEFAULT_REPLAY_CAPACITY, DEFAULT_WINDOW_SECONDS
+from nitro_llm.enclave.threads import AUTO, inference_threads
 from nitro_llm.fleet.key_file import check_kms_key_arn
 from nitro_llm.inference.llama_engine import DEFAULT_CTX
 from nitro_llm.protocol.frame_codec import DEFAULT_MAX_FRAME_SIZE
@@ -31,9 +32,20 @@ _ENGINE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 @dataclass(frozen=True)
 class EnclaveConfig:
+    """``threads``: llama.cpp's thread count; 0 ("auto", the default) sizes it from the CPUs the
+    enclave is given: every CPU but one, at least one (``enclave/threads.py``). Measured on two CPUs
+    (BENCHMARKS.md, (g)): two threads beat one only while nothing else runs (prefill 1.83x, decode
+    1.41x); with anything else busy one thread wins by far (through the local stack, whose gateway
+    and sealing threads run beside the decoder, two ran at 0.49x / 0.17x of one; with one CPU kept
+    busy, 0.23x / 0.04x), so "auto" is one thread there. A positive count overrides it.
+
+    ``data_key_ttl_seconds`` also bounds how long a conversation's KV cells stay in the engine
+    between turns: they are keyed by and evicted with the conversation's data key (kms protocol) or
+    session key (attested protocol); see ``enclave/conversation_keys.py``."""
+
     engine: str = "llama"
     model_path: Path | None = None  # None: the packaged default model
-    threads: int = 1
+    threads: int = AUTO
     ctx: int = DEFAULT_CTX
     freshness_window_seconds: float = DEFAULT_WINDOW_SECONDS
     replay_capacity: int = DEFAULT_REPLAY_CAPACITY
@@ -52,10 +64,17 @@ class EnclaveConfig:
     def __post_init__(self) -> None:
         if not _ENGINE_NAME.fullmatch(self.engine):
             raise ValueError("engine must be a short lower-case name such as 'llama'")
-        if self.threads < 1 or self.ctx < 64 or self.max_waiting < 0 or self.batch_size < 1:
-            raise ValueError("threads >= 1, ctx >= 64, max_waiting >= 0 and batch_size >= 1 are required")
+        if self.threads < 0 or self.ctx < 64 or self.max_waiting < 0 or self.batch_size < 1:
+            raise ValueError(
+                "threads >= 0 (0: auto), ctx >= 64, max_waiting >= 0 and batch_size >= 1 are required"
+            )
         if self.fleet_kms_key is not None:
             check_kms_key_arn(self.fleet_kms_key, error=ValueError)
+
+    def inference_threads(self, cpus: int | None = None) -> int:
+        """The thread count llama.cpp gets: the configured one, or the rule's for ``cpus`` (default:
+        the CPUs this process may run on)."""
+        return inference_threads(self.threads, cpus)
 
     def measured(self) -> dict[str, Any]:
         """What goes into PCR0/PCR2 as "config" (the model file is measured by its digest, separately)."""

@@ -45,12 +45,24 @@ def build_engine(config: EnclaveConfig, info: ModelInfo | None = None) -> Engine
         engine: Engine = found[0].load()()
         return engine
     from nitro_llm.inference.batching import BatchScheduler
+    from nitro_llm.inference.kv_cache import DEFAULT_CACHE_CONVERSATIONS
     from nitro_llm.inference.llama_batch import LlamaBatchDecoder
 
     info = info or check_model(config.model_path)  # the default model is held to its pinned SHA-256
     name = config.model_name or (DEFAULT_MODEL_NAME if config.model_path is None else info.path.stem.lower())
     log.info("model %s size=%d sha256=%s", info.path.name, info.size, info.sha256)
-    decoder = LlamaBatchDecoder(
-        info.path, n_seq=config.batch_size, n_ctx_seq=config.ctx, n_threads=config.threads
+    threads = config.inference_threads()
+    log.info("inference threads=%d (configured %s)", threads, config.threads or "auto")
+    decoder = LlamaBatchDecoder(info.path, n_seq=config.batch_size, n_ctx_seq=config.ctx, n_threads=threads)
+    # A conversation's cells live no longer than the key they are kept under (data key or session):
+    # the same idle TTL, and the server evicts them when that key goes (enclave/conversation_keys.py).
+    # An enclave told to keep no data keys between requests keeps no conversations either.
+    keeps_keys = config.data_key_cache_size > 0 and config.data_key_ttl_seconds > 0
+    return BatchScheduler(
+        decoder,
+        name=name,
+        ctx=config.ctx,
+        max_waiting=config.max_waiting,
+        cache_conversations=DEFAULT_CACHE_CONVERSATIONS if keeps_keys else 0,
+        cache_ttl_seconds=config.data_key_ttl_seconds if keeps_keys else None,
     )
-    return BatchScheduler(decoder, name=name, ctx=config.ctx, max_waiting=config.max_waiting)

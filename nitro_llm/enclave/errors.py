@@ -47,6 +47,15 @@ class KeyReleaseDeniedError(EnclaveError, code="kms_denied"):
     """check the key policy's PCR conditions match this enclave ('nitro-llm enclave pcrs')"""
 
 
+# KMS did not accept who signed the call (InvalidSignature, UnrecognizedClient, an expired token...):
+# a wrong or altered secret, an unknown key id, a stale token, or a clock far off. KMS never got as far
+# as the key policy, so kms_denied's hint (the PCR conditions) would send people to the wrong place.
+class KmsSignatureRejectedError(EnclaveError, code="kms_signature_rejected"):
+    """KMS rejected the signature of the enclave's call: check the role credentials the gateway hands
+    the enclave (IMDS, or --credentials-file) are one current set (access key id, secret access key,
+    session token), and that the enclave's clock is within 5 minutes"""
+
+
 class KmsUnavailableError(EnclaveError, code="kms_unavailable", retryable=True):
     """KMS could not be reached through the relay; check the gateway's KMS relay and retry"""
 

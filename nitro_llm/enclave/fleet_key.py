@@ -26,13 +26,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from nitro_llm.enclave.attested_handler import Attester
+from nitro_llm.enclave.attested_handler import AttestedTurn, Attester
+from nitro_llm.enclave.conversation_keys import Evict, SessionConversations
 from nitro_llm.enclave.freshness import FreshnessGuard
 from nitro_llm.enclave.key_release import Released
 from nitro_llm.errors import NitroLLMError
 from nitro_llm.fleet.errors import FleetKeyRefusedError, FleetKeyUnavailableError
 from nitro_llm.fleet.key_file import SECRET_SIZE, FleetKeyFile, FleetKeyGeneration, read_fleet_keys_frame
-from nitro_llm.protocol.attested import AttestedEnvelope, EnclaveSession, OpenedRequest
+from nitro_llm.protocol.attested import AttestedEnvelope, EnclaveSession
 from nitro_llm.protocol.attested_errors import UnknownDescriptorError
 from nitro_llm.protocol.attested_wire import SUITES, attestation_frame, read_attest_frame
 from nitro_llm.protocol.frame_kinds import ok_frame
@@ -57,10 +58,12 @@ class SecretRelease(Protocol):
 
 @dataclass(frozen=True)
 class _Held:
-    """One installed generation: the file's entry and the sessions derived from its secret."""
+    """One installed generation: the file's entry, the sessions derived from its secret, and per
+    suite the conversation keys this replica issued under it (its own secret: caches are per replica)."""
 
     generation: FleetKeyGeneration
     sessions: Mapping[str, EnclaveSession] = field(repr=False)
+    conversations: Mapping[str, SessionConversations] = field(repr=False)
 
     def same_as(self, other: FleetKeyGeneration) -> bool:
         return self.generation.to_frame() == other.to_frame()
@@ -112,6 +115,7 @@ class FleetAttestedHandler:
         self._previous: _Held | None = None
         self._newest: FleetKeyGeneration | None = None  # the newest current ever installed
         self._last_error: str | None = None
+        self._evict: Evict = lambda _key: None
 
     # -- the gateway's fleet_keys frame --------------------------------------------------------
     def install(self, frame: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,9 +132,17 @@ class FleetAttestedHandler:
                 log.warning("fleet key install refused code=%s", exc.code)
                 raise
             with self._lock:
+                dropped = [
+                    held
+                    for held in (self._current, self._previous)
+                    if held is not None and held is not current and held is not previous
+                ]
                 self._current, self._previous = current, previous
                 self._newest = keys.current
                 self._last_error = None
+        for held in dropped:  # a retired generation's conversations go with it
+            for conversations in held.conversations.values():
+                conversations.retire()
         log.info(
             "fleet key installed current=%s generation=%d previous=%s descriptors=%s",
             keys.current.id,
@@ -183,7 +195,11 @@ class FleetAttestedHandler:
             )
         finally:
             secret[:] = bytes(len(secret))  # best effort: the KMS answer's own copy is not ours to wipe
-        return _Held(generation, sessions)
+        conversations = {suite: SessionConversations(s.descriptor_hash) for suite, s in sessions.items()}
+        with self._lock:
+            for tracker in conversations.values():
+                tracker.evict_with(self._evict)
+        return _Held(generation, sessions, conversations)
 
     # -- what the server asks ------------------------------------------------------------------
     def require_ready(self) -> None:
@@ -208,6 +224,20 @@ class FleetAttestedHandler:
             "error": error,
         }
 
+    def evict_with(self, evict: Evict) -> None:
+        """What forgetting a conversation does: the server passes its engine's ``evict``."""
+        with self._lock:
+            self._evict = evict
+            for held in (self._current, self._previous):
+                for tracker in held.conversations.values() if held is not None else ():
+                    tracker.evict_with(evict)
+
+    def conversations(self) -> int:
+        """Conversation keys the held generations remember (a count, for stats)."""
+        with self._lock:
+            held = [h for h in (self._current, self._previous) if h is not None]
+        return sum(len(c) for h in held for c in h.conversations.values())
+
     def descriptor_hashes(self) -> dict[str, str]:
         """Per suite, the current generation's descriptor hash (what every replica's user_data holds)."""
         with self._lock:
@@ -229,8 +259,9 @@ class FleetAttestedHandler:
         document = self._nsm.attest(user_data=session.user_data(), nonce=nonce)
         return attestation_frame(document, session.descriptor_bytes)
 
-    def open(self, raw_envelope: bytes, freshness: FreshnessGuard) -> OpenedRequest:
-        """Open a request sealed to the current or (during an overlap) the previous generation."""
+    def open(self, raw_envelope: bytes, freshness: FreshnessGuard) -> AttestedTurn:
+        """Open a request sealed to the current or (during an overlap) the previous generation; its
+        conversation's KV cache key as ``AttestedHandler.open`` derives it."""
         envelope = AttestedEnvelope.from_cbor(raw_envelope)
         with self._lock:
             held = [h for h in (self._current, self._previous) if h is not None]
@@ -242,7 +273,11 @@ class FleetAttestedHandler:
                 opened = session.open_request(envelope)
                 freshness.check_fresh(opened.request_id, opened.timestamp)
                 freshness.claim(opened.request_id, opened.timestamp)
-                return opened
+                if opened.conversation is None:
+                    return AttestedTurn(opened)
+                return AttestedTurn(
+                    opened, generation.conversations[envelope.suite].key_for(opened.conversation)
+                )
         raise UnknownDescriptorError(
             "the request was sealed to a fleet key generation this enclave does not hold (retired, or not"
             " yet installed)"

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from nitro_llm.enclave.errors import (
     CredentialsExpiredError,
     KeyReleaseDeniedError,
+    KmsSignatureRejectedError,
     KmsUnavailableError,
     NoCredentialsError,
 )
@@ -59,6 +60,12 @@ _DENIALS = frozenset(
         "KMSInvalidStateException",
         "InvalidKeyUsageException",
         "ValidationException",
+    }
+)
+# Codes that mean KMS did not accept the call's signature or credentials, before any key policy was
+# read: final as well, but a matter of credentials (or the clock), not of the PCR conditions.
+_SIGNATURE_REJECTIONS = frozenset(
+    {
         "UnrecognizedClientException",
         "InvalidSignatureException",
         "IncompleteSignatureException",
@@ -264,9 +271,13 @@ def translate_kms_error(exc: Exception, request_id: str, *, own_credentials: boo
     if isinstance(response, dict):
         code = str(response.get("Error", {}).get("Code", "Unknown"))
         log.info("request=%s kms_decrypt=refused code=%s", request_id, code)
-        if code == EXPIRED_TOKEN and own_credentials:
+        if code == EXPIRED_TOKEN and own_credentials:  # the gateway renews them: retryable
             return CredentialsExpiredError(
                 f"KMS refused request {request_id}: the enclave's role credentials have expired"
+            )
+        if code in _SIGNATURE_REJECTIONS:  # a seed client's own credentials: only it can fix them
+            return KmsSignatureRejectedError(
+                f"KMS did not accept the signature of the call for request {request_id}: {code}"
             )
         if code in _DENIALS:
             return KeyReleaseDeniedError(f"KMS refused to release the key for request {request_id}: {code}")

@@ -2,11 +2,12 @@
 
 The seed's client sends ``{access_key_id, secret_access_key, token, region, ciphertext}`` where
 ``ciphertext`` is a KMS ``Encrypt`` blob of the question (so at most 4 KB), and expects
-``{"EncryptedData": <KMS Encrypt blob of the answer>}``. What stays true here: the question is
-released by KMS only to this attested enclave (Decrypt with ``Recipient``), never in the clear to the
-parent. What is lost, and why this mode is documented as weaker: the client's AWS credentials travel
-through the parent, which can use them for anything they allow; there is no request id or timestamp,
-so a captured request can be replayed; and the question and answer are capped at KMS Encrypt's 4 KB.
+``{"EncryptedData": <KMS Encrypt blob of the answer>}``. What stays true here: the enclave's own
+Decrypt asks for the question with ``Recipient``, so on this path it never crosses the parent in the
+clear. What is lost, and why this mode is documented as weaker: the client's AWS credentials travel
+through the parent, which can use them for anything they allow (calling Decrypt on the question
+itself, for one); there is no request id or timestamp, so a captured request can be replayed; and the
+question and answer are capped at KMS Encrypt's 4 KB.
 Enabling it is part of the enclave's measured configuration, so it changes the PCRs.
 """
 
@@ -16,11 +17,12 @@ import base64
 import binascii
 import json
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from nitro_llm.enclave.errors import EnclaveError
+from nitro_llm.enclave.errors import EnclaveError, KmsSignatureRejectedError
 from nitro_llm.enclave.key_release import KeyRelease, close_client, translate_kms_error
 from nitro_llm.enclave.kms_retry import RetryPolicy, with_retries
 from nitro_llm.errors import NitroLLMError
@@ -44,6 +46,14 @@ class SeedAnswerTooLargeError(EnclaveError, code="seed_answer_too_large"):
 
 class SeedDisabledError(EnclaveError, code="seed_route_disabled"):
     """start the enclave with --seed-compat (this changes its PCRs) to accept the seed's format"""
+
+
+SEED_SIGNATURE_HINT = (
+    "KMS checks the seed request's own credentials: send access_key_id, secret_access_key and token as one "
+    "current set (the credentials that encrypted the question); a wrong or altered secret, an unknown key "
+    "id or an expired token fails KMS's signature check before any key policy is read"
+)
+"""Here the enclave signs with the client's credentials, not the gateway's: the hint says so."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +121,8 @@ class SeedHandler:
         # vsock-proxy's workers, nitro_llm/kms/connections.py) while the answer is generated.
         kms = self._kms_client_for(request.credentials)
         try:
-            released = self._release.release(request.ciphertext, None, request_id=request_id, kms=kms)
+            with _seed_credentials_hint():
+                released = self._release.release(request.ciphertext, None, request_id=request_id, kms=kms)
         finally:
             close_client(kms)
         try:
@@ -138,5 +149,15 @@ class SeedHandler:
                 close_client(kms)
 
         # the client makes one attempt per call (single_attempt): the policy is the only retry layer
-        blob = with_retries(encrypt, RetryPolicy(), request_id=request_id)
+        with _seed_credentials_hint():
+            blob = with_retries(encrypt, RetryPolicy(), request_id=request_id)
         return {"t": "seed_result", "encrypted_data": base64.b64encode(blob).decode("ascii")}
+
+
+@contextmanager
+def _seed_credentials_hint() -> Iterator[None]:
+    """A signature KMS rejected is the seed client's (its credentials sign the call): say so."""
+    try:
+        yield
+    except KmsSignatureRejectedError as exc:
+        raise KmsSignatureRejectedError(exc.message, hint=SEED_SIGNATURE_HINT) from None

@@ -11,6 +11,13 @@ the one chunk sealer (protocol/chunks.py) under the protocol's key. Any failure 
 ``{"t": "error"}`` frame carrying a code and a message without content, and the server goes on to
 the next connection.
 
+Conversations: both protocols hand the engine an opaque per-conversation cache key, derived here
+from what only the conversation's client and this enclave hold (enclave/conversation_keys.py), so
+that a turn prefills only what the conversation added and nothing is ever reused across
+conversations, clients or protocols. The key's cells go when its secret goes: the data key leaving
+``DataKeyCache`` (kms), the session being rotated (attested). The pong counts hits, misses and
+prefilled tokens; never a key or any content.
+
 Log lines carry request ids, sizes, counts and error codes only.
 """
 
@@ -22,11 +29,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nitro_llm.enclave.attested_handler import AttestedHandler
 from nitro_llm.enclave.config import EnclaveConfig
+from nitro_llm.enclave.conversation_keys import kms_cache_key
 from nitro_llm.enclave.data_keys import DataKeyCache
 from nitro_llm.enclave.errors import InternalError, ModelNotServedError
 from nitro_llm.enclave.fleet_key import FleetAttestedHandler
@@ -70,10 +78,13 @@ class _Opened:
     request: ChatRequest
     sealer: ChunkSealer
     request_id: str
+    cache_key: bytes | None = field(default=None, repr=False)  # its conversation's, or None
 
 
 #: A fleet replica answers none of these until it holds the fleet key (enclave/fleet_key.py).
 _NEEDS_FLEET_KEY = frozenset({"attest", "infer", "seed"})
+
+_CACHE_STAT_NAMES = {"prefill_tokens": "prefilled_tokens"}
 
 _FrameHandler = Callable[[_Connection, Mapping[str, Any]], None]
 _ProtocolHandler = Callable[[_Connection, bytes], _Opened]
@@ -109,8 +120,13 @@ class EnclaveServer:
             window_seconds=config.freshness_window_seconds, capacity=config.replay_capacity, clock_ms=clock_ms
         )
         self._data_keys = DataKeyCache(
-            capacity=config.data_key_cache_size, ttl_seconds=config.data_key_ttl_seconds
+            capacity=config.data_key_cache_size,
+            ttl_seconds=config.data_key_ttl_seconds,
+            on_drop=self._forget_kms_conversation,
         )
+        if attested is not None:
+            attested.evict_with(self._engine.evict)
+        self._threads = config.inference_threads()
         self._io_timeout = io_timeout
         self._max_connections = max_connections
         self._stop = threading.Event()
@@ -154,15 +170,25 @@ class EnclaveServer:
         return {
             "model": self._engine.name,
             "engine": self._config.engine,
+            "threads": self._threads,
             "has_credentials": self._keys.has_credentials,
             "kms_decrypt_calls": self._keys.decrypt_calls,
             **counters,
+            **self._conversation_stats(),
             "queued": queued,
             "uptime_seconds": int(time.monotonic() - self._started),
             "pcrs": self._pcrs,
             "debug_mode": self._config.debug_mode,
             "hardening": self._hardening,
             **({"fleet_key": self._fleet.status()} if self._fleet is not None else {}),
+        }
+
+    def _conversation_stats(self) -> dict[str, int]:
+        """The engine's conversation-cache counters, named for the pong (empty for engines that keep
+        no conversations): hits, misses, prompt tokens reused and prefilled, conversations held."""
+        return {
+            _CACHE_STAT_NAMES.get(name, f"kv_cache_{name}"): value
+            for name, value in self._engine.cache_stats().items()
         }
 
     # -- one connection ------------------------------------------------------------------------
@@ -253,18 +279,26 @@ class EnclaveServer:
             data_key = self._keys.decrypt(
                 envelope.edk, header.encryption_context(), request_id=header.request_id, key_id=header.key_id
             )
-            self._data_keys.put(envelope.edk, header.conversation_id, data_key)
+            kept = self._data_keys.put(envelope.edk, header.conversation_id, data_key)
         else:
+            kept = True
             self._count("data_key_cache_hits")
         request = ChatRequest.from_dict(open_request(data_key, envelope))
         self._freshness.claim(header.request_id, header.timestamp)
-        return _Opened(request, ResponseSealer(data_key, header), header.request_id)
+        # Only a conversation whose data key the cache holds keeps cells: their lifetime is the key's.
+        cache_key = kms_cache_key(data_key, header.conversation_id) if kept else None
+        return _Opened(request, ResponseSealer(data_key, header), header.request_id, cache_key)
+
+    def _forget_kms_conversation(self, data_key: bytes, conversation_id: str) -> None:
+        """``DataKeyCache`` dropped a conversation's data key: its KV cells go with it."""
+        self._engine.evict(kms_cache_key(data_key, conversation_id))
 
     def _open_attested(self, connection: _Connection, raw: bytes) -> _Opened:
         assert self._attested is not None  # registered only with the attested protocol
-        opened = self._attested.open(raw, self._freshness)
+        turn = self._attested.open(raw, self._freshness)
+        opened = turn.opened
         connection.request_id = opened.request_id
-        return _Opened(opened.request, opened.response_sealer(), opened.request_id)
+        return _Opened(opened.request, opened.response_sealer(), opened.request_id, turn.cache_key)
 
     def _answer(self, conn: socket.socket, opened: _Opened, size: int, started: float) -> None:
         """Generate through the scheduler and send each piece sealed as it comes (either protocol)."""
@@ -276,6 +310,7 @@ class EnclaveServer:
                 temperature=request.temperature,
                 seed=request.seed,
                 cancel=cancel,
+                cache_key=opened.cache_key,
             )
             tokens = stop_at(tokens, request.stop)  # the request's stop strings: applied here, never sent
             try:

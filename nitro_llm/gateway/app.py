@@ -49,6 +49,8 @@ from nitro_llm.protocol.frame_codec import encode_frame
 log = logging.getLogger("nitro_llm.gateway")
 
 FRAMES_MEDIA_TYPE = "application/x-nitro-llm-frames"
+_SEED_FORBIDDEN = frozenset({"kms_denied", "kms_signature_rejected"})
+"""Enclave codes the seed route answers with 403: KMS refused the caller (policy, or its signature)."""
 
 
 async def _read_body_capped(request: Request, limit: int) -> bytes:
@@ -190,7 +192,7 @@ def create_app(
             code = str(reply.get("code", "bad_enclave_reply"))
             record_outcome(request.scope, code)
             log.info("seed route refused code=%s", code)
-            status = 503 if reply.get("retryable") else 403 if code == "kms_denied" else 400
+            status = 503 if reply.get("retryable") else 403 if code in _SEED_FORBIDDEN else 400
             wire = {k: reply.get(k) for k in ("code", "message", "hint", "retryable")}
             return JSONResponse(wire, status_code=status)
 

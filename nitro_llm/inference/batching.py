@@ -251,6 +251,7 @@ class BatchScheduler:
             "reused_tokens": self.cache_reused_tokens,
             "prefill_tokens": self.prefill_tokens,
             "settle_tokens": self.settle_tokens,
+            "settling": self._settling,  # answered turns whose copy is still being made
             "evictions": self._cache.evictions,
         }
 

@@ -81,11 +81,11 @@ class SeqState:
 
 
 def available_cpus() -> int:
-    """The CPUs this process may run on (an enclave's vCPUs; a container's CPU set): the default
-    thread count. Measured on two otherwise idle cores, two threads prefill 1.8 times and decode 1.4
-    times as fast as one. But llama.cpp's threads spin at each of the graph's barriers, so on cores
-    another busy process shares they lose badly (0.35 and 0.15 times one thread here): an enclave's
-    vCPUs are its own, a shared development machine's are not (pass ``n_threads=1`` there)."""
+    """The CPUs this process may run on (an enclave's vCPUs; a container's CPU set; its affinity
+    mask). Measured on two otherwise idle cores, two threads prefill 1.8 times and decode 1.4 times
+    as fast as one. But llama.cpp's threads spin at each of the graph's barriers, so on cores
+    another busy thread shares they lose badly (0.35 and 0.15 times one thread here): the enclave
+    sizes its thread count from this with a margin (nitro_llm/enclave/threads.py)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not on Linux

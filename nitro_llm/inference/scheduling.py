@@ -32,6 +32,10 @@ class ScheduledEngine(Engine, Protocol):
         """Wipe whatever the engine keeps for this conversation (see ``Engine``); True if it held any."""
         ...
 
+    def cache_stats(self) -> dict[str, int]:
+        """Counters of the per-conversation cache (no key, no content); empty when it keeps none."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -146,6 +150,9 @@ class SerialScheduler:
 
     def evict(self, cache_key: bytes) -> bool:
         return False  # nothing is kept per conversation (see generate)
+
+    def cache_stats(self) -> dict[str, int]:
+        return {}
 
     def close(self) -> None:
         with self._cv:

@@ -8,6 +8,12 @@ response key; answer chunks are AES-256-GCM under a key derived from it, with th
 number and final flag in both the nonce and the AAD, so a dropped, repeated, reordered, early-final
 or missing-final chunk is detected. Requests and chunks are padded to size buckets first.
 
+A request may carry a ``conversation``: 32 random bytes the client draws once per conversation and
+seals into every turn of it. Only the client and the enclave ever see it (the host sees HPKE
+ciphertext); the enclave keys that conversation's KV cache by a MAC of it under a secret of its own
+(enclave/conversation_keys.py), so a turn prefills only what the conversation added. Absent (older
+clients, or a client that does not want its turns linked): nothing is kept between requests.
+
 Pure functions and classes: no I/O, no clock except where a timestamp is created. Freshness and
 replay checks on requests are the enclave server's job: :class:`OpenedRequest` exposes the
 ``request_id`` and ``timestamp`` it needs. Wire layout: docs/CONTRACTS.md, "protocol attested".
@@ -69,6 +75,7 @@ __all__ = [
     "decode_attestation_bundle",
     "descriptor_hash",
     "encode_attestation_bundle",
+    "new_conversation",
     "read_attest_frame",
     "read_attestation_frame",
     "seal_request",
@@ -79,6 +86,7 @@ PROTOCOL = "attested"
 PROTOCOL_VERSION = 1
 DESCRIPTOR_HASH_SIZE = 32
 RESPONSE_KEY_SIZE = 32
+CONVERSATION_SIZE = 32
 NONCE_SIZE = 12
 TAG_SIZE = 16
 MAX_CT_SIZE = 16 * 1024 * 1024
@@ -93,6 +101,7 @@ _DESCRIPTOR_FIELDS = frozenset(
 )
 _ENVELOPE_FIELDS = frozenset({"v", "protocol", "suite", "descriptor_hash", "enc", "ct"})
 _SEALED_FIELDS = frozenset({"request", "response_key", "request_id", "timestamp"})
+_OPTIONAL_SEALED_FIELDS = frozenset({"conversation"})
 
 
 # --- session descriptor ----------------------------------------------------------------------
@@ -217,6 +226,7 @@ class OpenedRequest:
     response_key: bytes = field(repr=False)
     request_id: str
     timestamp: int  # milliseconds since the Unix epoch, client clock: the server checks its skew
+    conversation: bytes | None = field(default=None, repr=False)  # the client's secret, see above
 
     def response_sealer(self, buckets: Buckets = CHUNK_BUCKETS) -> ChunkSealer:
         return ChunkSealer(chunk_key(self.response_key, self.request_id), buckets=buckets)
@@ -229,22 +239,27 @@ def seal_request(
     buckets: Buckets = REQUEST_BUCKETS,
     request_id: str | None = None,
     timestamp: int | None = None,
+    conversation: bytes | None = None,
 ) -> SealedRequest:
     """Client side. ``descriptor`` must be one the client verified against an attestation document:
-    sealing to it is the moment the question leaves the user's control."""
+    sealing to it is the moment the question leaves the user's control. ``conversation``: the
+    conversation's secret (``new_conversation()``), the same for each of its turns; None: none."""
     chat = request if isinstance(request, ChatRequest) else ChatRequest.from_dict(request)
     request_id = request_id or new_request_id()
     timestamp = int(time.time() * 1000) if timestamp is None else timestamp
     _check_request_id(request_id, error=ValueError)
     if not cbor.is_int_in(timestamp, 0, MAX_TIMESTAMP):
         raise ValueError("timestamp must be milliseconds since the Unix epoch")
+    _check_conversation(conversation, error=ValueError)
     response_key = os.urandom(RESPONSE_KEY_SIZE)
-    inner = {
+    inner: dict[str, Any] = {
         "request": chat.to_dict(),
         "response_key": response_key,
         "request_id": request_id,
         "timestamp": timestamp,
     }
+    if conversation is not None:  # absent when unused: the request an older enclave accepts
+        inner["conversation"] = conversation
     digest = descriptor.digest()
     enc, ct = hpke_seal(
         descriptor.hpke_suite,
@@ -294,15 +309,34 @@ class EnclaveSession:
             raise UnknownDescriptorError("the request was sealed to a session key this enclave does not hold")
         padded = self._keypair.open(env.enc, env.ct, info=_request_info(self.descriptor_hash))
         inner = cbor.decode_map(unpad(padded), what="sealed request", error=RequestSchemaError)
-        if set(inner) != _SEALED_FIELDS:
-            raise RequestSchemaError(f"sealed request must have exactly {', '.join(sorted(_SEALED_FIELDS))}")
+        if not _SEALED_FIELDS <= set(inner) <= _SEALED_FIELDS | _OPTIONAL_SEALED_FIELDS:
+            raise RequestSchemaError(
+                f"sealed request must have exactly {', '.join(sorted(_SEALED_FIELDS))}, "
+                f"and may have {', '.join(sorted(_OPTIONAL_SEALED_FIELDS))}"
+            )
         response_key, request_id, timestamp = inner["response_key"], inner["request_id"], inner["timestamp"]
         if not isinstance(response_key, bytes) or len(response_key) != RESPONSE_KEY_SIZE:
             raise RequestSchemaError(f"sealed request 'response_key' must be {RESPONSE_KEY_SIZE} bytes")
         _check_request_id(request_id, error=RequestSchemaError)
         if not cbor.is_int_in(timestamp, 0, MAX_TIMESTAMP):
             raise RequestSchemaError("sealed request 'timestamp' must be milliseconds since the Unix epoch")
-        return OpenedRequest(ChatRequest.from_dict(inner["request"]), response_key, request_id, timestamp)
+        conversation = inner.get("conversation")
+        _check_conversation(conversation, error=RequestSchemaError)
+        return OpenedRequest(
+            ChatRequest.from_dict(inner["request"]), response_key, request_id, timestamp, conversation
+        )
+
+
+def new_conversation() -> bytes:
+    """A conversation's secret: drawn once by the client, sealed into each of its turns."""
+    return secrets.token_bytes(CONVERSATION_SIZE)
+
+
+def _check_conversation(conversation: Any, *, error: type[Exception]) -> None:
+    if conversation is not None and (
+        not isinstance(conversation, bytes) or len(conversation) != CONVERSATION_SIZE
+    ):
+        raise error(f"'conversation' must be {CONVERSATION_SIZE} bytes, or absent")
 
 
 def _check_request_id(request_id: Any, *, error: type[Exception]) -> None:

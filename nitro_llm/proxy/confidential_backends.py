@@ -9,7 +9,10 @@ which verifies the enclave on this machine before sealing anything and caches th
 until its leaf certificate expires. When verification fails nothing is sent, and ``describe()`` says
 why (the web chat turns red). When the gateway or its enclave stops answering, the cached sessions
 are forgotten: whatever answers next (a restarted stack, a restarted enclave) has new keys and is
-verified anew, and ``describe()`` reports the last verification as ``last_verified_at`` only.
+verified anew, and ``describe()`` reports the last verification as ``last_verified_at`` only. It
+serves every chat the proxy relays, which an OpenAI request does not tell apart, so it sends no
+conversation secret (``remember=False``): the enclave keeps no KV cells for them, rather than one
+set shared by unrelated chats.
 """
 
 from __future__ import annotations
@@ -129,7 +132,7 @@ class AttestedBackend:
     ) -> None:
         self._cache = cache if cache is not None else VerifiedEnclaveCache(clock=clock)
         self.conversation = AttestedConversation(
-            gateway_url, policy, suite=suite, http=http, cache=self._cache, clock=clock
+            gateway_url, policy, suite=suite, http=http, cache=self._cache, clock=clock, remember=False
         )
         self.gateway_url = self.conversation.gateway_url
         self.policy = policy

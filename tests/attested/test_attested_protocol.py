@@ -20,6 +20,7 @@ from nitro_llm.protocol.attested import (
     decode_attestation_bundle,
     descriptor_hash,
     encode_attestation_bundle,
+    new_conversation,
     seal_request,
 )
 from nitro_llm.protocol.attested_errors import (
@@ -282,11 +283,35 @@ def _seal_inner(session, inner):
             "timestamp": 1,
         },
         {"request": REQUEST, "response_key": b"k" * 32, "request_id": RID, "timestamp": 1, "x": 1},
+        {
+            "request": REQUEST,
+            "response_key": b"k" * 32,
+            "request_id": RID,
+            "timestamp": 1,
+            "conversation": b"c",
+        },
+        {
+            "request": REQUEST,
+            "response_key": b"k" * 32,
+            "request_id": RID,
+            "timestamp": 1,
+            "conversation": "c" * 32,
+        },
     ],
 )
 def test_inner_schema_refused_after_decryption(session, inner):
     with pytest.raises(RequestSchemaError):
         session.open_request(_seal_inner(session, inner))
+
+
+def test_conversation_secret_travels_sealed_and_is_optional(session):
+    conversation = new_conversation()
+    sealed = seal_request(_client_view(session), REQUEST, conversation=conversation)
+    assert conversation not in sealed.envelope.to_cbor()
+    assert session.open_request(sealed.envelope.to_cbor()).conversation == conversation
+    assert session.open_request(seal_request(_client_view(session), REQUEST).envelope).conversation is None
+    with pytest.raises(ValueError):
+        seal_request(_client_view(session), REQUEST, conversation=b"short")
 
 
 def test_client_refuses_invalid_request_before_sealing(session):

@@ -1,4 +1,4 @@
-"""Scenario (f), the balancer hop, on a real two-replica fleet with tiny settings: structure and
+"""Scenario (h), the balancer hop, on a real two-replica fleet with tiny settings: structure and
 sanity (every answer verified through both paths, ratios positive), never speed."""
 
 from __future__ import annotations
@@ -18,4 +18,4 @@ def test_the_hop_is_measured_against_direct_with_every_answer_checked(tmp_path_f
     assert row["requests"] > 20
     assert row["direct_requests_per_s"] > 0 and row["balancer_requests_per_s"] > 0
     assert row["p50_ratio"] > 0 and row["throughput_ratio"] > 0
-    assert "## (f) Load balancer hop" in render({"f": [row], "scenario_dates": {"f": "now"}}, [])
+    assert "## (h) Load balancer hop" in render({"h": [row], "scenario_dates": {"h": "now"}}, [])

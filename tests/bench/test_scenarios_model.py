@@ -64,3 +64,42 @@ def test_many_users_then_overload(model_stack):
     assert overload["refused"] >= 1  # 5 at once for 2 slots + 1 waiting
     assert overload["refused_with_retry_after"] == overload["refused"]
     assert overload["statuses"].get(200, 0) >= 2
+
+
+def test_conversation_bench_reuses_only_with_a_secret(model_stack):
+    from nitro_llm_dev.bench.speed.conversation import MODES, bench_conversation
+    from nitro_llm_dev.bench.speed.report import render
+    from nitro_llm_dev.bench.speed.targets import check_targets
+
+    f = bench_conversation(model_stack, turns=2, rounds=1, max_tokens=4)
+    assert set(f["modes"]) == set(MODES) and all(len(m["ttft_seconds"]) == 2 for m in f["modes"].values())
+    assert f["same_answers"] is True
+    # uncached: no key; cached and back to back: turn 1 misses, turn 2 hits
+    assert (f["enclave"]["kv_cache_hits"], f["enclave"]["kv_cache_misses"]) == (2, 2)
+    # turn 2 prefilled only what it added, by the enclave's own count
+    assert 0 < f["cached_prefilled_tokens"][1] < f["prompt_tokens"][1] - f["prompt_tokens"][0]
+    assert "## (f)" in render({"f": f}, [])
+    assert any(t["target"].startswith("(f) turn-2") for t in check_targets({"f": f}))
+
+
+def test_threads_bench_parts(model_stack):
+    from nitro_llm_dev.bench.speed.report import render
+    from nitro_llm_dev.bench.speed.targets import check_targets
+    from nitro_llm_dev.bench.speed.threads import bench_threads_through, run_threads_bench
+
+    through = bench_threads_through({1: model_stack, 2: model_stack}, rounds=1, max_tokens=3)
+    assert set(through["first_token_s"]) == {"1", "2"} and through["prefill_ratio"] > 0
+    part = run_threads_bench(threads=2, rounds=1, prompt_tokens=8, decode_tokens=2)
+    assert part["prefill"]["ratio"] > 0 and part["decode"]["ratio"] > 0
+    g = {
+        "cpus": 2,
+        "threads": 2,
+        "auto": 1,
+        "in_process": part,
+        "in_process_neighbour_busy": part,
+        "through_stack": through,
+        "faster_through_stack": 1,
+    }
+    assert "## (g)" in render({"g": g}, [])
+    (target,) = [t for t in check_targets({"g": g}) if t["target"].startswith("(g)")]
+    assert target["met"] is True

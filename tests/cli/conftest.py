@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from attested_wiring.conftest import MODEL_DIGEST, PCRS, Enclave, _no_kms
-from cli_processes import UpProcess
+from cli_processes import UpProcess, cli_env
 from wire_tools import RunningServer
 
 from nitro_llm.client.config import ClientConfig
@@ -35,14 +34,6 @@ from nitro_llm_dev.nsm import open_emulated_nsm
 from nitro_llm_dev.nsm.devca import DevCA
 
 NITRO_LLM = str(Path(sys.executable).with_name("nitro-llm"))
-
-
-def cli_env(home: Path) -> dict[str, str]:
-    """The environment of a user's shell with its own state folder; no COLUMNS, so rich picks its
-    width as it would for a pipe."""
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "TERMINAL_WIDTH")}
-    env["NITRO_LLM_HOME"] = str(home)
-    return env
 
 
 def run_cli(home: Path, *args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -7,6 +7,7 @@ and the source-tree enclave."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -65,6 +66,9 @@ def test_a_second_start_in_the_same_home_is_refused_and_the_running_stack_keeps_
 def test_a_restarted_stack_comes_back_at_the_same_gateway_url(home, up, nitro):
     first = up()
     url = first.gateway_url
+    # Piped output keeps each line whole: the PCR (96 hex digits) on one line, as a log needs it.
+    first.wait_for_line(r"^PCR0 ")
+    assert re.search(r"^PCR0 [0-9a-f]{96}$", first.output, re.M), first.output
     assert "stack stopped" in first.stop()
     assert not (home / "local" / "running.json").exists()
     second = up()  # the claim went with the first 'up'; the port it served on is taken again

@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from nitro_llm.attestation import parse_document
+from nitro_llm.enclave.attested_handler import AttestedHandler, config_digest
 from nitro_llm.enclave.config import EnclaveConfig
 from nitro_llm.enclave.key_release import KeyRelease
 from nitro_llm.enclave.server import EnclaveServer
@@ -74,6 +75,7 @@ class Enclave:
     server: EnclaveServer
     kms: FakeKms
     key_release: KeyRelease
+    attested: AttestedHandler | None = None
 
     def call(self, frame: dict, timeout: float = 10.0) -> list[dict]:
         """Send one frame on a new connection; return every frame until the connection ends."""
@@ -133,7 +135,10 @@ class Conversation:
         return text
 
 
-def start_enclave(tmp_path: Path, *, config: EnclaveConfig | None = None, engine=None, kms=None) -> Enclave:
+def start_enclave(
+    tmp_path: Path, *, config: EnclaveConfig | None = None, engine=None, kms=None, attested: bool = False
+) -> Enclave:
+    """``attested``: also serve the attested protocol (a real ``AttestedHandler``, fresh sessions)."""
     kms = kms or FakeKms()
     nsm = open_emulated_nsm(
         ca=DevCA.load_or_create(tmp_path / "dev-ca"),
@@ -142,15 +147,22 @@ def start_enclave(tmp_path: Path, *, config: EnclaveConfig | None = None, engine
     key_release = KeyRelease(
         nsm=nsm, kms_client_factory=lambda _creds: kms, open_envelope=open_enveloped_data
     )
+    config = config or EnclaveConfig(engine="echo")
+    handler = None
+    if attested:
+        handler = AttestedHandler.generate(
+            nsm, model_digest="ab" * 32, config_digest=config_digest(config.measured())
+        )
     server = EnclaveServer(
         engine=engine or EchoEngine(),
         key_release=key_release,
-        config=config or EnclaveConfig(engine="echo"),
+        config=config,
         io_timeout=5.0,
+        attested=handler,
     )
     address = f"unix:{tmp_path / 'enclave.sock'}"
     server.start(listen(address))
-    return Enclave(address, server, kms, key_release)
+    return Enclave(address, server, kms, key_release, handler)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from nitro_llm.enclave.errors import KeyReleaseDeniedError, KmsUnavailableError
+from nitro_llm.enclave.errors import KmsSignatureRejectedError, KmsUnavailableError
 from nitro_llm.enclave.key_release import KeyRelease, translate_kms_error
 from nitro_llm.enclave.kms_retry import RetryPolicy
 from nitro_llm.protocol.errors import EnclaveReportedError
@@ -31,12 +31,14 @@ def test_expired_token_asks_for_fresh_credentials_once(enclave, conversation):
     assert len(enclave.kms.calls) == 1  # not retried inside the enclave: the same token cannot work
 
 
-def test_an_expired_token_someone_else_sent_stays_a_denial():
-    """The seed route signs with the client's own credentials: the gateway cannot renew those."""
+def test_an_expired_token_someone_else_sent_is_theirs_to_renew():
+    """The seed route signs with the client's own credentials: the gateway cannot renew those, so it
+    is the client's credentials problem (not retryable here), never the key policy's."""
 
     expired = Exception("expired")
     expired.response = {"Error": {"Code": "ExpiredTokenException"}}  # type: ignore[attr-defined]
-    assert isinstance(translate_kms_error(expired, "r"), KeyReleaseDeniedError)
+    theirs = translate_kms_error(expired, "r")
+    assert isinstance(theirs, KmsSignatureRejectedError) and not theirs.retryable
     assert translate_kms_error(expired, "r", own_credentials=True).code == "credentials_expired"
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
-from nitro_llm.enclave.errors import KeyReleaseDeniedError, KmsUnavailableError
+from nitro_llm.enclave.errors import KeyReleaseDeniedError, KmsSignatureRejectedError, KmsUnavailableError
 from nitro_llm.enclave.key_release import KeyRelease, translate_kms_error
 from nitro_llm.enclave.kms_retry import RetryPolicy, with_retries
 from nitro_llm.enclave.runtime import KmsSettings, open_key_release
@@ -138,6 +138,27 @@ def test_a_final_error_is_not_retried(code):
         run(kms, fake_time, RetryPolicy(attempts=5))
     assert kms.calls == 1 and fake_time.sleeps == [] and not info.value.retryable
     assert info.value.code == "kms_denied"
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "InvalidSignatureException",
+        "UnrecognizedClientException",
+        "IncompleteSignatureException",
+        "MissingAuthenticationTokenException",
+        "ExpiredTokenException",
+    ],
+)
+def test_a_rejected_signature_is_final_and_about_credentials_not_pcrs(code):
+    """KMS refused who signed, before reading any key policy: the PCR hint would mislead."""
+    fake_time = FakeTime()
+    kms = FakeKms(fake_time, code=code)
+    with pytest.raises(KmsSignatureRejectedError) as info:
+        run(kms, fake_time, RetryPolicy(attempts=5))
+    assert kms.calls == 1 and fake_time.sleeps == [] and not info.value.retryable
+    assert info.value.code == "kms_signature_rejected" and code in info.value.message
+    assert "credentials" in info.value.hint and "PCR" not in info.value.hint
 
 
 def test_throttling_is_retried_as_unavailable():

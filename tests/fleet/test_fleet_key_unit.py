@@ -156,3 +156,30 @@ def test_a_held_generation_is_not_asked_for_again_and_a_retired_one_no_longer_op
         fleet.open(seal_request(old, request).envelope.to_cbor(), guard)
     with pytest.raises(FleetKeyError):
         fleet.install(v1.frame())  # rollback
+
+
+def test_a_conversation_gets_a_cache_key_and_loses_it_with_its_generation():
+    """The per-conversation KV cache (enclave/conversation_keys.py) on a fleet replica: a turn that
+    carries a conversation secret gets a key; retiring the generation it was sealed to evicts it."""
+    from nitro_llm.enclave.freshness import FreshnessGuard
+    from nitro_llm.protocol.attested import new_conversation
+
+    kms, evicted = StubKms(), []
+    fleet = handler(kms)
+    fleet.evict_with(evicted.append)
+    v1 = FleetKeyFile(ARN, generation(1))
+    fleet.install(v1.frame())
+    descriptor = fleet._current.sessions[X25519].descriptor  # type: ignore[union-attr]
+    request = {"messages": [{"role": "user", "content": "q"}], "max_tokens": 4, "temperature": 0.0}
+    conversation = new_conversation()
+    guard = FreshnessGuard()
+    first = fleet.open(seal_request(descriptor, request, conversation=conversation).envelope.to_cbor(), guard)
+    again = fleet.open(seal_request(descriptor, request, conversation=conversation).envelope.to_cbor(), guard)
+    none = fleet.open(seal_request(descriptor, request).envelope.to_cbor(), guard)
+    assert first.cache_key is not None and first.cache_key == again.cache_key and none.cache_key is None
+    assert fleet.conversations() == 1
+    kms.secret = os.urandom(32)
+    fleet.install(v1.rotated(generation(2)).frame())
+    assert evicted == []  # overlap: generation 1 still held
+    fleet.install(v1.rotated(generation(2)).retired().frame())
+    assert evicted == [first.cache_key] and fleet.conversations() == 0

@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from nitro_llm.attestation import DebugModeError, PcrMismatchError, UntrustedRootError
+from nitro_llm.client.attested_conversation import AttestedConversation
 from nitro_llm.client.config import ClientConfig
 from nitro_llm.client.errors import GatewayUnreachable
 from nitro_llm.client.policy import ClientPolicy, TrustRoot
@@ -50,6 +51,7 @@ class FakeGatewayEnclave:
         self.nsm = open_emulated_nsm(ca=ca, pcrs=pcrs, debug=debug)
         self.sessions = {}
         self.requests = []
+        self.conversations = []  # each opened request's conversation secret (None: none sent)
         self.tamper = None
         self.rotate()
 
@@ -72,6 +74,7 @@ class FakeGatewayEnclave:
                 opened = self.sessions[suite].open_request(request.content)
             except UnknownDescriptorError as exc:
                 return httpx.Response(200, content=encode_frame({"t": "error", **exc.to_wire()}))
+            self.conversations.append(opened.conversation)
             sealer = opened.response_sealer()
             words = ("answer to: " + opened.request.messages[-1].content).split(" ")
             frames = [sealer.seal(w if i == 0 else " " + w) for i, w in enumerate(words)]
@@ -121,6 +124,22 @@ def test_attested_answer_round_trip(ca, suite):
     assert gateway.paths().count(("GET", "/v1/attestation")) == 1
     panel = backend.describe()
     assert panel["verified"] is True and panel["hpke_suite"] == suite and panel["model_digest"] == MODEL
+
+
+def test_proxy_links_no_chats_and_a_conversation_links_its_own_turns(ca):
+    """The proxy relays unrelated chats through one client: it sends no conversation secret, so the
+    enclave keeps nothing shared by them. A chat client sends one secret per conversation object."""
+    gateway = FakeGatewayEnclave(ca)
+    backend = _backend(gateway, _policy(ca))
+    _ask(backend, "one chat")
+    _ask(backend, "another chat")
+    assert gateway.conversations == [None, None]
+    http = httpx.Client(transport=httpx.MockTransport(gateway.handler))
+    first, second = (AttestedConversation(GATEWAY, _policy(ca), http=http) for _ in range(2))
+    for conversation in (first, first, second):
+        conversation.ask([{"role": "user", "content": "turn"}], max_tokens=4)
+    mine, again, theirs = gateway.conversations[2:]
+    assert mine is not None and len(mine) == 32 and mine == again and theirs != mine
 
 
 @pytest.mark.parametrize(

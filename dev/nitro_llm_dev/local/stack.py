@@ -84,7 +84,7 @@ def free_port() -> int:
 class EnclaveOptions:
     engine: str = "llama"
     model: Path | None = None
-    threads: int = 1
+    threads: int = 0  # 0: the enclave's own rule (nitro_llm/enclave/threads.py)
     ctx: int = 8192
     debug_mode: bool = False
     seed_compat: bool = False

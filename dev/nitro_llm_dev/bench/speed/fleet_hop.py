@@ -1,4 +1,4 @@
-"""(f) The balancer hop: a local fleet through HAProxy vs the same fleet's gateways directly.
+"""(h) The balancer hop: a local fleet through HAProxy vs the same fleet's gateways directly.
 
 For 1, 2 and 3 replicas (echo engine, so the model's cost does not hide the hop): the same prepared
 "kms"-protocol requests, at the same concurrency, sent (baseline) by clients spread evenly over the
@@ -161,7 +161,7 @@ def bench_fleet_hop(
 ) -> list[dict[str, Any]]:
     rows = []
     for count in replicas:
-        progress(f"(f) fleet of {count}: starting")
+        progress(f"(h) fleet of {count}: starting")
         with running_fleet(count) as fleet:
             rows.append(_measure(fleet, _unlimited_token(fleet), seconds, concurrency))
     return rows

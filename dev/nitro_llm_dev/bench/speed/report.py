@@ -17,16 +17,16 @@ from typing import Any
 from nitro_llm_dev.bench.speed.plot import plot_all
 from nitro_llm_dev.bench.speed.targets import check_targets, explain_misses
 
-SCENARIOS = "abcdef"
-PLOTS = {"a": "overhead.png", "b": "protocol.png", "c": "seed_stack.png", "d": "many_users.png"}
+SCENARIOS = "abcdefgh"
 KEPT_MARKER = "<!-- Below: measured by other commands (each section says which); kept by --report. -->"
 COMMANDS = [
     "bash scripts/setup.sh                      # the project, llama-cpp-python (portable build), the model",
     ".venv/bin/nitro-llm bench                  # (a), (b), (d), (e): under 5 minutes on 2 cores",
     ".venv/bin/pip install -e '.[bench]'        # torch 2.13.0 CPU, transformers, gguf, matplotlib",
     ".venv/bin/nitro-llm bench --scenario c     # (c): the seed's stack vs ours on Bloom-560m",
-    ".venv/bin/nitro-llm bench --scenario f     # (f): the load balancer's hop (needs haproxy)",
-    ".venv/bin/nitro-llm bench --scenario abcdef --report  # everything, then rewrite this file",
+    ".venv/bin/nitro-llm bench --scenario fg    # (f) a chat with/without the KV cache, (g) 1 vs 2 threads",
+    ".venv/bin/nitro-llm bench --scenario h     # (h): the load balancer's hop (needs haproxy)",
+    ".venv/bin/nitro-llm bench --scenario abcdefgh --report  # everything, then rewrite this file",
 ]
 
 
@@ -220,37 +220,138 @@ def render(results: dict[str, Any], plots: list[str]) -> str:
             "",
         ]
     if f := results.get("f"):
-        lines += [
-            f"## (f) Load balancer hop, echo engine ({dates.get('f', '')})",
-            "",
-            "A local fleet (`nitro-llm up --replicas N`: N enclave+gateway replicas sharing the fleet key)",
-            "with the same prepared requests at the same concurrency, sent through HAProxy (round robin,",
-            "health-checked) vs spread by the clients over the gateways directly; alternating, twice each.",
-            "Every answer was opened and checked. Ratio = through HAProxy / direct. On two shared cores more",
-            "replicas add no capacity (they share the CPU): the rows show the hop's cost, not scaling.",
-            "Other tenants' load (last column) moved these ratios by up to a third between runs here.",
-            "",
-            _table(
-                f,
-                [
-                    ("replicas", "replicas"),
-                    ("concurrency", "clients"),
-                    ("direct_p50_ms", "direct p50 ms"),
-                    ("balancer_p50_ms", "HAProxy p50 ms"),
-                    ("p50_ratio", "p50 ratio"),
-                    ("direct_requests_per_s", "direct req/s"),
-                    ("balancer_requests_per_s", "HAProxy req/s"),
-                    ("throughput_ratio", "req/s ratio"),
-                    ("requests", "requests"),
-                    ("failed", "failed"),
-                    ("load_average_1m", "load 1m"),
-                ],
-            ),
-            "",
-        ]
+        lines += _conversation_section(f, dates.get("f", ""))
+    if g := results.get("g"):
+        lines += _threads_section(g, dates.get("g", ""))
+    if h := results.get("h"):
+        lines += _balancer_section(h, dates.get("h", ""))
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     return "\n".join(lines)
+
+
+def _conversation_section(f: dict[str, Any], date: str) -> list[str]:
+    modes = f["modes"]
+    rows = [
+        {
+            "turn": t + 1,
+            "prompt tokens": _at(f["prompt_tokens"], t),
+            "prefilled": _at(f.get("cached_prefilled_tokens", []), t),
+            **{mode: modes[mode]["ttft_seconds"][t] for mode in modes},
+        }
+        for t in range(f["turns"])
+    ]
+    rows.append({"turn": "last / first", **{mode: modes[mode]["last_over_first"] for mode in modes}})
+    return [
+        f"## (f) A chat's time to first token per turn, with and without the KV cache ({date})",
+        "",
+        f"Through the enclave path (`AttestedConversation` -> gateway -> enclave image), greedy, "
+        f"{f['max_tokens']} tokens an answer, every turn sending the whole history; medians of "
+        f"{f['rounds']} rounds, the three ways interleaved. `uncached`: no conversation secret (the "
+        "enclave keeps nothing); `cached`: the next turn once the enclave has kept the last one (a "
+        "person reading); `cached_back_to_back`: the next turn at once (a script). Time to first token "
+        "in seconds, and the prompt tokens the enclave prefilled for each `cached` turn (its own counter):",
+        "",
+        _table(
+            rows,
+            [("turn", "turn"), ("prompt tokens", "prompt tokens"), ("prefilled", "cached: tokens prefilled")]
+            + [(m, f"{m} s") for m in modes],
+        ),
+        "",
+        f"Last turn cached over uncached: {f['cached_over_uncached_last_turn']}; same answers in every "
+        f"way: {f['same_answers']}; the enclave's counters over the run: `{json.dumps(f['enclave'])}`.",
+        "",
+    ]
+
+
+def _at(values: list[Any], index: int) -> Any:
+    return values[index] if index < len(values) else ""
+
+
+def _threads_section(g: dict[str, Any], date: str) -> list[str]:
+    n = str(g["threads"])
+    rows: list[dict[str, Any]] = []
+    for label, key in (
+        ("in process, machine as it is", "in_process"),
+        ("in process, one CPU kept busy", "in_process_neighbour_busy"),
+    ):
+        part = g[key]
+        for kind in ("prefill", "decode"):
+            rows.append(
+                {
+                    "measure": f"{label}: {kind} tokens/s",
+                    "one": part[kind]["1"],
+                    "many": part[kind][n],
+                    "ratio": part[kind]["ratio"],
+                    "load": part["other_load_cores"],
+                }
+            )
+    through = g["through_stack"]
+    rows.append(
+        {
+            "measure": "through the enclave path: first token s (prefill)",
+            "one": through["first_token_s"]["1"],
+            "many": through["first_token_s"][n],
+            "ratio": through["prefill_ratio"],
+        }
+    )
+    rows.append(
+        {
+            "measure": "through the enclave path: streamed tokens/s (decode)",
+            "one": through["decode_tokens_per_s"]["1"],
+            "many": through["decode_tokens_per_s"][n],
+            "ratio": through["decode_ratio"],
+        }
+    )
+    columns = [
+        ("measure", "measure"),
+        ("one", "1 thread"),
+        ("many", f"{n} threads"),
+        ("ratio", f"{n} over 1 (speed)"),
+        ("load", "other load (cores)"),
+    ]
+    return [
+        f"## (g) Inference threads: 1 vs {n} ({date})",
+        "",
+        f"{g['cpus']} CPUs. Ratios are {n} threads' speed over 1 thread's (above 1: {n} are faster), "
+        f"medians of rounds alternating the two. The enclave's default ('auto': every CPU but one, at "
+        f"least one) picks {g['auto']} here; through the enclave path {g['faster_through_stack']} "
+        "was faster (more threads count as faster only when both prefill and decode are).",
+        "",
+        _table(rows, columns),
+        "",
+    ]
+
+
+def _balancer_section(h: list[dict[str, Any]], date: str) -> list[str]:
+    return [
+        f"## (h) Load balancer hop, echo engine ({date})",
+        "",
+        "A local fleet (`nitro-llm up --replicas N`: N enclave+gateway replicas sharing the fleet key)",
+        "with the same prepared requests at the same concurrency, sent through HAProxy (round robin,",
+        "health-checked) vs spread by the clients over the gateways directly; alternating, twice each.",
+        "Every answer was opened and checked. Ratio = through HAProxy / direct. On two shared cores more",
+        "replicas add no capacity (they share the CPU): the rows show the hop's cost, not scaling.",
+        "Other tenants' load (last column) moved these ratios by up to a third between runs here.",
+        "",
+        _table(
+            h,
+            [
+                ("replicas", "replicas"),
+                ("concurrency", "clients"),
+                ("direct_p50_ms", "direct p50 ms"),
+                ("balancer_p50_ms", "HAProxy p50 ms"),
+                ("p50_ratio", "p50 ratio"),
+                ("direct_requests_per_s", "direct req/s"),
+                ("balancer_requests_per_s", "HAProxy req/s"),
+                ("throughput_ratio", "req/s ratio"),
+                ("requests", "requests"),
+                ("failed", "failed"),
+                ("load_average_1m", "load 1m"),
+            ],
+        ),
+        "",
+    ]
 
 
 def write_report(results: dict[str, Any], root: Path) -> Path:
@@ -261,13 +362,9 @@ def write_report(results: dict[str, Any], root: Path) -> Path:
     merged = merge(previous, results)
     store.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
     made = plot_all(merged, bench_docs)
-    if not made:  # no matplotlib here: keep the plots of the scenarios this run left as they were
-        made = [
-            bench_docs / name
-            for key, name in PLOTS.items()
-            if key not in results and (bench_docs / name).exists()
-        ]
-    plots = [str(p.relative_to(root)) for p in made]
+    # Without matplotlib nothing is re-plotted: the plots of earlier runs stay (their scenarios' numbers
+    # are kept above with their dates too).
+    plots = [str(p.relative_to(root)) for p in (made or sorted(bench_docs.glob("*.png")))]
     out = root / "BENCHMARKS.md"
     kept = ""
     if out.exists() and KEPT_MARKER in (text := out.read_text()):

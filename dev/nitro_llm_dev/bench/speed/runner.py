@@ -1,8 +1,9 @@
 """Run the chosen scenarios in one process and collect their results as one JSON-able dict.
 
-Two stacks at most: one with the echo engine for (b) and (e), one with the model for (a) and (d);
-(c) needs no stack. The echo stack allows more waiting requests than the default (so concurrency
-32 measures the path, not the queue bound); the model stack runs the shipped defaults.
+One stack with the echo engine for (b) and (e), one with the model for (a), (d) and (f); (c) needs
+no stack; (g) starts its own two (1 and N threads), after the others have stopped. The echo stack
+allows more waiting requests than the default (so concurrency 32 measures the path, not the queue
+bound); the model stack runs the shipped defaults.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class BenchOptions:
     seconds: float = 3.0
     seed_tokens: int = 32
     seed_quants: tuple[str, ...] = ("F16", "Q8_0", "Q4_0")
+    conversation_turns: int = 8
+    conversation_rounds: int = 3
+    thread_rounds: int = 3
     command: str = "nitro-llm bench"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -66,7 +70,7 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda _m
                 results["e"] = bench_kms_calls(stack)
                 timings["e"] = time.monotonic() - t0
 
-    if wanted & {"a", "d"}:
+    if wanted & {"a", "d", "f"}:
         from nitro_llm.inference.model import default_model_path
 
         model = default_model_path()
@@ -116,14 +120,23 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda _m
                 )
                 results["d"] = many.summary()
                 timings["d"] = time.monotonic() - t0
+            if "f" in wanted:
+                from nitro_llm_dev.bench.speed.conversation import bench_conversation
 
-    if "f" in wanted:
+                progress(f"(f) a {options.conversation_turns}-turn chat, with and without the KV cache")
+                t0 = time.monotonic()
+                results["f"] = bench_conversation(
+                    stack, turns=options.conversation_turns, rounds=options.conversation_rounds
+                )
+                timings["f"] = time.monotonic() - t0
+
+    if "h" in wanted:
         from nitro_llm_dev.bench.speed.fleet_hop import bench_fleet_hop
 
-        progress("(f) the balancer hop: fleets of 1, 2, 3 replicas, through HAProxy vs direct")
+        progress("(h) the balancer hop: fleets of 1, 2, 3 replicas, through HAProxy vs direct")
         t0 = time.monotonic()
-        results["f"] = bench_fleet_hop(seconds=options.seconds, progress=progress)
-        timings["f"] = time.monotonic() - t0
+        results["h"] = bench_fleet_hop(seconds=options.seconds, progress=progress)
+        timings["h"] = time.monotonic() - t0
 
     if "c" in wanted:
         from nitro_llm_dev.bench.speed.seed_stack import bench_seed_stack
@@ -134,6 +147,17 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda _m
             threads=options.threads, tokens=options.seed_tokens, quants=options.seed_quants, progress=progress
         )
         timings["c"] = time.monotonic() - t0
+
+    if "g" in wanted:
+        from nitro_llm_dev.bench.speed.threads import bench_threads
+
+        t0 = time.monotonic()
+        results["g"] = bench_threads(
+            lambda n: running_stack(engine="llama", threads=n, batch_size=2, max_waiting=2, ctx=4096),
+            rounds=options.thread_rounds,
+            progress=progress,
+        )
+        timings["g"] = time.monotonic() - t0
 
     results["machine"]["load_average_1m_end"] = describe_machine()["load_average_1m"]
     results["seconds"] = round(time.monotonic() - started, 1)

@@ -41,10 +41,13 @@ def running_stack(
     threads: int,
     batch_size: int = 8,
     max_waiting: int = 8,
+    ctx: int = 8192,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> Iterator[LocalStack]:
     root = Path(tempfile.mkdtemp(prefix=f"stack-{engine}-", dir=bench_dir()))
-    options = EnclaveOptions(engine=engine, threads=threads, batch_size=batch_size, max_waiting=max_waiting)
+    options = EnclaveOptions(
+        engine=engine, threads=threads, batch_size=batch_size, max_waiting=max_waiting, ctx=ctx
+    )
     try:
         # The llama engine runs from the enclave image, as shipped; the echo engine (development
         # tooling, never in the image) from the source tree.

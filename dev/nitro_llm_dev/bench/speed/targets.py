@@ -93,10 +93,40 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"{e['kms_decrypt_calls']} Decrypt for {e['turns']} turns (seed: {e['seed_decrypts']})",
             e["kms_decrypt_calls"] == 1,
         )
-    if f := results.get("f"):
-        widest = max(f, key=lambda row: row["replicas"])
+    f = results.get("f")
+    if f:
+        modes = f["modes"]
         add(
-            f"(f) the balancer hop, {widest['replicas']} replicas, {widest['concurrency']} clients"
+            f"(f) turn-{f['turns']} over turn-1 time to first token with the KV cache: at most 1.3",
+            f"cached {modes['cached']['last_over_first']:.2f} (turns spaced), "
+            f"{modes['cached_back_to_back']['last_over_first']:.2f} (back to back); "
+            f"uncached {modes['uncached']['last_over_first']:.2f}",
+            modes["cached"]["last_over_first"] <= 1.3,
+        )
+        add(
+            "(f) cached answers equal uncached ones word for word (greedy)",
+            f"{'same' if f['same_answers'] else 'different'} text over {f['rounds']} rounds of "
+            f"{f['turns']} turns; enclave: {f['enclave'].get('kv_cache_hits', 0)} cache hits",
+            bool(f["same_answers"]),
+        )
+    g = results.get("g")
+    if g:
+        through = g["through_stack"]
+        n = g["threads"]
+        add(
+            "(g) the enclave's default thread count ('auto') is the faster one through the stack",
+            f"auto = {g['auto']} on {g['cpus']} CPUs; {n} threads vs 1 through the stack: prefill "
+            f"{through['prefill_ratio']}x, decode {through['decode_ratio']}x; in process "
+            f"{g['in_process']['prefill']['ratio']}x / {g['in_process']['decode']['ratio']}x (other load "
+            f"{g['in_process']['other_load_cores']} cores), with a busy neighbour "
+            f"{g['in_process_neighbour_busy']['prefill']['ratio']}x / "
+            f"{g['in_process_neighbour_busy']['decode']['ratio']}x",
+            g["auto"] == g["faster_through_stack"],
+        )
+    if h := results.get("h"):
+        widest = max(h, key=lambda row: row["replicas"])
+        add(
+            f"(h) the balancer hop, {widest['replicas']} replicas, {widest['concurrency']} clients"
             " (a figure, no target)",
             f"p50 ratio {widest['p50_ratio']:.3f}, req/s ratio {widest['throughput_ratio']:.3f}, "
             f"{widest['failed']} failed",
@@ -150,6 +180,21 @@ def explain_misses(results: dict[str, Any]) -> list[str]:
             f"{d.get('llama_cpp_batched_cpu_ms_per_token')} ms; the rest of the gap is wall time lost to "
             "other processes on the two cores."
         )
+    f = results.get("f")
+    if f and any(t.startswith("(f) turn-") for t in missed):
+        cached = f["modes"]["cached"]["ttft_seconds"]
+        prefilled = f.get("cached_prefilled_tokens") or []
+        machine = results.get("machine", {})
+        if len(prefilled) > 1 and len(cached) > 1:
+            notes.append(
+                f"(f) with the cache each later turn prefilled {min(prefilled[1:])}-{max(prefilled[1:])} "
+                f"tokens (turn 1: {prefilled[0]}; uncached, turn {f['turns']} prefills all "
+                f"{f['prompt_tokens'][-1]}), so a turn's work no longer grows with the history. Its first "
+                f"token still took {min(cached[1:]):.2f}-{max(cached[1:]):.2f} s over turns 2-{f['turns']} "
+                f"(turn 1: {cached[0]:.2f} s) with the machine's load average going "
+                f"{machine.get('load_average_1m')} -> {machine.get('load_average_1m_end')}: the ratio of two "
+                "sub-second medians moves with the neighbours' load."
+            )
     a = results.get("a")
     if a and any(t.startswith("(a)") for t in missed):
         crypto = (a.get("crypto") or {}).get("hpke_seal_open_us", {})
