@@ -3,6 +3,8 @@
 Answers are printed as they arrive, so an answer that stops early is marked where it is printed: a
 last line ``[answer cut off: REASON]`` on standard output, whether the stream failed (the error
 itself goes to standard error), the user pressed Ctrl-C, or the answer reached ``--max-tokens``.
+Behind a load balancer, an answer cut by a lost replica is marked ``[answer discarded: CODE; asking
+again]`` and followed by the whole answer from another replica (client/failover.py).
 """
 
 from __future__ import annotations
@@ -117,6 +119,8 @@ def _conversation(
 def show_answer(chunks: Iterator[AnswerChunk], out: TextIO, *, max_tokens: int, started: bool = False) -> str:
     """Write the answer to ``out`` as it arrives and return it.
 
+    An answer cut by a lost replica and sent again (client/failover.py) is followed by a line
+    ``[answer discarded: CODE; asking again]`` and then the whole new answer, which alone is returned.
     An answer that does not end normally is marked on ``out`` with a last line ``[answer cut off:
     REASON]``: the error's code (the error is then re-raised for the caller to report), "stopped
     (Ctrl-C)" (KeyboardInterrupt re-raised), or the max_tokens limit (returned normally: it is a whole
@@ -127,6 +131,11 @@ def show_answer(chunks: Iterator[AnswerChunk], out: TextIO, *, max_tokens: int, 
     reason: str | None = None
     try:
         for chunk in chunks:
+            if chunk.restarted:  # the replica was lost mid-answer: what was shown is void, never spliced
+                out.write(f"\n[answer discarded: {chunk.restarted}; asking again]\n")
+                out.flush()
+                parts.clear()
+                continue
             out.write(chunk.text)
             out.flush()
             parts.append(chunk.text)

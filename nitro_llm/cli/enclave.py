@@ -47,6 +47,14 @@ BatchOpt = Annotated[
 WaitingOpt = Annotated[
     int, typer.Option("--max-waiting", min=0, help="Requests that may wait for a slot (more: enclave_busy).")
 ]
+FleetKmsKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--fleet-kms-key",
+        help="Fleet replica: ARN of the KMS key wrapping the fleet key (changes the PCRs); the gateway"
+        " hands the enclave the fleet key file (--fleet-key-file). Default: own session keys.",
+    ),
+]
 SeedOpt = Annotated[
     bool,
     typer.Option("--seed-compat", help="Also accept the AWS sample's weaker wire format (changes the PCRs)."),
@@ -64,23 +72,28 @@ def enclave_config(
     seed_compat: bool = False,
     batch_size: int = 8,
     max_waiting: int = 8,
+    fleet_kms_key: str | None = None,
 ) -> EnclaveConfig:
     from nitro_llm.enclave.engines import installed_engines
 
     if engine not in installed_engines():
         raise typer.BadParameter(f"--engine must be one of: {', '.join(installed_engines())}")
-    return EnclaveConfig(
-        engine=engine,
-        model_path=model,
-        threads=threads,
-        ctx=ctx,
-        debug_mode=debug_mode,
-        freshness_window_seconds=window,
-        data_key_ttl_seconds=ttl,
-        seed_compat=seed_compat,
-        batch_size=batch_size,
-        max_waiting=max_waiting,
-    )
+    try:
+        return EnclaveConfig(
+            engine=engine,
+            model_path=model,
+            threads=threads,
+            ctx=ctx,
+            debug_mode=debug_mode,
+            freshness_window_seconds=window,
+            data_key_ttl_seconds=ttl,
+            seed_compat=seed_compat,
+            batch_size=batch_size,
+            max_waiting=max_waiting,
+            fleet_kms_key=fleet_kms_key,
+        )
+    except ValueError as exc:  # e.g. a --fleet-kms-key that is not a key ARN
+        raise typer.BadParameter(str(exc)) from None
 
 
 def fail(exc: NitroLLMError) -> typer.Exit:
@@ -122,6 +135,7 @@ def serve(
     seed_compat: SeedOpt = False,
     batch_size: BatchOpt = 8,
     max_waiting: WaitingOpt = 8,
+    fleet_kms_key: FleetKmsKeyOpt = None,
 ) -> None:
     """Serve requests until SIGTERM. The socket appears once the model is loaded."""
     from nitro_llm.attestation.nsm import open_nsm
@@ -135,7 +149,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s enclave %(levelname)s %(message)s")
     config = enclave_config(
         model, engine, threads, ctx, debug_mode, freshness_window, data_key_ttl, seed_compat,
-        batch_size=batch_size, max_waiting=max_waiting,
+        batch_size=batch_size, max_waiting=max_waiting, fleet_kms_key=fleet_kms_key,
     )  # fmt: skip
     try:
         run(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import ssl
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -14,6 +14,9 @@ from nitro_llm.gateway.admission import AccessSettings
 from nitro_llm.gateway.auth import ClientLimits, TokenRegistry, add_client
 from nitro_llm.gateway.settings import GatewaySettings
 from nitro_llm.transport.address import is_loopback_host, parse_address
+
+if TYPE_CHECKING:
+    from nitro_llm.gateway.fleet_keys import FleetKeySource
 
 
 def gateway(
@@ -71,6 +74,13 @@ def gateway(
     max_connections: Annotated[
         int, typer.Option(min=1, help="Open connections at most (503 beyond).")
     ] = 1024,
+    fleet_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Fleet replica: the fleet key file ('nitro-llm fleet-key create'), handed to the enclave"
+            " and re-read when it changes."
+        ),
+    ] = None,
     tls_cert: Annotated[
         Path | None,
         typer.Option(help="Serve HTTPS with this certificate (PEM; required off loopback)."),
@@ -129,6 +139,7 @@ def gateway(
     bounds = uvicorn_options(
         header_timeout=header_timeout, keep_alive=keep_alive_timeout, max_connections=max_connections
     )
+    fleet_keys = _fleet_key_source(fleet_key_file)
     seams = build_seams(settings, credentials=source)  # the link over --enclave, its monitor, limiter, clock
     app = create_app(
         settings,
@@ -138,6 +149,7 @@ def gateway(
         limiter=seams.limiter,
         clock=seams.clock,
         monitor=seams.monitor,
+        fleet_keys=fleet_keys,
     )
     try:
         uvicorn.run(
@@ -154,6 +166,20 @@ def gateway(
     finally:
         if relay:
             relay.stop()
+
+
+def _fleet_key_source(path: Path | None) -> FleetKeySource | None:
+    """Read the file once at start-up, so a bad one fails here rather than in the background."""
+    if path is None:
+        return None
+    from nitro_llm.fleet.key_file import FleetKeyFile
+    from nitro_llm.gateway.fleet_keys import FleetKeySource
+
+    try:
+        FleetKeyFile.load(path)
+    except NitroLLMError as exc:
+        raise typer.BadParameter(f"{exc.message} ({exc.hint})", param_hint="'--fleet-key-file'") from None
+    return FleetKeySource(path)
 
 
 def check_tls(host: str, cert: Path | None, key: Path | None) -> dict[str, Any]:

@@ -33,6 +33,7 @@ PRODUCT_COMMANDS: dict[str, str] = {
     "deploy": "nitro_llm.cli.deploy",
     "kms-policy": "nitro_llm.cli.deploy",
     "enclave": "nitro_llm.cli.enclave",
+    "fleet-key": "nitro_llm.cli.fleet_key",
     "gateway": "nitro_llm.cli.gateway",
     "gateway-token": "nitro_llm.cli.gateway",
     "image": "nitro_llm.cli.image",

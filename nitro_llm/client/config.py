@@ -36,6 +36,9 @@ class ClientConfig:
     """PEM certificate(s) to trust for the gateway's TLS instead of the system's CAs: a deployment
     whose gateway has its own certificate (deploy/README.md) hands clients that certificate. A
     relative path is taken from the configuration file's folder."""
+    failover_attempts: int = 1
+    """Tries per question when a replica is lost mid-request (``nitro_llm.client.failover``): more than 1
+    behind a load balancer, where another replica can answer; 1 (no retry) for a single gateway."""
 
     def auth_headers(self) -> dict[str, str]:
         """The Authorization header for the gateway, or none if this client has no token."""
@@ -63,7 +66,10 @@ class ClientConfig:
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
+        data = asdict(self)
+        if data["failover_attempts"] == 1:  # the default: left out, so older clients read the file too
+            del data["failover_attempts"]
+        tmp.write_text(json.dumps(data, indent=2))
         tmp.chmod(0o600)
         tmp.replace(path)
 

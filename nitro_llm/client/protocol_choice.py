@@ -77,11 +77,13 @@ def open_conversation(
     suite: str | None = None,
 ) -> Conversation:
     """A conversation in ``protocol``. "attested" needs a policy and a gateway URL (``gateway``, or the
-    client configuration's); "kms" needs the client configuration."""
+    client configuration's); "kms" needs the client configuration. With the configuration's
+    ``failover_attempts`` above 1, a turn cut by a lost replica is sent again (client/failover.py)."""
     if protocol == KMS:
         from nitro_llm.client.kms_conversation import KmsConversation
 
-        return KmsConversation(ClientConfig.load(config_path or default_config_path()))
+        config = ClientConfig.load(config_path or default_config_path())
+        return with_failover(KmsConversation(config), config.failover_attempts)
     if protocol != ATTESTED:
         raise ConfigError(f"unknown protocol {protocol[:20]!r}", hint=f"use one of {', '.join(PROTOCOLS)}")
     from nitro_llm.client.attested_conversation import AttestedConversation
@@ -89,11 +91,22 @@ def open_conversation(
     from nitro_llm.protocol.attested_wire import DEFAULT_SUITE
 
     policy = ClientPolicy.load(policy_path or default_policy_path())
+    attempts = 1
     if gateway is None:  # the configuration's gateway, with its API token and certificate
         config = ClientConfig.load(config_path or default_config_path())
-        gateway, http = config.gateway_url, config.gateway_http()
+        gateway, http, attempts = config.gateway_url, config.gateway_http(), config.failover_attempts
     else:
         import httpx
 
         http = httpx.Client(timeout=httpx.Timeout(10.0, read=300.0))
-    return AttestedConversation(gateway, policy, suite=suite or DEFAULT_SUITE, http=http)
+    return with_failover(
+        AttestedConversation(gateway, policy, suite=suite or DEFAULT_SUITE, http=http), attempts
+    )
+
+
+def with_failover(conversation: Conversation, attempts: int) -> Conversation:
+    if attempts <= 1:
+        return conversation
+    from nitro_llm.client.failover import FailoverConversation
+
+    return FailoverConversation(conversation, attempts=attempts)

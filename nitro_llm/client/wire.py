@@ -37,9 +37,14 @@ class AnswerChunk:
     final: bool = False
     finish_reason: str | None = None
     usage: Mapping[str, Any] | None = None
+    restarted: str | None = None
+    """Set (to the failed attempt's error code) on a marker piece with no text: discard every piece
+    before it, the question was sent again and the pieces after it are the whole answer
+    (``nitro_llm.client.failover``)."""
 
     def __repr__(self) -> str:  # the text is the user's answer: keep it out of logs and tracebacks
-        return f"AnswerChunk(text=<{len(self.text)} chars>, final={self.final})"
+        restarted = f", restarted={self.restarted!r}" if self.restarted else ""
+        return f"AnswerChunk(text=<{len(self.text)} chars>, final={self.final}{restarted})"
 
 
 @dataclass

@@ -21,6 +21,7 @@ from nitro_llm.attestation.errors import MeasurementError
 from nitro_llm.enclave.data_keys import DEFAULT_CAPACITY, DEFAULT_TTL_SECONDS
 from nitro_llm.enclave.freshness import DEFAULT_REPLAY_CAPACITY, DEFAULT_WINDOW_SECONDS
 from nitro_llm.enclave.threads import AUTO, inference_threads
+from nitro_llm.fleet.key_file import check_kms_key_arn
 from nitro_llm.inference.llama_engine import DEFAULT_CTX
 from nitro_llm.protocol.frame_codec import DEFAULT_MAX_FRAME_SIZE
 
@@ -56,6 +57,9 @@ class EnclaveConfig:
     debug_mode: bool = False
     seed_compat: bool = False  # the AWS sample's weaker wire format (enclave/seed_compat.py)
     model_name: str | None = None  # not measured: a label (None: the packaged model's, or the file stem)
+    fleet_kms_key: str | None = None
+    """A fleet replica: the ARN of the KMS key that wraps the fleet key (enclave/fleet_key.py). Measured,
+    so a key wrapped by any other KMS key is refused; None: this enclave makes its own session keys."""
 
     def __post_init__(self) -> None:
         if not _ENGINE_NAME.fullmatch(self.engine):
@@ -64,6 +68,8 @@ class EnclaveConfig:
             raise ValueError(
                 "threads >= 0 (0: auto), ctx >= 64, max_waiting >= 0 and batch_size >= 1 are required"
             )
+        if self.fleet_kms_key is not None:
+            check_kms_key_arn(self.fleet_kms_key, error=ValueError)
 
     def inference_threads(self, cpus: int | None = None) -> int:
         """The thread count llama.cpp gets: the configured one, or the rule's for ``cpus`` (default:
@@ -84,6 +90,7 @@ class EnclaveConfig:
             "max_waiting": self.max_waiting,
             "batch_size": self.batch_size,
             **({"seed_compat": True} if self.seed_compat else {}),
+            **({"fleet_kms_key": self.fleet_kms_key} if self.fleet_kms_key else {}),
         }
 
 
@@ -100,6 +107,7 @@ _MEASURED_FIELDS = frozenset(
         "max_waiting",
         "batch_size",
         "seed_compat",
+        "fleet_kms_key",
     }
 )
 

@@ -19,6 +19,7 @@ from nitro_llm.attestation.nsm import Nsm
 from nitro_llm.enclave.attested_handler import AttestedHandler, config_digest
 from nitro_llm.enclave.config import EnclaveConfig
 from nitro_llm.enclave.engines import build_engine
+from nitro_llm.enclave.fleet_key import FleetAttestedHandler
 from nitro_llm.enclave.hardening import harden_process
 from nitro_llm.enclave.key_release import KeyRelease
 from nitro_llm.enclave.server import EnclaveServer
@@ -136,9 +137,19 @@ def serve(
             ),
             region=kms.region,
         )
-    attested = AttestedHandler.generate(
-        nsm, model_digest=model.sha256, config_digest=config_digest(config.measured())
-    )
+    attested: AttestedHandler | FleetAttestedHandler
+    if config.fleet_kms_key:  # a fleet replica: the shared key, from KMS, once the gateway sends it
+        attested = FleetAttestedHandler(
+            nsm,
+            key_release,
+            kms_key_arn=config.fleet_kms_key,
+            model_digest=model.sha256,
+            config_digest=config_digest(config.measured()),
+        )
+    else:
+        attested = AttestedHandler.generate(
+            nsm, model_digest=model.sha256, config_digest=config_digest(config.measured())
+        )
     server = EnclaveServer(
         engine=engine,
         key_release=key_release,

@@ -37,6 +37,7 @@ from nitro_llm.enclave.config import EnclaveConfig
 from nitro_llm.enclave.conversation_keys import kms_cache_key
 from nitro_llm.enclave.data_keys import DataKeyCache
 from nitro_llm.enclave.errors import InternalError, ModelNotServedError
+from nitro_llm.enclave.fleet_key import FleetAttestedHandler
 from nitro_llm.enclave.freshness import FreshnessGuard, now_ms
 from nitro_llm.enclave.key_release import KeyRelease
 from nitro_llm.enclave.peer_watch import PeerWatch
@@ -80,7 +81,11 @@ class _Opened:
     cache_key: bytes | None = field(default=None, repr=False)  # its conversation's, or None
 
 
+#: A fleet replica answers none of these until it holds the fleet key (enclave/fleet_key.py).
+_NEEDS_FLEET_KEY = frozenset({"attest", "infer", "seed"})
+
 _CACHE_STAT_NAMES = {"prefill_tokens": "prefilled_tokens"}
+
 _FrameHandler = Callable[[_Connection, Mapping[str, Any]], None]
 _ProtocolHandler = Callable[[_Connection, bytes], _Opened]
 
@@ -101,7 +106,7 @@ class EnclaveServer:
         io_timeout: float = DEFAULT_IO_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         seed: SeedHandler | None = None,
-        attested: AttestedHandler | None = None,
+        attested: AttestedHandler | FleetAttestedHandler | None = None,
         hardening: Mapping[str, Any] | None = None,
     ) -> None:
         self._hardening = dict(hardening or {})  # what the OS granted (enclave.hardening), for pong
@@ -140,6 +145,9 @@ class EnclaveServer:
         if attested is not None:
             self._frame_handlers["attest"] = self._on_attest
             self._protocols[attested_protocol.PROTOCOL] = self._open_attested
+        self._fleet = attested if isinstance(attested, FleetAttestedHandler) else None
+        if self._fleet is not None:
+            self._frame_handlers["fleet_keys"] = self._on_fleet_keys
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, listener: socket.socket) -> None:
@@ -172,6 +180,7 @@ class EnclaveServer:
             "pcrs": self._pcrs,
             "debug_mode": self._config.debug_mode,
             "hardening": self._hardening,
+            **({"fleet_key": self._fleet.status()} if self._fleet is not None else {}),
         }
 
     def _conversation_stats(self) -> dict[str, int]:
@@ -195,6 +204,8 @@ class EnclaveServer:
                 raise FrameError(
                     "unknown frame type", hint=f"send one of: {', '.join(sorted(self._frame_handlers))}"
                 )
+            if self._fleet is not None and frame["t"] in _NEEDS_FLEET_KEY:
+                self._fleet.require_ready()
             handler(connection, frame)
         except _PeerGone:
             log.info("request=%s peer_gone", connection.request_id)
@@ -233,6 +244,10 @@ class EnclaveServer:
     def _on_attest(self, connection: _Connection, frame: Mapping[str, Any]) -> None:
         assert self._attested is not None  # registered only with the attested protocol
         self._send(connection.sock, self._attested.attest(frame))
+
+    def _on_fleet_keys(self, connection: _Connection, frame: Mapping[str, Any]) -> None:
+        assert self._fleet is not None  # registered only for a fleet replica
+        self._send(connection.sock, self._fleet.install(frame))
 
     def _on_infer(self, connection: _Connection, frame: Mapping[str, Any]) -> None:
         """Hand the envelope to the protocol the frame (or, failing that, the envelope) names."""

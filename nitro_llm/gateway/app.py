@@ -32,6 +32,7 @@ from nitro_llm.gateway.errors import (
     error_response,
 )
 from nitro_llm.gateway.first_frame import leading_error_code
+from nitro_llm.gateway.fleet_keys import FleetKeyPusher, FleetKeySource, fleet_key_health
 from nitro_llm.gateway.metrics import (
     ROUTE_ATTESTATION,
     ROUTE_INFER,
@@ -89,9 +90,11 @@ def create_app(
     limiter: Limiter | None = None,
     clock: Clock | None = None,
     monitor: EnclaveMonitor | None = None,
+    fleet_keys: FleetKeySource | None = None,
 ) -> FastAPI:
     """The gateway's ASGI app. ``link``, ``limiter``, ``clock`` and ``monitor`` are its seams (see
-    :mod:`nitro_llm.gateway.seams`): those not given are built from ``settings``."""
+    :mod:`nitro_llm.gateway.seams`): those not given are built from ``settings``. ``fleet_keys``: a
+    fleet replica's key file, kept handed to the enclave (gateway/fleet_keys.py)."""
     seams = build_seams(
         settings, credentials=credentials, link=link, limiter=limiter, clock=clock, monitor=monitor
     )
@@ -107,9 +110,18 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(pusher.run()) if pusher else None
         watch = asyncio.create_task(monitor.run())
+        fleet = (
+            asyncio.create_task(FleetKeyPusher(link, monitor, fleet_keys, clock=clock).run())
+            if fleet_keys
+            else None
+        )
         try:
             yield
         finally:
+            if fleet:
+                fleet.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fleet
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
@@ -142,7 +154,7 @@ def create_app(
     async def healthz() -> JSONResponse:
         try:
             reply = await monitor.pong(max_age=1.0)
-            enclave = "ok" if reply.get("t") == "pong" else "unexpected-reply"
+            enclave = fleet_key_health(reply) if reply.get("t") == "pong" else "unexpected-reply"
         except GatewayError as exc:
             enclave = exc.code
         status = 200 if enclave == "ok" else 503

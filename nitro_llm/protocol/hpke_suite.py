@@ -14,15 +14,20 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, MLKEM768X25519PrivateKey, Suite
 from cryptography.hazmat.primitives.hpke import MLKEM768X25519PublicKey as _HybridPublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from nitro_llm.protocol.attested_errors import DescriptorError, HpkeOpenError, SuiteError
 from nitro_llm.protocol.attested_wire import DEFAULT_SUITE, MLKEM768_X25519, SUITES, X25519  # noqa: F401
 
 _MLKEM768_PUBLIC_SIZE = 1184
 _X25519_PUBLIC_SIZE = 32
+_MLKEM768_SEED_SIZE = 64
+_DERIVE_INFO = b"nitro-llm/v1 hpke key pair"
+MIN_DERIVE_SECRET = 32
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,8 @@ def seal(name: str, public_key: bytes, plaintext: bytes, *, info: bytes) -> tupl
 
 @dataclass(frozen=True)
 class HpkeKeyPair:
-    """The enclave's session key: created in enclave memory, never serialised, gone on restart."""
+    """The enclave's session key: created in enclave memory, never serialised, gone on restart; or,
+    for a fleet, derived in each enclave's memory from the secret KMS released to it (``derive``)."""
 
     suite: str
     public_key: bytes
@@ -88,6 +94,27 @@ class HpkeKeyPair:
         if suite == X25519:
             return cls(suite, classical_public, classical)
         pq = mlkem.MLKEM768PrivateKey.generate()
+        public = pq.public_key().public_bytes_raw() + classical_public
+        return cls(suite, public, MLKEM768X25519PrivateKey(pq, classical))
+
+    @classmethod
+    def derive(cls, suite: str, secret: bytes, *, context: bytes) -> HpkeKeyPair:
+        """The same key pair from the same secret on every machine that holds it (the fleet key,
+        nitro_llm/enclave/fleet_key.py). HKDF-SHA256 of ``secret``, separated by suite, part and
+        ``context``, gives the X25519 private key and the ML-KEM-768 seed."""
+        suite_info(suite)
+        if not isinstance(secret, bytes | bytearray) or len(secret) < MIN_DERIVE_SECRET:
+            raise ValueError(f"a key pair is derived from at least {MIN_DERIVE_SECRET} secret bytes")
+
+        def expand(part: bytes, length: int) -> bytes:
+            info = b"\x00".join((_DERIVE_INFO, suite.encode(), part, context))
+            return HKDF(hashes.SHA256(), length, salt=None, info=info).derive(bytes(secret))
+
+        classical = x25519.X25519PrivateKey.from_private_bytes(expand(b"x25519", 32))
+        classical_public = classical.public_key().public_bytes_raw()
+        if suite == X25519:
+            return cls(suite, classical_public, classical)
+        pq = mlkem.MLKEM768PrivateKey.from_seed_bytes(expand(b"mlkem768", _MLKEM768_SEED_SIZE))
         public = pq.public_key().public_bytes_raw() + classical_public
         return cls(suite, public, MLKEM768X25519PrivateKey(pq, classical))
 

@@ -13,7 +13,7 @@ from nitro_llm.errors import NitroLLMError
 SCENARIO_HELP = (
     "Letters of the scenarios to run: a overhead, b protocol path, c seed stack (needs the bench extra), "
     "d many users, e KMS calls, f a chat's turns with and without the enclave's KV cache, "
-    "g 1 vs 2 inference threads."
+    "g 1 vs 2 inference threads, h the load balancer's hop (fleets of 1-3 replicas behind HAProxy)."
 )
 
 
@@ -52,8 +52,8 @@ def bench(
     from nitro_llm_dev.bench.speed.targets import check_targets
 
     wanted = "".join(sorted(set(scenario.lower())))
-    if not wanted or set(wanted) - set("abcdefg"):
-        raise typer.BadParameter("--scenario takes letters among a, b, c, d, e, f, g")
+    if not wanted or set(wanted) - set("abcdefgh"):
+        raise typer.BadParameter("--scenario takes letters among a, b, c, d, e, f, g, h")
     if "c" in wanted:
         missing = [m for m in ("torch", "transformers", "gguf") if importlib.util.find_spec(m) is None]
         if missing:

@@ -46,6 +46,15 @@ IsolateOpt = Annotated[
 ]
 
 
+ReplicasOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        max=16,
+        help="Run a fleet: N enclave+gateway replicas sharing one attested fleet key, behind HAProxy "
+        "(health-checking /healthz); ask/chat talk to the balancer and retry a turn a lost replica cut.",
+    ),
+]
 GatewayPortOpt = Annotated[
     int | None,
     typer.Option(
@@ -95,6 +104,7 @@ def _stack(
     enclave_from: EnclaveFrom = EnclaveFrom.image,
     gateway_port: int | None = None,
     seed_compat: bool = False,
+    replicas: int | None = None,
 ):
     """The stack, with its state directory claimed: a second 'up' or 'demo' there raises
     ``StackAlreadyRunning`` here, before the stack's modules load (about half a second)."""
@@ -106,9 +116,25 @@ def _stack(
     claim.acquire()
     from nitro_llm_dev.local.stack import EnclaveOptions, LocalStack
 
+    options = EnclaveOptions(engine=engine, model=model, threads=threads, seed_compat=seed_compat)
+    if replicas is not None:  # a fleet: the balancer takes the gateway port
+        if seed_compat:
+            claim.release()
+            raise typer.BadParameter("--seed-compat runs one gateway; leave out --replicas to migrate")
+        from nitro_llm_dev.local.fleet import LocalFleet
+
+        return LocalFleet(
+            root=root,
+            enclave=options,
+            isolate=isolate,
+            enclave_from=enclave_from.value,
+            gateway_port=gateway_port,
+            claim=claim,
+            replicas=replicas,
+        )
     return LocalStack(
         root=root,
-        enclave=EnclaveOptions(engine=engine, model=model, threads=threads, seed_compat=seed_compat),
+        enclave=options,
         isolate=isolate,
         enclave_from=enclave_from.value,
         gateway_port=gateway_port,
@@ -132,14 +158,17 @@ def up(
     enclave_from: EnclaveFromOpt = EnclaveFrom.image,
     gateway_port: GatewayPortOpt = None,
     seed_compat: SeedCompatOpt = False,
+    replicas: ReplicasOpt = None,
 ) -> None:
     """Start the local stack (KMS emulator, attested enclave, gateway) and keep it running until
     Ctrl-C. 'nitro-llm ask' and 'nitro-llm chat' then work with no flags. The enclave is the enclave
     image (built on first use), unless --enclave-from source. One stack per state directory: a
     second 'up' there is refused, naming the running one. --seed-compat also serves the AWS sample's
-    client (weaker; for migrating)."""
+    client (weaker; for migrating). --replicas N: a fleet behind HAProxy."""
     try:
-        stack = _stack(state, engine, threads, model, isolate, enclave_from, gateway_port, seed_compat)
+        stack = _stack(
+            state, engine, threads, model, isolate, enclave_from, gateway_port, seed_compat, replicas
+        )
     except NitroLLMError as exc:
         _print_error("error", exc)
         raise typer.Exit(code=2) from None
@@ -155,6 +184,7 @@ def up(
             stack.progress = lambda msg: status.update(f"starting: {msg}")
             stack.start()
         console.print(f"[bold green]ready[/]: gateway {stack.gateway_url}, KMS emulator {stack.kms_url}")
+        _print_fleet(stack)
         console.print(f"enclave: {stack.enclave_label()}")
         if stack.enclave_image is not None:
             console.print(f"image {stack.enclave_image.directory} (its EIF's PCRs are the key policy's)")
@@ -179,6 +209,18 @@ def up(
         stack.stop()
         if launched:
             console.print("stack stopped")
+
+
+def _print_fleet(stack: object) -> None:
+    from nitro_llm_dev.local.fleet import LocalFleet
+
+    if not isinstance(stack, LocalFleet):
+        return
+    stats = stack.balancer.stats_socket if stack.balancer else None
+    console.print(f"fleet: HAProxy at {stack.gateway_url} (stats socket {stats})")
+    for replica in stack.fleet:
+        console.print(f"  {replica.name}: gateway {replica.gateway_url}, enclave {replica.enclave_socket}")
+    console.print(f"fleet key file {stack.fleet_key_file} (KMS key {stack.fleet_kms_key_arn})")
 
 
 def _print_seed_instructions(stack: LocalStack) -> None:

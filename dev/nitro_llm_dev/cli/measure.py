@@ -20,6 +20,7 @@ from nitro_llm.cli.enclave import (
     CtxOpt,
     DebugOpt,
     EngineOpt,
+    FleetKmsKeyOpt,
     ModelOpt,
     SeedOpt,
     ThreadsOpt,
@@ -83,11 +84,12 @@ def pcrs(
     seed_compat: SeedOpt = False,
     batch_size: BatchOpt = 8,
     max_waiting: WaitingOpt = 8,
+    fleet_kms_key: FleetKmsKeyOpt = None,
 ) -> None:
     """Print PCR0-2 (hex) of an emulated enclave with these options, as JSON {"0": ..., "2": ...}."""
     config = enclave_config(
         model, engine, threads, ctx, debug_mode, freshness_window, data_key_ttl, seed_compat,
-        batch_size=batch_size, max_waiting=max_waiting,
+        batch_size=batch_size, max_waiting=max_waiting, fleet_kms_key=fleet_kms_key,
     )  # fmt: skip
     try:
         measured = measure_config(config)

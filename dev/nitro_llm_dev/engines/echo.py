@@ -6,6 +6,7 @@ transport and cryptography without the model's cost. Never the default: it is ch
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -18,8 +19,15 @@ from nitro_llm.protocol.messages import Message
 _PIECES = re.compile(r"\S+\s*|\s+")
 
 
+DELAY_ENV = "NITRO_LLM_ECHO_DELAY_MS"
+"""Milliseconds per piece when no delay is given: lets a test hold an answer mid-stream (a replica
+killed while it answers, local/fleet.py's tests) without a model. Not measured: echo is a dev engine."""
+
+
 class EchoEngine:
-    def __init__(self, *, delay_seconds: float = 0.0) -> None:
+    def __init__(self, *, delay_seconds: float | None = None) -> None:
+        if delay_seconds is None:
+            delay_seconds = float(os.environ.get(DELAY_ENV, "0") or 0) / 1000
         self._delay = delay_seconds
 
     @property

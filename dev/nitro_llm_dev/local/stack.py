@@ -90,6 +90,7 @@ class EnclaveOptions:
     seed_compat: bool = False
     batch_size: int = 8
     max_waiting: int = 8
+    fleet_kms_key: str | None = None  # a fleet replica (local/fleet.py): the KMS key wrapping the fleet key
 
     def config(self) -> EnclaveConfig:
         """The measured configuration ``nitro-llm enclave serve`` builds from ``args()``."""
@@ -102,6 +103,7 @@ class EnclaveOptions:
             seed_compat=self.seed_compat,
             batch_size=self.batch_size,
             max_waiting=self.max_waiting,
+            fleet_kms_key=self.fleet_kms_key,
         )
 
     def args(self) -> list[str]:
@@ -113,6 +115,8 @@ class EnclaveOptions:
             out.append("--debug-mode")
         if self.seed_compat:
             out.append("--seed-compat")
+        if self.fleet_kms_key:
+            out += ["--fleet-kms-key", self.fleet_kms_key]
         return out
 
 

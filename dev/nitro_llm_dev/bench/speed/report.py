@@ -17,7 +17,7 @@ from typing import Any
 from nitro_llm_dev.bench.speed.plot import plot_all
 from nitro_llm_dev.bench.speed.targets import check_targets, explain_misses
 
-SCENARIOS = "abcdefg"
+SCENARIOS = "abcdefgh"
 KEPT_MARKER = "<!-- Below: measured by other commands (each section says which); kept by --report. -->"
 COMMANDS = [
     "bash scripts/setup.sh                      # the project, llama-cpp-python (portable build), the model",
@@ -25,7 +25,8 @@ COMMANDS = [
     ".venv/bin/pip install -e '.[bench]'        # torch 2.13.0 CPU, transformers, gguf, matplotlib",
     ".venv/bin/nitro-llm bench --scenario c     # (c): the seed's stack vs ours on Bloom-560m",
     ".venv/bin/nitro-llm bench --scenario fg    # (f) a chat with/without the KV cache, (g) 1 vs 2 threads",
-    ".venv/bin/nitro-llm bench --scenario abcdefg --report   # everything, then rewrite this file",
+    ".venv/bin/nitro-llm bench --scenario h     # (h): the load balancer's hop (needs haproxy)",
+    ".venv/bin/nitro-llm bench --scenario abcdefgh --report  # everything, then rewrite this file",
 ]
 
 
@@ -222,6 +223,8 @@ def render(results: dict[str, Any], plots: list[str]) -> str:
         lines += _conversation_section(f, dates.get("f", ""))
     if g := results.get("g"):
         lines += _threads_section(g, dates.get("g", ""))
+    if h := results.get("h"):
+        lines += _balancer_section(h, dates.get("h", ""))
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     return "\n".join(lines)
@@ -316,6 +319,37 @@ def _threads_section(g: dict[str, Any], date: str) -> list[str]:
         "was faster (more threads count as faster only when both prefill and decode are).",
         "",
         _table(rows, columns),
+        "",
+    ]
+
+
+def _balancer_section(h: list[dict[str, Any]], date: str) -> list[str]:
+    return [
+        f"## (h) Load balancer hop, echo engine ({date})",
+        "",
+        "A local fleet (`nitro-llm up --replicas N`: N enclave+gateway replicas sharing the fleet key)",
+        "with the same prepared requests at the same concurrency, sent through HAProxy (round robin,",
+        "health-checked) vs spread by the clients over the gateways directly; alternating, twice each.",
+        "Every answer was opened and checked. Ratio = through HAProxy / direct. On two shared cores more",
+        "replicas add no capacity (they share the CPU): the rows show the hop's cost, not scaling.",
+        "Other tenants' load (last column) moved these ratios by up to a third between runs here.",
+        "",
+        _table(
+            h,
+            [
+                ("replicas", "replicas"),
+                ("concurrency", "clients"),
+                ("direct_p50_ms", "direct p50 ms"),
+                ("balancer_p50_ms", "HAProxy p50 ms"),
+                ("p50_ratio", "p50 ratio"),
+                ("direct_requests_per_s", "direct req/s"),
+                ("balancer_requests_per_s", "HAProxy req/s"),
+                ("throughput_ratio", "req/s ratio"),
+                ("requests", "requests"),
+                ("failed", "failed"),
+                ("load_average_1m", "load 1m"),
+            ],
+        ),
         "",
     ]
 

@@ -130,6 +130,14 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda _m
                 )
                 timings["f"] = time.monotonic() - t0
 
+    if "h" in wanted:
+        from nitro_llm_dev.bench.speed.fleet_hop import bench_fleet_hop
+
+        progress("(h) the balancer hop: fleets of 1, 2, 3 replicas, through HAProxy vs direct")
+        t0 = time.monotonic()
+        results["h"] = bench_fleet_hop(seconds=options.seconds, progress=progress)
+        timings["h"] = time.monotonic() - t0
+
     if "c" in wanted:
         from nitro_llm_dev.bench.speed.seed_stack import bench_seed_stack
 

@@ -123,6 +123,15 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"{g['in_process_neighbour_busy']['decode']['ratio']}x",
             g["auto"] == g["faster_through_stack"],
         )
+    if h := results.get("h"):
+        widest = max(h, key=lambda row: row["replicas"])
+        add(
+            f"(h) the balancer hop, {widest['replicas']} replicas, {widest['concurrency']} clients"
+            " (a figure, no target)",
+            f"p50 ratio {widest['p50_ratio']:.3f}, req/s ratio {widest['throughput_ratio']:.3f}, "
+            f"{widest['failed']} failed",
+            None,
+        )
     ran = set(results.get("options", {}).get("scenarios", ""))
     if ran >= set("abde"):
         seconds = results.get("seconds", 0) - results.get("scenario_seconds", {}).get("c", 0)
