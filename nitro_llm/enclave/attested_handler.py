@@ -52,6 +52,18 @@ def config_digest(measured_config: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_config(measured_config)).hexdigest()
 
 
+def attest_session(
+    nsm: Attester, sessions: Mapping[str, EnclaveSession], suite: str, nonce: bytes | None
+) -> dict[str, Any]:
+    """The ``attestation`` frame for ``suite``'s session: an NSM document made now, for this nonce,
+    vouching for the session's descriptor (one definition for the per-enclave and the fleet keys)."""
+    session = sessions.get(suite)
+    if session is None:
+        raise UnknownDescriptorError(f"this enclave offers no {suite} session")
+    document = nsm.attest(user_data=session.user_data(), nonce=nonce)
+    return attestation_frame(document, session.descriptor_bytes)
+
+
 @dataclass(frozen=True)
 class AttestedTurn:
     """An opened, fresh request, and the key its conversation's KV cells are kept under (None: the
@@ -97,11 +109,8 @@ class AttestedHandler:
         """Answer an ``attest`` frame: a document made now, for this nonce, vouching for the session."""
         nonce, suite = read_attest_frame(frame)
         with self._lock:
-            session = self._sessions.get(suite)
-        if session is None:
-            raise UnknownDescriptorError(f"this enclave offers no {suite} session")
-        document = self._nsm.attest(user_data=session.user_data(), nonce=nonce)
-        return attestation_frame(document, session.descriptor_bytes)
+            sessions = dict(self._sessions)
+        return attest_session(self._nsm, sessions, suite, nonce)
 
     def open(self, raw_envelope: bytes, freshness: FreshnessGuard) -> AttestedTurn:
         """Open a sealed request and hold it to the freshness window and replay memory.

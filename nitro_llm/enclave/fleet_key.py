@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from nitro_llm.enclave.attested_handler import AttestedTurn, Attester
+from nitro_llm.enclave.attested_handler import AttestedTurn, Attester, attest_session
 from nitro_llm.enclave.conversation_keys import Evict, SessionConversations
 from nitro_llm.enclave.freshness import FreshnessGuard
 from nitro_llm.enclave.key_release import Released
@@ -35,7 +35,7 @@ from nitro_llm.fleet.errors import FleetKeyRefusedError, FleetKeyUnavailableErro
 from nitro_llm.fleet.key_file import SECRET_SIZE, FleetKeyFile, FleetKeyGeneration, read_fleet_keys_frame
 from nitro_llm.protocol.attested import AttestedEnvelope, EnclaveSession
 from nitro_llm.protocol.attested_errors import UnknownDescriptorError
-from nitro_llm.protocol.attested_wire import SUITES, attestation_frame, read_attest_frame
+from nitro_llm.protocol.attested_wire import SUITES, read_attest_frame
 from nitro_llm.protocol.frame_kinds import ok_frame
 from nitro_llm.protocol.hpke_suite import HpkeKeyPair
 
@@ -253,11 +253,7 @@ class FleetAttestedHandler:
             current = self._current
         if current is None:
             raise FleetKeyUnavailableError("this replica does not hold the fleet key")
-        session = current.sessions.get(suite)
-        if session is None:
-            raise UnknownDescriptorError(f"this enclave offers no {suite} session")
-        document = self._nsm.attest(user_data=session.user_data(), nonce=nonce)
-        return attestation_frame(document, session.descriptor_bytes)
+        return attest_session(self._nsm, current.sessions, suite, nonce)
 
     def open(self, raw_envelope: bytes, freshness: FreshnessGuard) -> AttestedTurn:
         """Open a request sealed to the current or (during an overlap) the previous generation; its

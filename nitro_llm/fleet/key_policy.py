@@ -17,8 +17,8 @@ from typing import Any
 
 from nitro_llm.fleet.key_file import ID_KEY, PURPOSE, PURPOSE_KEY
 from nitro_llm.kms.errors import PolicyError
-from nitro_llm.kms.key_policy import ADMIN_ACTIONS
 from nitro_llm.kms.key_policy import _attestation_conditions as attestation_conditions  # the same checks
+from nitro_llm.kms.key_policy import admin_statement
 
 _ID = re.compile(r"[0-9a-f]{16}")
 
@@ -54,13 +54,7 @@ def build_fleet_key_policy(
     creators = list(creator_arns) or [admin_arn]
     purpose = {f"kms:EncryptionContext:{PURPOSE_KEY}": PURPOSE}
     statements: list[dict[str, Any]] = [
-        {
-            "Sid": "KeyAdministration",
-            "Effect": "Allow",
-            "Principal": {"AWS": admin_arn},
-            "Action": list(ADMIN_ACTIONS),
-            "Resource": "*",
-        },
+        admin_statement(admin_arn),
         {
             "Sid": "CreateFleetKeysWithoutSeeingThem",
             "Effect": "Allow",

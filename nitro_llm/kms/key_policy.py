@@ -53,6 +53,18 @@ _PCR_HEX = re.compile(r"^[0-9a-fA-F]{96}$")
 _ALLOWED_PCRS = range(9)
 
 
+def admin_statement(admin_arn: str) -> dict[str, Any]:
+    """Key administration for one principal: every key policy we write starts with it (the data
+    key's and the fleet key's), so that no key can be left without an administrator."""
+    return {
+        "Sid": "KeyAdministration",
+        "Effect": "Allow",
+        "Principal": {"AWS": admin_arn},
+        "Action": list(ADMIN_ACTIONS),
+        "Resource": "*",
+    }
+
+
 def build_key_policy(
     account: str,
     admin_arn: str,
@@ -81,13 +93,7 @@ def build_key_policy(
             hint="use the PCRs of a production build; pass unsafe_allow_debug_pcrs=True only for experiments",
         )
     statements: list[dict[str, Any]] = [
-        {
-            "Sid": "KeyAdministration",
-            "Effect": "Allow",
-            "Principal": {"AWS": admin_arn},
-            "Action": list(ADMIN_ACTIONS),
-            "Resource": "*",
-        },
+        admin_statement(admin_arn),
         {
             "Sid": "DataOwnersUseTheKey",
             "Effect": "Allow",
