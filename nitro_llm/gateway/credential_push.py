@@ -16,6 +16,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Protocol, runtime_checkable
 
 from nitro_llm.gateway.credential_timing import PUSH_PERIOD_SECONDS, PUSH_RETRY_SECONDS
@@ -43,36 +44,29 @@ class _Fetch:
         self.get = fetch
 
 
+@dataclass(eq=False)
 class CredentialsPusher:
-    def __init__(
-        self,
-        link: EnclaveLink,
-        source: CredentialsSource,
-        *,
-        period: float = PUSH_PERIOD_SECONDS,
-        retry_period: float = PUSH_RETRY_SECONDS,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self._link = link
-        self._source = source
-        self._period = period
-        self._retry_period = retry_period
-        self._sleep = sleep
-        self._fresh: asyncio.Task[bool] | None = None
-        self.handed_off = threading.Event()
-        """Set once the enclave has taken credentials from this pusher (a readiness signal for tests
-        and for anyone waiting on another thread)."""
-        self.fresh_fetches = 0
+    link: EnclaveLink
+    source: CredentialsSource
+    _: KW_ONLY
+    period: float = PUSH_PERIOD_SECONDS
+    retry_period: float = PUSH_RETRY_SECONDS
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    handed_off: threading.Event = field(default_factory=threading.Event, init=False)
+    """Set once the enclave has taken credentials from this pusher (a readiness signal for tests and
+    for anyone waiting on another thread)."""
+    fresh_fetches: int = field(default=0, init=False)
+    _fresh: asyncio.Task[bool] | None = field(default=None, init=False, repr=False)
 
     async def run(self) -> None:
         """Push now, then every period; retry quickly while the enclave has not taken them."""
         while True:
             ok = await self.push()
-            await self._sleep(self._period if ok else self._retry_period)
+            await self.sleep(self.period if ok else self.retry_period)
 
     async def push(self) -> bool:
         """Hand over the source's current credentials (its cache, while valid); True once taken."""
-        return self._taken(await hand_credentials(self._link, self._source))
+        return self._taken(await hand_credentials(self.link, self.source))
 
     async def push_fresh(self) -> bool:
         """Fetch credentials past the source's cache and hand them over; concurrent callers share
@@ -84,9 +78,9 @@ class CredentialsPusher:
 
     async def _push_fresh(self) -> bool:
         self.fresh_fetches += 1
-        source = self._source
+        source = self.source
         fetch = source.refresh if isinstance(source, RefreshableSource) else source.get
-        ok = self._taken(await hand_credentials(self._link, _Fetch(fetch)))
+        ok = self._taken(await hand_credentials(self.link, _Fetch(fetch)))
         log.info("fresh credentials %s", "handed to the enclave" if ok else "could not be handed over")
         return ok
 

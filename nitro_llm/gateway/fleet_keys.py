@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,43 +63,36 @@ class _Attempt:
     not_before: float
 
 
+@dataclass(eq=False)
 class FleetKeyPusher:
     """One check per call of :meth:`step`; :meth:`run` calls it forever."""
 
-    def __init__(
-        self,
-        link: EnclaveLink,
-        monitor: EnclaveMonitor,
-        source: FleetKeySource,
-        *,
-        clock: Clock = system_clock,
-        interval: float = CHECK_INTERVAL,
-    ) -> None:
-        self._link = link
-        self._monitor = monitor
-        self._source = source
-        self._clock = clock
-        self._interval = interval
-        self._failed: _Attempt | None = None
-        self._warned_not_fleet = False
-        self.pushes = 0
+    link: EnclaveLink
+    monitor: EnclaveMonitor
+    source: FleetKeySource
+    _: KW_ONLY
+    clock: Clock = system_clock
+    interval: float = CHECK_INTERVAL
+    pushes: int = field(default=0, init=False)
+    _failed: _Attempt | None = field(default=None, init=False, repr=False)
+    _warned_not_fleet: bool = field(default=False, init=False, repr=False)
 
     async def run(self) -> None:
         while True:
             await self.step()
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(self.interval)
 
     async def step(self) -> str:
         """Push if needed; return what happened (for logs and tests): "in-sync", "pushed",
         "refused:CODE", "waiting:REASON" or "not-a-fleet-replica"."""
         try:
-            pong = await self._monitor.pong(max_age=self._interval)
+            pong = await self.monitor.pong(max_age=self.interval)
         except NitroLLMError as exc:
             return f"waiting:{exc.code}"
         if pong.get("has_credentials") is False:
             return "waiting:no_credentials"  # the enclave needs them to ask KMS
         try:
-            keys = await asyncio.to_thread(self._source.get)
+            keys = await asyncio.to_thread(self.source.get)
         except (NitroLLMError, OSError) as exc:
             code = getattr(exc, "code", type(exc).__name__)
             log.warning("fleet key file unreadable (%s): the enclave keeps what it holds", code)
@@ -116,10 +109,10 @@ class FleetKeyPusher:
             self._failed = None
             return "in-sync"
         failed = self._failed
-        if failed is not None and failed.ids == keys.ids() and self._clock() < failed.not_before:
+        if failed is not None and failed.ids == keys.ids() and self.clock() < failed.not_before:
             return "waiting:backoff"
         try:
-            reply = await self._link.call(keys.frame(), timeout=PUSH_TIMEOUT)
+            reply = await self.link.call(keys.frame(), timeout=PUSH_TIMEOUT)
         except NitroLLMError as exc:
             return self._refused(keys, exc.code)
         if reply.get("t") != "ok":
@@ -131,8 +124,8 @@ class FleetKeyPusher:
 
     def _refused(self, keys: FleetKeyFile, code: str) -> str:
         failures = self._failed.failures + 1 if self._failed and self._failed.ids == keys.ids() else 1
-        pause = min(MAX_BACKOFF, self._interval * 2 ** (failures - 1))
-        self._failed = _Attempt(keys.ids(), failures, self._clock() + pause)
+        pause = min(MAX_BACKOFF, self.interval * 2 ** (failures - 1))
+        self._failed = _Attempt(keys.ids(), failures, self.clock() + pause)
         log.warning("the enclave refused the fleet key (%s); next attempt in %.0f s", code, pause)
         return f"refused:{code}"
 
