@@ -15,7 +15,8 @@ One object is one conversation: it draws a random conversation secret and seals 
 turns, so the enclave can keep the conversation's KV cells between turns and prefill only what a
 turn adds (the host never sees the secret: it travels inside the HPKE ciphertext). A caller that
 sends unrelated chats through one object (the proxy) passes ``remember=False``: then no secret is
-sent and the enclave keeps nothing.
+sent and the enclave keeps nothing. (The proxy gives each chat its caller named an object of its
+own, sharing this one's HTTP client and verified sessions.)
 """
 
 from __future__ import annotations
@@ -81,6 +82,12 @@ class AttestedConversation:
         self._lock = threading.Lock()
         self._conversation = new_conversation() if remember else None
         self.last_wire = WireRecord()
+
+    @property
+    def http(self) -> httpx.Client:
+        """The HTTP client to the gateway, for a caller that opens more conversations to it (the
+        proxy, one per named chat) over the same connections."""
+        return self._http
 
     # --- verification ------------------------------------------------------------------------
 

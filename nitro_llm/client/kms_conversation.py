@@ -3,10 +3,15 @@
 One data key per conversation (one KMS GenerateDataKey on the client, and — thanks to the enclave's
 key cache — one KMS Decrypt in the enclave for the whole chat), a fresh request id, timestamp and
 nonce per turn. Everything is decrypted here; the gateway and the network see ciphertext only.
+
+Thread-safe: the proxy may relay two turns of one named chat at once through one object; they
+draw one data key between them (a second key for the same conversation id would be sealed under
+by one turn while the other's answer was opened with the first).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, Unpack
 
@@ -37,10 +42,13 @@ class KmsConversation:
         self._http = http or config.gateway_http()
         self._data_key: bytes | None = None
         self._edk: bytes = b""
+        self._key_lock = threading.Lock()
         self.last_wire = WireRecord()
 
     def _ensure_data_key(self, header: KmsHeader) -> None:
-        if self._data_key is None:
+        with self._key_lock:
+            if self._data_key is not None:
+                return
             try:
                 reply = self._kms.generate_data_key(
                     KeyId=self.config.key_id, KeySpec="AES_256", EncryptionContext=header.encryption_context()

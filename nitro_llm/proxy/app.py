@@ -29,6 +29,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from nitro_llm.errors import NitroLLMError
 from nitro_llm.proxy import openai_schema as oai
 from nitro_llm.proxy.backend_seam import BackendChunk, ConfidentialBackend
+from nitro_llm.proxy.conversations import CONVERSATION_HEADER
 from nitro_llm.proxy.errors import (
     BlockedError,
     InvalidRequestError,
@@ -125,7 +126,7 @@ def create_app(
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         body = await _json_body(request)
-        parsed = oai.parse_request(body)
+        parsed = oai.parse_request(body, conversation_headers=request.headers.getlist(CONVERSATION_HEADER))
         state = await run_in_threadpool(backend.describe)
         if state.get("verified") is False:
             raise BlockedError(
@@ -133,13 +134,18 @@ def create_app(
                 hint="nothing was sent; fix the policy or the deployment, then restart the proxy",
             )
         chat = parsed.chat
-        stop = {"stop": chat.stop} if chat.stop else {}  # sealed with the question, applied in the enclave
+        given: dict[str, Any] = {}  # passed only when the caller set them (backend_seam.py)
+        if chat.stop:
+            given["stop"] = chat.stop  # sealed with the question, applied in the enclave
+        if parsed.conversation is not None:
+            # Named: its turns share one conversation (proxy/conversations.py); the name stays here.
+            given["conversation"] = parsed.conversation
         chunks = backend.stream(
             [m.to_dict() for m in chat.messages],
             max_tokens=chat.max_tokens,
             temperature=chat.temperature,
             seed=chat.seed,
-            **stop,
+            **given,
         )
         # Pull the first piece before answering, so a refusal (verification, gateway, enclave) is an
         # HTTP error the client can act on, not a 200 with an error buried in the stream.

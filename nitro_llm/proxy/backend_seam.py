@@ -44,10 +44,19 @@ class ConfidentialBackend(Protocol):
     model_id: str
 
     def stream(
-        self, messages: list[Mapping[str, str]], **options: Unpack[AnswerOptions]
+        self,
+        messages: list[Mapping[str, str]],
+        *,
+        conversation: str | None = None,
+        **options: Unpack[AnswerOptions],
     ) -> Iterator[BackendChunk]:
         """``options`` are sealed into the request with the messages (``stop`` included: the host never
-        learns it); the proxy passes ``stop`` only when the caller set it."""
+        learns it); the proxy passes ``stop`` only when the caller set it.
+
+        ``conversation``: the caller's name for the chat (proxy/conversations.py), passed only when it
+        gave one. Requests with the same name are turns of one conversation, whose state (attested:
+        the conversation secret; kms: the data key and conversation id) was drawn at random for that
+        name; the name itself is never sent. Without one a request shares nothing with any other."""
         ...
 
     def describe(self) -> dict[str, Any]: ...

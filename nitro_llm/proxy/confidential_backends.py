@@ -2,7 +2,9 @@
 
 ``KmsBackend`` wraps :class:`~nitro_llm.client.kms_conversation.KmsConversation`: one conversation
 (one data key, one conversation id) per request, so that separate chats going through one proxy
-cannot be linked by the gateway; the HTTP and KMS clients are shared to keep that cheap.
+cannot be linked by the gateway; the HTTP and KMS clients are shared to keep that cheap. A request
+that names its chat (proxy/conversations.py) continues that name's conversation instead: one data key
+and conversation id per name, so the enclave's cache (keyed by them) serves its later turns.
 
 ``AttestedBackend`` wraps :class:`~nitro_llm.client.attested_conversation.AttestedConversation`,
 which verifies the enclave on this machine before sealing anything and caches the verified session
@@ -12,7 +14,9 @@ are forgotten: whatever answers next (a restarted stack, a restarted enclave) ha
 verified anew, and ``describe()`` reports the last verification as ``last_verified_at`` only. It
 serves every chat the proxy relays, which an OpenAI request does not tell apart, so it sends no
 conversation secret (``remember=False``): the enclave keeps no KV cells for them, rather than one
-set shared by unrelated chats.
+set shared by unrelated chats. A request that names its chat goes through that name's own
+conversation (``remember=True``: a secret drawn for the name alone), which shares the verified
+sessions and the HTTP client with the others.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
 import httpx
 
@@ -33,6 +37,10 @@ from nitro_llm.errors import NitroLLMError
 from nitro_llm.protocol.attested_wire import DEFAULT_SUITE
 from nitro_llm.protocol.messages import AnswerOptions
 from nitro_llm.proxy.backend_seam import BackendChunk
+from nitro_llm.proxy.conversations import ConversationTable
+
+if TYPE_CHECKING:
+    from nitro_llm.client.kms_conversation import KmsConversation
 
 
 class KmsBackend:
@@ -53,6 +61,8 @@ class KmsBackend:
         self._http = http
         self._kms = kms
         self._lock = threading.Lock()
+        self.named: ConversationTable[KmsConversation] = ConversationTable(self._new_conversation)
+        """The conversations of named chats (proxy/conversations.py)."""
 
     def _http_client(self) -> httpx.Client:
         with self._lock:
@@ -71,14 +81,23 @@ class KmsBackend:
                 )
             return http, self._kms
 
-    def stream(
-        self, messages: list[Mapping[str, str]], **options: Unpack[AnswerOptions]
-    ) -> Iterator[BackendChunk]:
+    def _new_conversation(self) -> KmsConversation:
+        """A new data key (drawn on its first turn) and a random conversation id."""
         from nitro_llm.client.kms_conversation import KmsConversation
 
         http, kms = self._clients()
-        conversation = KmsConversation(self.config, http=http, kms=kms)
-        chunks = conversation.stream(messages, **options)
+        return KmsConversation(self.config, http=http, kms=kms)
+
+    def stream(
+        self,
+        messages: list[Mapping[str, str]],
+        *,
+        conversation: str | None = None,
+        **options: Unpack[AnswerOptions],
+    ) -> Iterator[BackendChunk]:
+        """A conversation of its own, or the named chat's (see the module docstring)."""
+        chat = self._new_conversation() if conversation is None else self.named.get(conversation)
+        chunks = chat.stream(messages, **options)
         for chunk in chunks:
             if chunk.final:
                 yield BackendChunk(chunk.text, chunk.finish_reason or "stop", _usage(chunk.usage))
@@ -134,6 +153,9 @@ class AttestedBackend:
         self.conversation = AttestedConversation(
             gateway_url, policy, suite=suite, http=http, cache=self._cache, clock=clock, remember=False
         )
+        self._clock = clock
+        self.named: ConversationTable[AttestedConversation] = ConversationTable(self._new_conversation)
+        """The conversations of named chats, each with its own secret (proxy/conversations.py)."""
         self.gateway_url = self.conversation.gateway_url
         self.policy = policy
         self.suite = suite
@@ -148,10 +170,29 @@ class AttestedBackend:
         """Nothing answers: no session verified so far may be sealed to again (module docstring)."""
         self._cache.clear()
 
+    def _new_conversation(self) -> AttestedConversation:
+        """A new conversation secret, sealed to the sessions every conversation here verified; over
+        the shared HTTP client, so no connection and no verification is per chat."""
+        return AttestedConversation(
+            self.gateway_url,
+            self.policy,
+            suite=self.suite,
+            http=self.conversation.http,
+            cache=self._cache,
+            clock=self._clock,
+            remember=True,
+        )
+
     def stream(
-        self, messages: list[Mapping[str, str]], **options: Unpack[AnswerOptions]
+        self,
+        messages: list[Mapping[str, str]],
+        *,
+        conversation: str | None = None,
+        **options: Unpack[AnswerOptions],
     ) -> Iterator[BackendChunk]:
-        chunks = self.conversation.stream(messages, **options)
+        """Unnamed: no conversation secret, nothing kept. Named: that name's conversation."""
+        chat = self.conversation if conversation is None else self.named.get(conversation)
+        chunks = chat.stream(messages, **options)
         try:
             for chunk in chunks:
                 if chunk.final:

@@ -85,9 +85,16 @@ class ConfigFollowingBackend:
         log.warning("the client configuration changed: following the gateway at %s", config.gateway_url)
 
     def stream(
-        self, messages: list[Mapping[str, str]], **options: Unpack[AnswerOptions]
+        self,
+        messages: list[Mapping[str, str]],
+        *,
+        conversation: str | None = None,
+        **options: Unpack[AnswerOptions],
     ) -> Iterator[BackendChunk]:
-        return self.current().stream(messages, **options)
+        """As the current backend's; a named chat's state is that backend's, so a new configuration
+        (a new stack, a new enclave) starts its conversations afresh."""
+        named = {"conversation": conversation} if conversation is not None else {}
+        return self.current().stream(messages, **options, **named)
 
     def describe(self) -> dict[str, Any]:
         return self.current().describe()

@@ -43,6 +43,13 @@ class UnsupportedFeatureError(InvalidRequestError, code="unsupported_feature"):
     """the confidential model answers plain chat: leave out tools, images, n>1 and logprobs"""
 
 
+# A conversation name (X-Nitro-Conversation, prompt_cache_key) that is malformed or ambiguous
+# (proxy/conversations.py). The message never quotes the name.
+class ConversationNameError(InvalidRequestError, code="invalid_conversation"):
+    """name a chat with 1 to 256 printable characters (the same in X-Nitro-Conversation and
+    prompt_cache_key when both are sent)"""
+
+
 class NotFoundError(ProxyError, code="not_found", status=404, openai_type="invalid_request_error"):
     pass
 

@@ -3,8 +3,10 @@
 Lenient where OpenAI clients routinely send options that do not change the answer's meaning (``user``,
 ``stream_options``, penalties, ``top_p``), strict where silently ignoring an option would return
 something the caller did not ask for (``n`` > 1, tools, images, JSON mode, logprobs). ``stop`` (a
-string or up to four) is sealed into the request and applied inside the enclave. The conversation
-itself is then held to the enclave's request schema before anything is sealed.
+string or up to four) is sealed into the request and applied inside the enclave. ``prompt_cache_key``
+(or the ``X-Nitro-Conversation`` header) names the chat a request continues, so its turns share the
+enclave's cache (proxy/conversations.py); it is never sent on. The conversation itself is then held to
+the enclave's request schema before anything is sealed.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,7 @@ from nitro_llm.protocol.messages import (
     ChatRequest,
     chat_request,
 )
+from nitro_llm.proxy.conversations import BODY_FIELD, conversation_name
 from nitro_llm.proxy.errors import InvalidRequestError, UnsupportedFeatureError
 
 # Deterministic by default: the same question gives the same answer unless the caller asks otherwise.
@@ -37,9 +40,12 @@ class CompletionRequest:
     stream: bool
     include_usage: bool
     requested_model: str
+    conversation: str | None = None
+    """The caller's name for the chat (None: a conversation of its own); stays on this machine."""
 
 
-def parse_request(body: Any) -> CompletionRequest:
+def parse_request(body: Any, *, conversation_headers: Sequence[str] = ()) -> CompletionRequest:
+    """``conversation_headers``: the request's ``X-Nitro-Conversation`` values (at most one)."""
     if not isinstance(body, Mapping):
         raise InvalidRequestError("the request body must be a JSON object")
     model = body.get("model")
@@ -77,7 +83,14 @@ def parse_request(body: Any) -> CompletionRequest:
     messages = _messages(body.get("messages"))
     stop = _stop(body.get("stop"))
     chat = chat_request(messages, max_tokens=max_tokens, temperature=float(temperature), seed=seed, stop=stop)
-    return CompletionRequest(chat=chat, stream=stream, include_usage=include_usage, requested_model=model)
+    conversation = conversation_name(list(conversation_headers), body.get(BODY_FIELD))
+    return CompletionRequest(
+        chat=chat,
+        stream=stream,
+        include_usage=include_usage,
+        requested_model=model,
+        conversation=conversation,
+    )
 
 
 def _stop(raw: Any) -> tuple[str, ...]:

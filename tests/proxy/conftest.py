@@ -27,9 +27,15 @@ class EchoBackend:
         self.delay = delay
         self.calls = []
 
-    def stream(self, messages, *, max_tokens, temperature, seed):
+    def stream(self, messages, *, max_tokens, temperature, seed, **named):
         self.calls.append(
-            {"messages": messages, "max_tokens": max_tokens, "temperature": temperature, "seed": seed}
+            {
+                "messages": messages,
+                "max_tokens": max_tokens,
+                "temperature": temperature,
+                "seed": seed,
+                **named,
+            }
         )
         if self.fail_before:
             from nitro_llm.client.errors import GatewayUnreachable

@@ -5,6 +5,8 @@ response sealer) behind an httpx MockTransport standing where the gateway's HTTP
 records every request, so the tests can assert on exactly what the gateway received.
 """
 
+import base64
+import functools
 import hashlib
 import os
 
@@ -52,6 +54,7 @@ class FakeGatewayEnclave:
         self.sessions = {}
         self.requests = []
         self.conversations = []  # each opened request's conversation secret (None: none sent)
+        self.wire = []  # every request as the gateway receives it: method, URL, headers, body
         self.tamper = None
         self.rotate()
 
@@ -63,6 +66,7 @@ class FakeGatewayEnclave:
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         self.requests.append((request.method, request.url.path, request.content))
+        self.wire.append(on_the_wire(request))
         if request.method == "GET" and request.url.path == "/v1/attestation":
             session = self.sessions[request.url.params["suite"]]
             nonce = bytes.fromhex(request.url.params["nonce"])
@@ -90,6 +94,24 @@ class FakeGatewayEnclave:
         return [(method, path) for method, path, _ in self.requests]
 
 
+def on_the_wire(request: httpx.Request) -> bytes:
+    """The request as bytes on the wire (HTTP/1.1's request line, headers and body)."""
+    head = [f"{request.method} {request.url.raw_path.decode()} HTTP/1.1".encode()]
+    head += [name + b": " + value for name, value in request.headers.raw]
+    return b"\r\n".join(head) + b"\r\n\r\n" + request.read()
+
+
+def forms(secret: bytes) -> list[bytes]:
+    """What a secret or a name could look like in a request: raw, hex (either case), base64."""
+    return [
+        secret,
+        secret.hex().encode(),
+        secret.hex().upper().encode(),
+        base64.b64encode(secret),
+        base64.urlsafe_b64encode(secret).rstrip(b"="),
+    ]
+
+
 def _policy(ca, **over):
     fields = {
         "expected_pcrs": dict(PCRS),
@@ -105,9 +127,11 @@ def _backend(gateway, policy, suite="x25519"):
     return AttestedBackend(GATEWAY, policy, suite=suite, http=http, model_id="smollm2")
 
 
-def _ask(backend, text):
+def _ask(backend, text, **named):
     return list(
-        backend.stream([{"role": "user", "content": text}], max_tokens=16, temperature=0.0, seed=None)
+        backend.stream(
+            [{"role": "user", "content": text}], max_tokens=16, temperature=0.0, seed=None, **named
+        )
     )
 
 
@@ -140,6 +164,46 @@ def test_proxy_links_no_chats_and_a_conversation_links_its_own_turns(ca):
         conversation.ask([{"role": "user", "content": "turn"}], max_tokens=4)
     mine, again, theirs = gateway.conversations[2:]
     assert mine is not None and len(mine) == 32 and mine == again and theirs != mine
+
+
+# --- named chats (proxy/conversations.py) -------------------------------------------------------
+
+#: A name a script or a page might send: guessable, so it must never be sent on, nor derive a secret.
+NAME = "my-chat-about-ibuprofen-0001"
+
+
+def test_named_chats_each_get_their_own_secret_and_unnamed_requests_none(ca):
+    gateway = FakeGatewayEnclave(ca)
+    backend = _backend(gateway, _policy(ca))
+    for name in ("chat-1", "chat-2", "chat-1", None, "chat-2", None):
+        _ask(backend, "a turn", **({"conversation": name} if name else {}))
+    one, two, one_again, unnamed, two_again, unnamed_again = gateway.conversations
+    assert one is not None and len(one) == 32 and one_again == one
+    assert two is not None and two_again == two and two != one
+    assert unnamed is None and unnamed_again is None  # as before: nothing kept, nothing linked
+    assert gateway.paths().count(("GET", "/v1/attestation")) == 1  # one verification for every chat
+    another_proxy = _backend(gateway, _policy(ca))
+    _ask(another_proxy, "a turn", conversation="chat-1")
+    assert gateway.conversations[-1] not in (None, one)  # drawn at random, not derived from the name
+
+
+def test_openai_sdk_names_its_chat_and_the_gateway_sees_neither_the_name_nor_the_secret(ca, serve):
+    gateway = FakeGatewayEnclave(ca)
+    backend = _backend(gateway, _policy(ca))
+    messages = [{"role": "user", "content": "hi"}]
+    with serve(create_app(backend)) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        ask = functools.partial(client.chat.completions.create, model="smollm2", messages=messages)
+        ask(extra_headers={"X-Nitro-Conversation": NAME})
+        ask(prompt_cache_key=NAME)
+        "".join(c.choices[0].delta.content or "" for c in ask(stream=True, prompt_cache_key=NAME))
+        ask()
+    by_header, by_field, streamed, unnamed = gateway.conversations
+    assert by_header is not None and by_header == by_field == streamed and unnamed is None
+    received = b"".join(gateway.wire)
+    assert gateway.paths().count(("POST", "/v1/infer")) == 4
+    for needle in forms(NAME.encode()) + forms(by_header):
+        assert needle not in received
 
 
 @pytest.mark.parametrize(
@@ -282,10 +346,12 @@ class ToyKms:
         return {"Plaintext": key, "CiphertextBlob": edk}
 
 
-def _kms_gateway(kms, seen):
+def _kms_gateway(kms, seen, wire=None):
     def gateway(request: httpx.Request) -> httpx.Response:
         envelope = KmsEnvelope.from_cbor(request.content)
         seen.append(envelope.header.conversation_id)
+        if wire is not None:
+            wire.append((envelope.edk, on_the_wire(request)))
         key = kms.keys[envelope.edk]
         question = open_request(key, envelope)["messages"][-1]["content"]
         sealer = ResponseSealer(key, envelope.header)
@@ -298,10 +364,10 @@ def _kms_gateway(kms, seen):
     return gateway
 
 
-def _kms_backend(kms, seen):
+def _kms_backend(kms, seen, wire=None):
     config = ClientConfig(gateway_url=GATEWAY, key_id="alias/test", model="smollm2")
     return KmsBackend(
-        config, http=httpx.Client(transport=httpx.MockTransport(_kms_gateway(kms, seen))), kms=kms
+        config, http=httpx.Client(transport=httpx.MockTransport(_kms_gateway(kms, seen, wire))), kms=kms
     )
 
 
@@ -333,3 +399,32 @@ def test_openai_sdk_through_the_proxy_with_the_kms_protocol(serve):
     assert reply.choices[0].finish_reason == "length"
     assert streamed == "kms says: streamed"
     assert len(seen) == 2
+
+
+def test_kms_named_chats_keep_one_data_key_each_and_the_gateway_sees_neither_name_nor_key(serve):
+    kms, seen, wire = ToyKms(), [], []
+    order = [NAME, "chat-2", NAME, None, "chat-2", None]
+    with serve(create_app(_kms_backend(kms, seen, wire))) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        for i, name in enumerate(order):
+            named = (
+                {}
+                if name is None
+                else {"prompt_cache_key": name}
+                if i % 2
+                else {"extra_headers": {"X-Nitro-Conversation": name}}
+            )
+            client.chat.completions.create(
+                model="smollm2", messages=[{"role": "user", "content": "hi"}], **named
+            )
+    one, two, one_again, unnamed, two_again, unnamed_again = seen
+    assert one == one_again and two == two_again
+    assert len({one, two, unnamed, unnamed_again}) == 4  # unnamed requests: unlinkable, as before
+    edks = [edk for edk, _ in wire]
+    assert edks[0] == edks[2] and edks[1] == edks[4] and len(set(edks)) == 4
+    assert len(kms.calls) == 4  # one GenerateDataKey per named chat, one per unnamed request
+    assert kms.keys[edks[0]] != kms.keys[edks[1]]
+    received = b"".join(raw for _, raw in wire)
+    for needle in forms(NAME.encode()) + [form for key in kms.keys.values() for form in forms(key)]:
+        assert needle not in received
+    assert NAME not in repr(kms.calls)  # nor in what KMS is told (the encryption context)

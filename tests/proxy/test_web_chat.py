@@ -1,5 +1,6 @@
 """The web chat in headless Debian chromium: ask, watch the answer stream in, see what was verified."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -103,3 +104,28 @@ def test_web_chat_marks_an_answer_cut_by_max_tokens(echo_backend, serve, browser
             assert "max_tokens" in notices[0].inner_text()
         else:
             assert notices == []
+
+
+def test_web_chat_names_each_chat_so_its_turns_share_the_enclave_cache(echo_backend, serve, browser):
+    """Every request of one chat carries the same random X-Nitro-Conversation; "New chat" starts an
+    empty history under a new one (proxy/conversations.py maps each to its own secret)."""
+    backend = echo_backend()
+    with serve(create_app(backend)) as server:
+        page = browser.new_page(viewport={"width": 1000, "height": 600})
+        page.goto(server.url.replace("127.0.0.1", "localhost") + "/")
+        page.wait_for_selector("#status.ok")
+        for i, question in enumerate(["first question", "second question"]):
+            page.fill("#input", question)
+            page.press("#input", "Enter")
+            page.wait_for_selector(f".meta >> nth={i}")
+        page.click("#new-chat")
+        assert page.query_selector_all(".msg") == []
+        page.fill("#input", "a question in a new chat")
+        page.press("#input", "Enter")
+        page.wait_for_selector(".meta")
+        assert page.inner_text(".msg.assistant") == "echo: a question in a new chat"
+    first, second, third = (call.get("conversation") for call in backend.calls)
+    assert first is not None and re.fullmatch(r"[0-9a-f]{32}", first)
+    assert second == first
+    assert third is not None and re.fullmatch(r"[0-9a-f]{32}", third) and third != first
+    assert [len(call["messages"]) for call in backend.calls] == [1, 3, 1]
