@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Unpack
 
-from nitro_llm.inference.engine import ClosableStream, FinishReason, SamplingArgs, TokenChunk, Usage
+from nitro_llm.inference.engine import ClosableStream, FinishReason, GenerateArgs, TokenChunk, Usage
 from nitro_llm.inference.errors import EngineBusyError, InferenceError
 from nitro_llm.inference.kv_cache import (
     DEFAULT_CACHE_BYTES,
@@ -168,41 +168,31 @@ class BatchScheduler:
     def capacity(self) -> int:
         return self._decoder.n_seq + self._max_waiting
 
-    def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        cancel: threading.Event | None = None,
-        cache_key: bytes | None = None,
-        **sampling: Unpack[SamplingArgs],
-    ) -> Iterator[TokenChunk]:
+    def generate(self, messages: Sequence[Message], **args: Unpack[GenerateArgs]) -> Iterator[TokenChunk]:
         with self._model_lock:  # on the caller's thread, beside decoding; never after close()
             if self._closed:
                 raise EngineBusyError("the engine is shutting down")
             prompt = self._decoder.prompt_tokens(messages)
-        return self.generate_tokens(prompt, cancel=cancel, cache_key=cache_key, **sampling)
+        return self.generate_tokens(prompt, **args)
 
-    def generate_tokens(
-        self,
-        prompt: list[int],
-        *,
-        cancel: threading.Event | None = None,
-        cache_key: bytes | None = None,
-        **sampling: Unpack[SamplingArgs],
-    ) -> Iterator[TokenChunk]:
+    def generate_tokens(self, prompt: list[int], **args: Unpack[GenerateArgs]) -> Iterator[TokenChunk]:
         """Admit a tokenised prompt or refuse it now: ``EngineBusyError`` when the queue is full,
         ``ContextOverflowError`` when it could never fit. ``cache_key``: the conversation's opaque
         key (None: nothing reused, nothing kept)."""
         ctx = min(self._ctx, self._decoder.n_ctx_seq)
         check_fits(len(prompt), ctx)
-        budget = max(0, min(sampling["max_tokens"], ctx - len(prompt)))
-        seed = sampling["seed"]
+        budget = max(0, min(args["max_tokens"], ctx - len(prompt)))
+        seed = args["seed"]
         chosen = Sampling(
-            temperature=float(sampling["temperature"]),
+            temperature=float(args["temperature"]),
             seed=seed if seed is not None else secrets.randbits(32),
         )
         request = _Request(
-            prompt=prompt, budget=budget, sampling=chosen, cancel=cancel, cache_key=cache_key or None
+            prompt=prompt,
+            budget=budget,
+            sampling=chosen,
+            cancel=args.get("cancel"),
+            cache_key=args.get("cache_key") or None,
         )
         with self._wake:
             if self._closed:

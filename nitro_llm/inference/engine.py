@@ -74,12 +74,28 @@ class ClosableStream:
 
 class SamplingArgs(TypedDict):
     """How to sample one answer, given as keywords: ``generate(messages, max_tokens=…, temperature=…,
-    seed=…)``. Every engine gathers them as ``**sampling: Unpack[SamplingArgs]``, so the set is defined
-    once and callers keep passing plain keywords."""
+    seed=…)``. Every engine gathers them, with the request's own arguments, as
+    ``**args: Unpack[GenerateArgs]``, so the set is defined once and callers keep passing plain
+    keywords."""
 
     max_tokens: int
     temperature: float
     seed: int | None
+
+
+class GenerateArgs(SamplingArgs, total=False):
+    """What ``generate`` takes besides the messages: how to sample (:class:`SamplingArgs`, required),
+    and the request's own ``cancel`` (stop soon after it is set: finish_reason "cancelled") and
+    ``cache_key`` (the conversation's opaque KV-cache key; engines that keep nothing per conversation
+    ignore it)."""
+
+    cancel: threading.Event | None
+    cache_key: bytes | None
+
+
+def sampling_of(args: GenerateArgs) -> SamplingArgs:
+    """The sampling part alone, for an engine that hands it on."""
+    return SamplingArgs(max_tokens=args["max_tokens"], temperature=args["temperature"], seed=args["seed"])
 
 
 class Engine(Protocol):
@@ -88,13 +104,6 @@ class Engine(Protocol):
         """Short model name, reported to clients and in pong frames."""
         ...
 
-    def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        cancel: threading.Event | None = None,
-        cache_key: bytes | None = None,
-        **sampling: Unpack[SamplingArgs],
-    ) -> Iterator[TokenChunk]:
+    def generate(self, messages: Sequence[Message], **args: Unpack[GenerateArgs]) -> Iterator[TokenChunk]:
         """Stream the answer; stop early (finish_reason "cancelled") soon after ``cancel`` is set."""
         ...

@@ -9,12 +9,11 @@ otherwise derive every unseeded request's seed from the same fixed value.
 from __future__ import annotations
 
 import secrets
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Unpack, cast
 
-from nitro_llm.inference.engine import FinishReason, SamplingArgs, TokenChunk, Usage
+from nitro_llm.inference.engine import FinishReason, GenerateArgs, TokenChunk, Usage
 from nitro_llm.inference.errors import ContextOverflowError, EngineUnavailableError, InferenceError
 from nitro_llm.protocol.messages import Message
 
@@ -56,15 +55,10 @@ class LlamaEngine:
     def name(self) -> str:
         return self._name
 
-    def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        cancel: threading.Event | None = None,
-        cache_key: bytes | None = None,  # ignored: this engine keeps nothing per conversation
-        **sampling: Unpack[SamplingArgs],
-    ) -> Iterator[TokenChunk]:
-        max_tokens, temperature, seed = sampling["max_tokens"], sampling["temperature"], sampling["seed"]
+    def generate(self, messages: Sequence[Message], **args: Unpack[GenerateArgs]) -> Iterator[TokenChunk]:
+        # ``cache_key`` is ignored: this engine keeps nothing per conversation
+        max_tokens, temperature, seed = args["max_tokens"], args["temperature"], args["seed"]
+        cancel = args.get("cancel")
         greedy = temperature == 0
         try:
             stream = self._llm.create_chat_completion(

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Protocol, Unpack
 
-from nitro_llm.inference.engine import ClosableStream, Engine, SamplingArgs, TokenChunk, Usage
+from nitro_llm.inference.engine import ClosableStream, Engine, GenerateArgs, TokenChunk, Usage, sampling_of
 from nitro_llm.inference.errors import EngineBusyError
 from nitro_llm.protocol.messages import Message
 
@@ -109,17 +109,10 @@ class SerialScheduler:
         with self._cv:
             return len(self._line)
 
-    def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        cancel: threading.Event | None = None,
-        cache_key: bytes | None = None,
-        **sampling: Unpack[SamplingArgs],
-    ) -> Iterator[TokenChunk]:
+    def generate(self, messages: Sequence[Message], **args: Unpack[GenerateArgs]) -> Iterator[TokenChunk]:
         # The engines run here (echo, single-stream llama) keep nothing per conversation: the key
         # is not passed on, so they need not know about it.
-        turn = _Turn(self, messages, dict(sampling), cancel)
+        turn = _Turn(self, messages, dict(sampling_of(args)), args.get("cancel"))
         with self._cv:
             if self._closed:
                 raise EngineBusyError("the engine is shutting down")

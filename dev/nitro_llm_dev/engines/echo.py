@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Unpack
 
-from nitro_llm.inference.engine import FinishReason, SamplingArgs, TokenChunk, Usage
+from nitro_llm.inference.engine import FinishReason, GenerateArgs, TokenChunk, Usage
 from nitro_llm.protocol.messages import Message
 
 _PIECES = re.compile(r"\S+\s*|\s+")
@@ -34,15 +33,9 @@ class EchoEngine:
     def name(self) -> str:
         return "echo"
 
-    def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        cancel: threading.Event | None = None,
-        cache_key: bytes | None = None,  # ignored: echoing keeps nothing per conversation
-        **sampling: Unpack[SamplingArgs],
-    ) -> Iterator[TokenChunk]:
-        max_tokens = sampling["max_tokens"]
+    def generate(self, messages: Sequence[Message], **args: Unpack[GenerateArgs]) -> Iterator[TokenChunk]:
+        # ``cache_key`` is ignored: echoing keeps nothing per conversation
+        max_tokens, cancel = args["max_tokens"], args.get("cancel")
         prompt_tokens = sum(len(_PIECES.findall(m.content)) for m in messages)
         last_user = next(m.content for m in reversed(messages) if m.role == "user")
         pieces = _PIECES.findall(last_user)
