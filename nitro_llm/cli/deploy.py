@@ -303,24 +303,35 @@ def kms_policy(
     output: Annotated[Path | None, typer.Option(help="Write the policy here instead of stdout.")] = None,
     compact: Annotated[bool, typer.Option(help="One line of JSON (for a CloudFormation parameter).")] = False,
     manifest: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
             help="The image manifest of 'nitro-llm image build --blobs' (its EIF's PCRs): the policy "
-            "exists before any instance does."
+            "exists before any instance does. Repeat it during a rolling update (--manifest OLD "
+            "--manifest NEW): either image's complete set of PCRs is accepted, never a mix."
         ),
     ] = None,
     measurements: Annotated[
-        Path | None,
-        typer.Option(help="Or: the measurements JSON saved by 'deploy build-eif' (or nitro-cli's output)."),
+        list[Path] | None,
+        typer.Option(
+            help="Or: the measurements JSON saved by 'deploy build-eif' (or nitro-cli's output); "
+            "repeatable, and may be combined with --manifest."
+        ),
     ] = None,
 ) -> None:
-    """Print the KMS key policy for this enclave: only an attested enclave with these PCRs decrypts."""
-    from nitro_llm.kms.key_policy import build_key_policy
+    """Print the KMS key policy for this enclave: only an attested enclave with these PCRs decrypts.
+
+    Several images (a rolling update's old and new) get one statement each: the enclave role decrypts
+    from an enclave that has all the PCRs of one of them."""
+    from nitro_llm.kms.key_policy import ENCLAVE_ALLOW_SID, EnclaveMeasurements, build_key_policy
 
     try:
-        if (manifest is None) == (measurements is None):
+        sources = [
+            *(("manifest", p) for p in manifest or ()),
+            *(("measurements", p) for p in measurements or ()),
+        ]
+        if not sources:
             raise DeployConfigError(
-                "give exactly one of --manifest and --measurements",
+                "give --manifest or --measurements (each may be repeated)",
                 hint="--manifest from 'nitro-llm image build', or --measurements from nitro-cli",
             )
         if not _ACCOUNT.fullmatch(account):
@@ -331,23 +342,31 @@ def kms_policy(
             *(("--client", c) for c in client),
         ):
             _check_arn(kind, arn)
-        if manifest is not None:
-            found = load_manifest_measurements(manifest)
-        else:
-            assert measurements is not None
-            found = load_measurements(measurements)
-        pcrs = found.policy_pcrs()
-        image = pcrs.pop(0) if image_sha384 else None  # ImageSha384 is PCR0 under another name
+        images = []
+        for kind, path in sources:
+            found = load_manifest_measurements(path) if kind == "manifest" else load_measurements(path)
+            pcrs = found.policy_pcrs()
+            image = pcrs.pop(0) if image_sha384 else None  # ImageSha384 is PCR0 under another name
+            images.append(EnclaveMeasurements(pcrs, image))
         policy = build_key_policy(
             account=account,
             admin_arn=admin,
             client_arns=list(client),
             enclave_role_arn=enclave_role,
-            pcrs=pcrs,
-            image_sha384=image,
+            pcrs=images[0].pcrs,
+            image_sha384=images[0].image_sha384,
+            also_accept=images[1:],
         )
     except NitroLLMError as exc:
         raise _fail(exc) from None
+    accepted = sum(1 for s in policy["Statement"] if s["Sid"].startswith(ENCLAVE_ALLOW_SID))
+    if accepted > 1:
+        err.print(
+            f"note: the enclave role may decrypt from any of {accepted} images; once every replica "
+            "runs the new one, narrow the policy to it (deploy/README.md, 'Rolling update')",
+            soft_wrap=True,
+            highlight=False,
+        )
     one_line = json.dumps(policy, separators=(",", ":"))
     if len(one_line.encode()) > CFN_PARAMETER_LIMIT:
         err.print(

@@ -5,7 +5,9 @@ first boot (the stack's UserData) and after (its systemd units, or an operator t
 - ``install-eif``: a downloaded EIF and manifest, checked (manifest pinned by SHA-256, EIF against
   the manifest) and moved into place;
 - ``supervise``: the enclave unit's main process; starts the enclave in production mode and restarts
-  it when it dies or wedges (``nitro_llm.deploy.supervisor``).
+  it when it dies or wedges (``nitro_llm.deploy.supervisor``);
+- ``wait-healthy``: waits until the gateway's /healthz says the enclave answers (a fleet instance
+  signals its Auto Scaling group only then).
 """
 
 from __future__ import annotations
@@ -34,13 +36,22 @@ def gateway_files(
             "127.0.0.1 and localhost are always included.",
         ),
     ] = None,
+    tls_only: Annotated[
+        bool,
+        typer.Option(
+            "--tls-only",
+            help="Only the TLS certificate and key: the API-tokens file is provided read-only by someone "
+            "else (on Kubernetes, a Secret shared by every replica).",
+        ),
+    ] = False,
 ) -> None:
-    """Create or repair the gateway's API-tokens file and TLS certificate and key (run as root)."""
+    """Create or repair the gateway's API-tokens file and TLS certificate and key (run as root, or as
+    the gateway's user for files in a folder it may create)."""
     from nitro_llm.deploy.gateway_files import ensure_gateway_files
 
     try:
         cfg, _ = _load(config)
-        steps = ensure_gateway_files(cfg, addresses=address or [])
+        steps = ensure_gateway_files(cfg, addresses=address or [], tokens=not tls_only)
     except NitroLLMError as exc:
         raise _fail(exc) from None
     for step in steps:
@@ -106,7 +117,38 @@ def supervise(
     supervisor.run(stop)
 
 
+def wait_healthy(
+    config: ConfigOption = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait at most.")] = 900.0,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between two looks.")] = 5.0,
+) -> None:
+    """Wait until the gateway's /healthz says the enclave answers (exit 0), or fail (exit 1) after
+    --timeout with what it said last."""
+    from nitro_llm.deploy.enclave_control import NitroCliControl
+    from nitro_llm.deploy.supervisor import HEALTHY, wait_until_healthy
+
+    try:
+        cfg, _ = _load(config)
+    except NitroLLMError as exc:
+        raise _fail(exc) from None
+    control = NitroCliControl(cfg)
+    health = wait_until_healthy(
+        control.health, timeout=timeout, interval=interval, clock=time.monotonic, sleep=time.sleep
+    )
+    if health.status != HEALTHY:
+        err.print(
+            f"[bold red]error:[/] the enclave did not answer within {timeout:.0f} s: {health.status}"
+            + (f" ({health.detail})" if health.detail else ""),
+            soft_wrap=True,
+            highlight=False,
+        )
+        err.print("[yellow]hint:[/] journalctl -u nitro-llm-enclave -u nitro-llm-gateway", soft_wrap=True)
+        raise typer.Exit(code=1)
+    typer.echo("healthy: the enclave answers through the gateway")
+
+
 def register(group: typer.Typer) -> None:
     group.command("gateway-files")(gateway_files)
     group.command("install-eif")(install_eif)
     group.command("supervise")(supervise)
+    group.command("wait-healthy")(wait_healthy)

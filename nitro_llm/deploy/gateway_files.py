@@ -12,7 +12,9 @@ file, or off loopback without a TLS certificate and key. So, at first boot and i
   missing, expiring within 30 days, or not naming every address asked for.
 
 An existing file keeps its content; its owner and mode are put right. Each step is returned so the
-operator sees what changed.
+operator sees what changed. With ``tokens=False`` only the TLS pair is looked after: the tokens file
+is someone else's (on Kubernetes, a Secret every replica mounts read-only, so that a client's token
+works on any replica).
 """
 
 from __future__ import annotations
@@ -139,21 +141,23 @@ def _tls_pair(cert: Path, key: Path, owner: _Owner, names: Sequence[str], now: d
 
 
 def ensure_gateway_files(
-    cfg: DeployConfig, *, addresses: Sequence[str] = (), now: dt.datetime | None = None
+    cfg: DeployConfig, *, addresses: Sequence[str] = (), now: dt.datetime | None = None, tokens: bool = True
 ) -> list[Step]:
-    """Create or repair the gateway's tokens file and TLS pair (see the module docstring)."""
+    """Create or repair the gateway's tokens file (unless ``tokens`` is false) and TLS pair (see the
+    module docstring)."""
     owner = _owner(cfg.gateway.user)
     now = now or dt.datetime.now(dt.UTC)
     gw = cfg.gateway
-    files = [p for p in (gw.api_tokens_file, gw.tls_cert, gw.tls_key) if p is not None]
+    tokens_file = gw.api_tokens_file if tokens else None
+    files = [p for p in (tokens_file, gw.tls_cert, gw.tls_key) if p is not None]
     steps: list[Step] = []
     try:
         for folder in dict.fromkeys(cfg.path(p).parent for p in files):
             made = _folder(folder, owner)
             if made:
                 steps.append(made)
-        if gw.api_tokens_file is not None:
-            steps.append(_tokens_file(cfg.path(gw.api_tokens_file), owner))
+        if tokens_file is not None:
+            steps.append(_tokens_file(cfg.path(tokens_file), owner))
         if gw.tls_cert is not None and gw.tls_key is not None:
             steps += _tls_pair(cfg.path(gw.tls_cert), cfg.path(gw.tls_key), owner, addresses, now)
     except OSError as exc:

@@ -165,3 +165,25 @@ class Supervisor:
         while not stop.is_set():
             self.step()
             stop.wait(self._policy.interval)
+
+
+def wait_until_healthy(
+    probe: Callable[[], Health],
+    *,
+    timeout: float,
+    interval: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> Health:
+    """Ask ``probe`` (the gateway's /healthz) every ``interval`` until it says HEALTHY, or until
+    ``timeout`` seconds have passed; return the last answer either way.
+
+    A fleet instance signals CloudFormation only after this says HEALTHY, so that a rolling update
+    waits for the new enclave to answer before it replaces the next old instance, and rolls back when
+    the new enclave never does."""
+    deadline = clock() + timeout
+    while True:
+        health = probe()
+        if health.status == HEALTHY or clock() >= deadline:
+            return health
+        sleep(min(interval, max(deadline - clock(), 0.0)))

@@ -10,6 +10,11 @@ Three kinds of principal, three different powers:
   an explicit Deny for that role when no attestation is present (``Null`` on
   ``kms:RecipientAttestation:PCR0``) closes the door even if someone later adds a broader Allow.
 
+During a rolling update two images serve at once, the old and the new: ``also_accept`` adds the
+other image's measurements as a statement of its own. KMS allows a request when any Allow statement
+matches, so either image's *complete* set of PCRs is accepted, never a mix of the two (one statement
+listing both values per PCR would accept PCR0 of one build with PCR2 of the other).
+
 The same function serves the local demo (PCRs from the emulated enclave) and a real deployment
 (PCRs from ``nitro-cli build-enclave``); ``nitro-llm kms-policy`` prints what it returns.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from nitro_llm.kms.errors import PolicyError
@@ -52,6 +58,17 @@ ENCLAVE_ACTIONS: tuple[str, ...] = ("kms:Decrypt",)
 _PCR_HEX = re.compile(r"^[0-9a-fA-F]{96}$")
 _ALLOWED_PCRS = range(9)
 
+ENCLAVE_ALLOW_SID = "EnclaveDecryptOnlyWithAttestation"
+
+
+@dataclass(frozen=True)
+class EnclaveMeasurements:
+    """One enclave image's pins: PCR index -> 96-hex-digit SHA-384, and optionally ImageSha384 (the
+    image digest, equal to PCR0, under KMS's other condition key)."""
+
+    pcrs: Mapping[int, str]
+    image_sha384: str | None = None
+
 
 def admin_statement(admin_arn: str) -> dict[str, Any]:
     """Key administration for one principal: every key policy we write starts with it (the data
@@ -73,6 +90,7 @@ def build_key_policy(
     pcrs: Mapping[int, str],
     image_sha384: str | None = None,
     *,
+    also_accept: Sequence[EnclaveMeasurements] = (),
     unsafe_allow_debug_pcrs: bool = False,
 ) -> dict[str, Any]:
     """Return the key policy document (a JSON-ready dict) for the given principals and measurements.
@@ -81,17 +99,25 @@ def build_key_policy(
     ``image_sha384`` is required, since an enclave statement without measurements would let any
     enclave, or the parent, decrypt. All-zero values are what a debug-mode enclave reports (its
     memory is readable from the parent), so they are refused unless ``unsafe_allow_debug_pcrs``.
+    ``also_accept``: other images the enclave role may decrypt from (a rolling update's old or new
+    image), each checked the same way and given its own statement; repeats are dropped.
     """
     if not re.fullmatch(r"\d{12}", account):
         raise PolicyError("the account must be a 12-digit AWS account id")
     if not client_arns:
         raise PolicyError("at least one client principal is required", hint="pass the data owner's ARN")
-    conditions = _attestation_conditions(pcrs, image_sha384)
-    if not unsafe_allow_debug_pcrs and any(set(v) == {"0"} for v in conditions.values()):
-        raise PolicyError(
-            "an all-zero measurement is a debug-mode enclave, whose memory the parent can read",
-            hint="use the PCRs of a production build; pass unsafe_allow_debug_pcrs=True only for experiments",
-        )
+    images = [EnclaveMeasurements(pcrs, image_sha384), *also_accept]
+    condition_sets: list[dict[str, str]] = []
+    for image in images:
+        conditions = _attestation_conditions(image.pcrs, image.image_sha384)
+        if not unsafe_allow_debug_pcrs and any(set(v) == {"0"} for v in conditions.values()):
+            raise PolicyError(
+                "an all-zero measurement is a debug-mode enclave, whose memory the parent can read",
+                hint="use the PCRs of a production build; pass unsafe_allow_debug_pcrs=True only for "
+                "experiments",
+            )
+        if conditions not in condition_sets:
+            condition_sets.append(conditions)
     statements: list[dict[str, Any]] = [
         admin_statement(admin_arn),
         {
@@ -101,14 +127,17 @@ def build_key_policy(
             "Action": list(CLIENT_ACTIONS),
             "Resource": "*",
         },
-        {
-            "Sid": "EnclaveDecryptOnlyWithAttestation",
-            "Effect": "Allow",
-            "Principal": {"AWS": enclave_role_arn},
-            "Action": list(ENCLAVE_ACTIONS),
-            "Resource": "*",
-            "Condition": {"StringEqualsIgnoreCase": conditions},
-        },
+        *(
+            {
+                "Sid": ENCLAVE_ALLOW_SID if n == 1 else f"{ENCLAVE_ALLOW_SID}{n}",
+                "Effect": "Allow",
+                "Principal": {"AWS": enclave_role_arn},
+                "Action": list(ENCLAVE_ACTIONS),
+                "Resource": "*",
+                "Condition": {"StringEqualsIgnoreCase": conditions},
+            }
+            for n, conditions in enumerate(condition_sets, start=1)
+        ),
         {
             "Sid": "DenyEnclaveRoleWithoutAttestation",
             "Effect": "Deny",

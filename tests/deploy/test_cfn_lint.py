@@ -8,58 +8,26 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import pytest
 import typer
-import yaml
+from cfn_testing import REPO, TEMPLATES, load_template, run_cfn_lint, run_checkov, substitute
 from typer.testing import CliRunner
 
 from nitro_llm.cli import deploy as deploy_cli
 from nitro_llm.deploy import host_files
 from nitro_llm.deploy.config import DeployConfig
 
-REPO = Path(__file__).resolve().parents[2]
-TEMPLATE = REPO / "deploy" / "cloudformation" / "nitro-llm.yaml"
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """YAML with CloudFormation's short-form tags (!Ref, !Sub, ...) read as their long forms."""
-
-
-def _construct(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-        if suffix == "GetAtt":
-            value = value.split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    return {name: value}
-
-
-_CfnLoader.add_multi_constructor("!", _construct)
-TEMPLATE_DATA = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)  # a SafeLoader subclass
+TEMPLATE = TEMPLATES / "nitro-llm.yaml"
+TEMPLATE_DATA = load_template(TEMPLATE)
 RESOURCES = TEMPLATE_DATA["Resources"]
 PARAMETERS = TEMPLATE_DATA["Parameters"]
 
 
-def _cfn_lint() -> str:
-    beside = Path(sys.executable).with_name("cfn-lint")
-    found = str(beside) if beside.exists() else shutil.which("cfn-lint")
-    if not found:
-        pytest.fail("cfn-lint is not installed: pip install -e '.[dev]' (it is a dev dependency)")
-    return found
-
-
 def test_cfn_lint_reports_nothing():
-    done = subprocess.run([_cfn_lint(), str(TEMPLATE)], capture_output=True, text=True, timeout=300)
-    # cfn-lint's exit code is a bit mask: 2 errors, 4 warnings, 8 informational.
+    done = run_cfn_lint(TEMPLATE)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -67,7 +35,7 @@ def test_cfn_lint_catches_a_broken_template(tmp_path):
     """The lint test above can fail: the same linter rejects a template with a wrong property."""
     broken = tmp_path / "broken.yaml"
     broken.write_text(TEMPLATE.read_text().replace("EnclaveOptions:", "EnclaveOption:"))
-    done = subprocess.run([_cfn_lint(), str(broken)], capture_output=True, text=True, timeout=300)
+    done = run_cfn_lint(broken)
     assert done.returncode & 2, done.stdout
 
 
@@ -146,26 +114,24 @@ def test_generated_policy_fits_the_parameter(tmp_path):
     assert "warning" not in result.output
 
 
+USER_DATA_VALUES = {
+    "AWS::Region": "eu-west-1",
+    "AWS::StackName": "nitro-llm",
+    "SourceRepository": "https://example.invalid/nitro-llm.git",
+    "SourceRef": "0123456789abcdef0123456789abcdef01234567",
+    "EnclaveCpuCount": "2",
+    "EnclaveMemoryMiB": "4096",
+    "GatewayPort": "8080",
+    "ImageBucket": "nitro-llm-images-123456789012",
+    "ImagePrefix": "0123456789abcdef0123456789abcdef01234567",
+    "ImageManifestSha256": "ab" * 32,
+    "GatewayAddress": "203.0.113.7",
+}
+
+
 def _user_data() -> str:
     sub = RESOURCES["ParentInstance"]["Properties"]["UserData"]["Fn::Base64"]["Fn::Sub"]
-    values = {
-        "AWS::Region": "eu-west-1",
-        "AWS::StackName": "nitro-llm",
-        "SourceRepository": "https://example.invalid/nitro-llm.git",
-        "SourceRef": "0123456789abcdef0123456789abcdef01234567",
-        "EnclaveCpuCount": "2",
-        "EnclaveMemoryMiB": "4096",
-        "GatewayPort": "8080",
-        "ImageBucket": "nitro-llm-images-123456789012",
-        "ImagePrefix": "0123456789abcdef0123456789abcdef01234567",
-        "ImageManifestSha256": "ab" * 32,
-        "GatewayAddress": "203.0.113.7",
-    }
-    used = set(re.findall(r"\$\{([^!}][^}]*)\}", sub))
-    assert used <= set(values), used - set(values)
-    for param in used - {"AWS::Region", "AWS::StackName"}:
-        assert param in PARAMETERS or param in RESOURCES, param
-    return re.sub(r"\$\{([^!}][^}]*)\}", lambda m: values[m.group(1)], sub).replace("${!", "${")
+    return substitute(sub, USER_DATA_VALUES, TEMPLATE_DATA)
 
 
 def test_user_data_is_valid_bash():
@@ -200,35 +166,10 @@ def test_user_data_config_is_accepted_and_units_match(tmp_path):
     assert f"useradd --system --shell /sbin/nologin {cfg.gateway.user}" in script  # the units' user
 
 
-def _checkov() -> str:
-    """checkov lives in its own virtualenv (scripts/setup.sh makes .venv-checkov): its pins (boto3,
-    packaging, networkx) conflict with ours."""
-    venv = Path(sys.executable).parents[1]  # this interpreter's virtualenv, not its target
-    for candidate in (venv.with_name(".venv-checkov"), REPO / ".venv-checkov"):
-        if (candidate / "bin" / "checkov").exists():
-            return str(candidate / "bin" / "checkov")
-    found = shutil.which("checkov")
-    if not found:
-        pytest.fail("checkov is not installed: bash scripts/setup.sh creates .venv-checkov with it")
-    return found
-
-
-def _run_checkov(template: Path) -> dict[str, Any]:
-    done = subprocess.run(
-        [_checkov(), "-f", str(template), "--framework", "cloudformation", "--skip-download", "-o", "json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(template.parent), "BC_SKIP_MAPPING": "TRUE"},
-    )
-    report = json.loads(done.stdout)
-    return report[0] if isinstance(report, list) else report
-
-
 def test_checkov_finds_nothing_unexplained(tmp_path):
     """Every checkov finding is fixed, or skipped in the template's metadata with its reason (and
     explained in deploy/README.md); none is silently ignored."""
-    report = _run_checkov(TEMPLATE)
+    report = run_checkov(TEMPLATE)
     summary = report["summary"]
     failed = [(c["check_id"], c["resource"], c["check_name"]) for c in report["results"]["failed_checks"]]
     assert failed == [] and summary["parsing_errors"] == 0, failed
@@ -249,5 +190,5 @@ def test_checkov_catches_an_insecure_change(tmp_path):
     )
     broken = tmp_path / "insecure.yaml"
     broken.write_text(text)
-    failed = {c["check_id"] for c in _run_checkov(broken)["results"]["failed_checks"]}
+    failed = {c["check_id"] for c in run_checkov(broken)["results"]["failed_checks"]}
     assert {"CKV_AWS_7", "CKV_AWS_24"} <= failed, failed

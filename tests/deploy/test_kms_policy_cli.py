@@ -198,18 +198,78 @@ def test_manifest_with_a_debug_enclaves_zero_pcrs_is_refused(cli, tmp_path):
     assert result.exit_code == 2 and "debug" in result.output and result.stdout == ""
 
 
-def test_exactly_one_source_of_pcrs(cli, tmp_path):
+def test_at_least_one_source_of_pcrs(cli, tmp_path):
     base = ["kms-policy", "--account", ACCOUNT, "--enclave-role", ROLE, "--admin", ADMIN, "--client", ALICE]
     neither = CliRunner().invoke(cli, base)
-    assert neither.exit_code == 2 and "--manifest" in neither.output
-    both = CliRunner().invoke(
-        cli,
-        [
-            *base,
-            "--manifest",
-            str(manifest_file(tmp_path, REAL)),
-            "--measurements",
-            str(measurements_file(tmp_path, REAL)),
-        ],
-    )
-    assert both.exit_code == 2 and "exactly one" in both.output
+    assert neither.exit_code == 2 and "--manifest" in neither.output and neither.stdout == ""
+
+
+# -- a rolling update: the key policy accepts the old and the new image, each as a whole -----------
+
+NEW = {0: hashlib.sha384(b"new image").hexdigest(), 1: REAL[1], 2: hashlib.sha384(b"new app").hexdigest()}
+
+
+def enclave_allows(policy: dict) -> list[dict[str, str]]:
+    return [
+        s["Condition"]["StringEqualsIgnoreCase"]
+        for s in statements_for(policy, ROLE)
+        if s["Effect"] == "Allow"
+    ]
+
+
+def conditions(pcrs: dict[int, str]) -> dict[str, str]:
+    return {f"kms:RecipientAttestation:PCR{i}": v for i, v in pcrs.items()}
+
+
+def test_two_manifests_give_one_statement_per_image(cli, tmp_path):
+    old = manifest_file(tmp_path, REAL, "old.json")
+    new = manifest_file(tmp_path, NEW, "new.json")
+    result = run_manifest(cli, old, "--manifest", str(new))
+    assert result.exit_code == 0, result.output
+    policy = json.loads(result.stdout)
+    assert enclave_allows(policy) == [conditions(REAL), conditions(NEW)]
+    (deny,) = [s for s in statements_for(policy, ROLE) if s["Effect"] == "Deny"]
+    assert deny["Condition"] == {"Null": {"kms:RecipientAttestation:PCR0": "true"}}
+    assert "narrow the policy" in result.stderr  # the operator is told the widening is temporary
+    # Narrowing: the new manifest alone gives the usual one-image policy.
+    narrowed = json.loads(run_manifest(cli, new).stdout)
+    assert enclave_allows(narrowed) == [conditions(NEW)]
+
+
+def test_rollout_policy_with_pcr8_and_image_sha384_per_image(cli, tmp_path):
+    old = manifest_file(tmp_path, REAL, "old.json")
+    new = manifest_file(tmp_path, {**NEW, 8: PCR8}, "new.json")
+    result = run_manifest(cli, old, "--manifest", str(new), "--image-sha384")
+    assert result.exit_code == 0, result.output
+    first, second = enclave_allows(json.loads(result.stdout))
+    assert first["kms:RecipientAttestation:ImageSha384"] == REAL[0]
+    assert second["kms:RecipientAttestation:ImageSha384"] == NEW[0]
+    assert second["kms:RecipientAttestation:PCR8"] == PCR8 and "kms:RecipientAttestation:PCR8" not in first
+    assert not any("kms:RecipientAttestation:PCR0" in c for c in (first, second))
+
+
+def test_a_nitro_cli_build_and_a_manifest_may_be_combined(cli, tmp_path):
+    """Moving from the nitro-cli route (its measurements) to the reproducible one (a manifest)."""
+    result = run(cli, tmp_path, "--manifest", str(manifest_file(tmp_path, NEW)))
+    assert result.exit_code == 0, result.output
+    assert enclave_allows(json.loads(result.stdout)) == [conditions(NEW), conditions(REAL)]
+
+
+def test_a_rollout_policy_fits_the_stack_parameter(cli, tmp_path):
+    old = manifest_file(tmp_path, {**REAL, 8: PCR8}, "old.json")
+    new = manifest_file(tmp_path, {**NEW, 8: PCR8}, "new.json")
+    clients = [f"arn:aws:iam::{ACCOUNT}:user/client-{i}" for i in range(3)]
+    args = ["kms-policy", "--manifest", str(old), "--manifest", str(new), "--account", ACCOUNT, "--compact"]
+    args += ["--enclave-role", ROLE, "--admin", ADMIN] + [a for c in clients for a in ("--client", c)]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.strip().encode()) <= deploy_cli.CFN_PARAMETER_LIMIT
+    assert "warning" not in result.output
+    assert len(enclave_allows(json.loads(result.stdout))) == 2
+
+
+def test_a_debug_manifest_among_several_is_refused(cli, tmp_path):
+    debug = manifest_file(tmp_path, {0: "0" * 96, 1: "0" * 96, 2: NEW[2]}, "debug.json")
+    new = manifest_file(tmp_path, NEW, "new.json")
+    result = run_manifest(cli, debug, "--manifest", str(new))
+    assert result.exit_code == 2 and "debug" in result.output and result.stdout == ""

@@ -118,3 +118,65 @@ def test_enclave_role_with_any_other_pcr_denied(world, index):
             Recipient={"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": document},
         )
     assert code(info) == "AccessDeniedException"
+
+
+# -- a rolling update: the policy of two manifests, in the emulator ---------------------------------
+
+NEW_PCRS = {0: b"\x20" * 48, 1: PCRS[1], 2: b"\x22" * 48}
+
+
+def _policy_of(creds: dict, *measurement_files: Path) -> str:
+    app = typer.Typer()
+    deploy_cli.register(app)
+    args = ["kms-policy", "--account", creds["account"], "--enclave-role", creds["enclave_role"]["arn"]]
+    args += ["--admin", creds["admin"]["arn"], "--client", creds["client"]["arn"]]
+    for path in measurement_files:
+        args += ["--measurements", str(path)]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def _measurements(path: Path, pcrs: dict[int, bytes]) -> Path:
+    inner = {"HashAlgorithm": "Sha384 { ... }", **{f"PCR{i}": v.hex() for i, v in pcrs.items()}}
+    path.write_text(json.dumps({"Measurements": inner}))
+    return path
+
+
+def _decrypts(emulator, ca, blob: bytes, pcrs: dict[int, bytes]) -> bool:
+    role = emulator.client("enclave_role")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    try:
+        role.decrypt(
+            CiphertextBlob=blob,
+            Recipient={
+                "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256",
+                "AttestationDocument": attest(ca, pcrs, key),
+            },
+        )
+    except role.exceptions.ClientError as exc:
+        assert exc.response["Error"]["Code"] == "AccessDeniedException"
+        return False
+    return True
+
+
+def test_rolling_update_widen_then_narrow(world, tmp_path):
+    """Widened to old+new, both images decrypt and a mix of them does not; narrowed to the new
+    manifest, the old image is refused."""
+    emulator, ca, key_id, blob = world
+    old = _measurements(tmp_path / "old.json", PCRS)
+    new = _measurements(tmp_path / "new.json", NEW_PCRS)
+    admin = emulator.client("admin")
+    admin.put_key_policy(
+        KeyId=key_id, PolicyName="default", Policy=_policy_of(emulator.credentials, old, new)
+    )
+    try:
+        assert _decrypts(emulator, ca, blob, PCRS)
+        assert _decrypts(emulator, ca, blob, NEW_PCRS)
+        assert not _decrypts(emulator, ca, blob, {**PCRS, 2: NEW_PCRS[2]})
+        assert not _decrypts(emulator, ca, blob, {**NEW_PCRS, 0: PCRS[0]})
+        admin.put_key_policy(KeyId=key_id, PolicyName="default", Policy=_policy_of(emulator.credentials, new))
+        assert _decrypts(emulator, ca, blob, NEW_PCRS)
+        assert not _decrypts(emulator, ca, blob, PCRS)
+    finally:  # the module's other tests expect the one-image policy
+        admin.put_key_policy(KeyId=key_id, PolicyName="default", Policy=_policy_of(emulator.credentials, old))

@@ -181,3 +181,106 @@ def test_health_url_is_loopback_https(tmp_path):
 
     cfg = DeployConfig.from_mapping({"region": "eu-west-1", "gateway": {"port": 9443}}, tmp_path)
     assert health_url(cfg) == "https://127.0.0.1:9443/healthz"
+
+
+# -- wait-healthy: what a fleet instance waits for before it signals its Auto Scaling group ---------
+
+
+class Probe:
+    def __init__(self, clock: Clock, answers: list[Health]) -> None:
+        self.clock, self.answers, self.asked = clock, answers, 0
+
+    def __call__(self) -> Health:
+        self.asked += 1
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def test_wait_until_healthy_returns_once_the_enclave_answers():
+    from nitro_llm.deploy.supervisor import wait_until_healthy
+
+    clock = Clock()
+    probe = Probe(clock, [Health(GATEWAY_UNREACHABLE), Health(ENCLAVE_UNHEALTHY), Health(HEALTHY)])
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.now += seconds
+
+    health = wait_until_healthy(probe, timeout=60, interval=5, clock=clock, sleep=sleep)
+    assert health.status == HEALTHY and probe.asked == 3 and slept == [5, 5]
+
+
+def test_wait_until_healthy_gives_up_at_the_deadline_with_the_last_answer():
+    from nitro_llm.deploy.supervisor import wait_until_healthy
+
+    clock = Clock()
+    probe = Probe(clock, [Health(ENCLAVE_UNHEALTHY, "gateway says enclave=enclave_unreachable")])
+
+    def sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    health = wait_until_healthy(probe, timeout=12, interval=5, clock=clock, sleep=sleep)
+    assert health == Health(ENCLAVE_UNHEALTHY, "gateway says enclave=enclave_unreachable")
+    assert clock.now == 1012 and probe.asked == 4  # at 0, 5, 10 and the deadline, never past it
+
+
+def _wait_healthy_cli(config, *extra: str):
+    import typer
+    from typer.testing import CliRunner
+
+    from nitro_llm.cli import deploy as deploy_cli
+
+    app = typer.Typer()
+    deploy_cli.register(app)
+    return CliRunner().invoke(app, ["deploy", "wait-healthy", "--config", str(config), *extra])
+
+
+def test_wait_healthy_command_exits_0_once_healthz_says_ok_and_1_at_its_timeout(tmp_path, free_port):
+    """Against a stand-in gateway over TLS with its own certificate, as the supervisor checks it."""
+    import datetime
+    import json
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from nitro_llm.deploy import tls_cert
+
+    cert_pem, key_pem = tls_cert.self_signed(["127.0.0.1"], now=datetime.datetime.now(datetime.UTC))
+    (tmp_path / "tls.crt").write_bytes(cert_pem)
+    (tmp_path / "tls.key").write_bytes(key_pem)
+    config = tmp_path / "deploy.toml"
+    config.write_text(
+        f'region = "eu-west-1"\n[gateway]\nhost = "127.0.0.1"\nport = {free_port}\n'
+        f'tls_cert = "{tmp_path}/tls.crt"\ntls_key = "{tmp_path}/tls.key"\n'
+    )
+    answers = [
+        (503, {"gateway": "ok", "enclave": "enclave_unreachable"}),
+        (200, {"gateway": "ok", "enclave": "ok"}),
+    ]
+
+    class Healthz(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            status, body = answers.pop(0) if len(answers) > 1 else answers[0]
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    down = _wait_healthy_cli(config, "--timeout", "1", "--interval", "0.2")
+    assert down.exit_code == 1 and "did not answer within 1 s: gateway-unreachable" in down.output
+    server = ThreadingHTTPServer(("127.0.0.1", free_port), Healthz)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        up = _wait_healthy_cli(config, "--timeout", "30", "--interval", "0.1")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert up.exit_code == 0, up.output
+    assert "healthy" in up.stdout and answers == [(200, {"gateway": "ok", "enclave": "ok"})]

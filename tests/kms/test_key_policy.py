@@ -7,7 +7,7 @@ import json
 import pytest
 
 from nitro_llm.kms.errors import PolicyError
-from nitro_llm.kms.key_policy import ADMIN_ACTIONS, build_key_policy
+from nitro_llm.kms.key_policy import ADMIN_ACTIONS, EnclaveMeasurements, build_key_policy
 from nitro_llm.kms.policy_eval import Caller, Request, parse_policy
 
 ACCT = "123456789012"
@@ -144,3 +144,62 @@ def test_refuses_bad_inputs(kwargs, message):
 def test_debug_pcrs_only_when_named_unsafe():
     doc = build_key_policy(ACCT, ADMIN.arn, [CLIENT.arn], ROLE, {0: "00" * 48}, unsafe_allow_debug_pcrs=True)
     assert can(parse_policy(doc), ENCLAVE, "kms:Decrypt", attested({0: "00" * 48}))
+
+
+# -- a rolling update: the old and the new image both decrypt, a mix of the two does not ----------
+
+NEW = {0: "d0" * 48, 1: PCRS[1], 2: "f2" * 48}  # a new build: same kernel (PCR1), new image and app
+
+
+@pytest.fixture(scope="module")
+def rollout():
+    doc = build_key_policy(ACCT, ADMIN.arn, [CLIENT.arn], ROLE, PCRS, also_accept=[EnclaveMeasurements(NEW)])
+    return doc, parse_policy(json.dumps(doc))
+
+
+def test_rollout_accepts_the_old_and_the_new_image(rollout):
+    _, pol = rollout
+    assert can(pol, ENCLAVE, "kms:Decrypt", attested(PCRS))
+    assert can(pol, ENCLAVE, "kms:Decrypt", attested(NEW))
+
+
+@pytest.mark.parametrize(
+    "mix",
+    [{0: PCRS[0], 1: PCRS[1], 2: NEW[2]}, {0: NEW[0], 1: PCRS[1], 2: PCRS[2]}],
+    ids=["old-image-new-app", "new-image-old-app"],
+)
+def test_rollout_refuses_a_mix_of_the_two_images(rollout, mix):
+    assert not can(rollout[1], ENCLAVE, "kms:Decrypt", attested(mix))
+
+
+def test_rollout_keeps_one_statement_per_image_and_the_deny(rollout):
+    doc, pol = rollout
+    enclave = [s for s in doc["Statement"] if s["Principal"] == {"AWS": ROLE}]
+    allows = [s["Condition"]["StringEqualsIgnoreCase"] for s in enclave if s["Effect"] == "Allow"]
+    assert allows == [{f"kms:RecipientAttestation:PCR{i}": v for i, v in p.items()} for p in (PCRS, NEW)]
+    assert len({s["Sid"] for s in doc["Statement"]}) == len(doc["Statement"])  # Sids stay unique
+    decision = pol.evaluate(Request(ENCLAVE, "kms:Decrypt", KEY, {}))
+    assert decision.explicit_deny  # no attestation: still the explicit Deny, whatever the Allows
+    assert not can(pol, ENCLAVE, "kms:Decrypt", attested({0: "ee" * 48, 1: "ee" * 48, 2: "ee" * 48}))
+
+
+def test_narrowed_to_the_new_image_the_old_one_is_refused():
+    pol = parse_policy(json.dumps(build_key_policy(ACCT, ADMIN.arn, [CLIENT.arn], ROLE, NEW)))
+    assert can(pol, ENCLAVE, "kms:Decrypt", attested(NEW))
+    assert not can(pol, ENCLAVE, "kms:Decrypt", attested(PCRS))
+
+
+def test_rollout_drops_a_repeated_image_and_checks_every_image():
+    doc = build_key_policy(
+        ACCT, ADMIN.arn, [CLIENT.arn], ROLE, PCRS, also_accept=[EnclaveMeasurements(dict(PCRS))]
+    )
+    assert [s["Sid"] for s in doc["Statement"]].count("EnclaveDecryptOnlyWithAttestation") == 1
+    assert len(doc["Statement"]) == 4
+    with pytest.raises(PolicyError, match="debug-mode"):
+        build_key_policy(
+            ACCT, ADMIN.arn, [CLIENT.arn], ROLE, PCRS, also_accept=[EnclaveMeasurements({0: "00" * 48})]
+        )
+    with pytest.raises(PolicyError, match="96 hex digits"):
+        build_key_policy(
+            ACCT, ADMIN.arn, [CLIENT.arn], ROLE, PCRS, also_accept=[EnclaveMeasurements({0: "ab"})]
+        )
