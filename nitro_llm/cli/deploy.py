@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.panel import Panel
 
 from nitro_llm.cli.console import make_console
@@ -67,10 +68,11 @@ def _load(config: Path | None, region: str | None = None) -> tuple[DeployConfig,
 
 
 def _fail(exc: NitroLLMError) -> typer.Exit:
-    # soft_wrap: errors and hints stay on one line, so commands in them can be copied whole.
-    err.print(f"[bold red]error:[/] {exc.message}", soft_wrap=True, highlight=False)
+    # soft_wrap: errors and hints stay on one line, so commands in them can be copied whole; escaped, so
+    # a config section such as [fleet] is printed, not taken for markup.
+    err.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True, highlight=False)
     if exc.hint:
-        err.print(f"[yellow]hint:[/] {exc.hint}", soft_wrap=True, highlight=False)
+        err.print(f"[yellow]hint:[/] {escape(exc.hint)}", soft_wrap=True, highlight=False)
     return typer.Exit(code=2)
 
 

@@ -7,7 +7,9 @@ first boot (the stack's UserData) and after (its systemd units, or an operator t
 - ``supervise``: the enclave unit's main process; starts the enclave in production mode and restarts
   it when it dies or wedges (``nitro_llm.deploy.supervisor``);
 - ``wait-healthy``: waits until the gateway's /healthz says the enclave answers (a fleet instance
-  signals its Auto Scaling group only then).
+  signals its Auto Scaling group only then);
+- ``fetch-fleet-key``: downloads the published wrapped fleet key file and installs it when it changed
+  (at first boot, then from a systemd timer, so a rotation reaches every instance).
 """
 
 from __future__ import annotations
@@ -147,8 +149,28 @@ def wait_healthy(
     typer.echo("healthy: the enclave answers through the gateway")
 
 
+def fetch_fleet_key(config: ConfigOption = None) -> None:
+    """Download the wrapped fleet key file from [fleet] source, check it (this fleet's KMS key, no older
+    generation than the installed one) and rename it over [fleet] key_file if it changed; the gateway
+    picks it up without a restart. A refused file leaves the installed one in place (exit 2)."""
+    from nitro_llm.deploy.fleet_key_fetch import fetch
+
+    try:
+        cfg, _ = _load(config)
+        result = fetch(cfg)
+    except NitroLLMError as exc:
+        raise _fail(exc) from None
+    current, previous = result.keys.current, result.keys.previous
+    state = "installed" if result.changed else "unchanged"
+    typer.echo(
+        f"{state}: current {current.id} generation {current.generation}"
+        + (f", previous {previous.id} generation {previous.generation}" if previous else "")
+    )
+
+
 def register(group: typer.Typer) -> None:
     group.command("gateway-files")(gateway_files)
     group.command("install-eif")(install_eif)
     group.command("supervise")(supervise)
     group.command("wait-healthy")(wait_healthy)
+    group.command("fetch-fleet-key")(fetch_fleet_key)

@@ -1,8 +1,10 @@
 """`nitro-llm fleet-key create|rotate|retire|show|policy`: the operator's commands for the fleet key.
 
-The fleet key file these write holds only KMS ciphertext (nitro_llm/fleet/key_file.py): copy it to
-every parent host (``nitro-llm gateway --fleet-key-file``) or keep it in S3. No command here ever
-holds the fleet key itself: KMS makes it and releases it only to attested enclaves.
+The fleet key file these write holds only KMS ciphertext (nitro_llm/fleet/key_file.py): upload it to
+S3, where every fleet instance fetches it ('nitro-llm deploy fetch-fleet-key', a timer), or into a
+Kubernetes ConfigMap; the gateway hands it to its enclave (``nitro-llm gateway --fleet-key-file``). No
+command here ever holds the fleet key itself: KMS makes it and releases it only to attested enclaves.
+The steps in order, and the rotation's, are in deploy/README.md ('The fleet key').
 """
 
 from __future__ import annotations
@@ -103,8 +105,17 @@ def rotate(
     typer.echo("overlap: the previous generation is still opened; end it with 'nitro-llm fleet-key retire'")
 
 
+RetiredFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="The fleet's list of retired generation ids, one a line: 'retire' appends to it, 'policy' denies"
+        " every id in it (keep it beside the fleet key file; no secret in it)."
+    ),
+]
+
+
 @fleet_key_app.command("retire")
-def retire(file: FileOpt) -> None:
+def retire(file: FileOpt, retired_file: RetiredFileOpt = None) -> None:
     """Step 2 of a rotation: end the overlap; only the current generation is opened from now on."""
     from nitro_llm.fleet.operator import retire as retire_file
 
@@ -113,6 +124,14 @@ def retire(file: FileOpt) -> None:
     except NitroLLMError as exc:
         raise _fail(exc) from None
     _describe(keys)
+    if retired_file is not None:
+        with retired_file.open("a", encoding="utf-8") as out:
+            out.write(retired_id + "\n")
+        typer.echo(
+            f"retired {retired_id}, recorded in {retired_file}: regenerate the key policy with"
+            f" 'fleet-key policy ... --retired-file {retired_file}' so that no enclave can obtain it again"
+        )
+        return
     typer.echo(
         f"retired {retired_id}: add it to the key policy ('fleet-key policy --retired {retired_id}') so that"
         " no enclave can obtain it again"
@@ -135,28 +154,93 @@ def policy(
     account: Annotated[str, typer.Option(help="The 12-digit AWS account that owns the key.")],
     admin: Annotated[str, typer.Option(help="ARN that manages the key and creates fleet keys.")],
     enclave_role: Annotated[str, typer.Option(help="ARN of the role the enclaves use for KMS.")],
-    pcrs: Annotated[Path, typer.Option(help='The replicas\' PCRs as JSON {"0": hex, "1": hex, "2": hex}.')],
+    manifest: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="The image manifest of 'nitro-llm image build --fleet-kms-key' (its EIF's PCRs). Repeat it"
+            " during a rolling update (--manifest OLD --manifest NEW): either image's complete set of PCRs"
+            " opens the fleet key, never a mix."
+        ),
+    ] = None,
+    pcrs: Annotated[
+        Path | None,
+        typer.Option(help='Or: the replicas\' PCRs as JSON {"0": hex, "1": hex, "2": hex}.'),
+    ] = None,
+    before_image: Annotated[
+        bool,
+        typer.Option(
+            "--before-image",
+            help="No image yet: the policy to create the key with (its ARN is measured into the image),"
+            " under which no enclave opens a fleet key. Replace it with the --manifest policy once the"
+            " image is built.",
+        ),
+    ] = False,
     retired: Annotated[
         list[str] | None, typer.Option(help="A retired generation id no one may open again (repeatable).")
     ] = None,
+    retired_file: RetiredFileOpt = None,
 ) -> None:
     """Print the fleet KMS key's policy: attested enclaves open the fleet key, nobody else ever does."""
+    from nitro_llm.deploy.measurements import load_manifest_measurements
     from nitro_llm.fleet.key_policy import build_fleet_key_policy
+    from nitro_llm.kms.key_policy import EnclaveMeasurements
 
-    try:
-        measured = json.loads(pcrs.read_text())
-        pinned = {int(index): value for index, value in measured.items()}
-    except (OSError, ValueError, AttributeError):
+    if before_image and (manifest or pcrs is not None):
+        raise typer.BadParameter("--before-image pins no image: leave out --manifest and --pcrs")
+    if not (before_image or manifest or pcrs is not None):
         raise typer.BadParameter(
-            f"{pcrs} is not a JSON map of PCR index to hex", param_hint="'--pcrs'"
-        ) from None
+            "give --manifest (repeatable) or --pcrs; or --before-image to create the key before the image",
+            param_hint="'--manifest'",
+        )
+    images: list[EnclaveMeasurements] = []
+    if pcrs is not None:
+        try:
+            measured = json.loads(pcrs.read_text())
+            images.append(EnclaveMeasurements({int(index): value for index, value in measured.items()}))
+        except (OSError, ValueError, AttributeError):
+            raise typer.BadParameter(
+                f"{pcrs} is not a JSON map of PCR index to hex", param_hint="'--pcrs'"
+            ) from None
     try:
+        images += [EnclaveMeasurements(load_manifest_measurements(m).policy_pcrs()) for m in manifest or ()]
+        retired_ids = [*(retired or ()), *(_read_retired(retired_file) if retired_file is not None else ())]
         document = build_fleet_key_policy(
-            account, admin, enclave_role, pinned, retired_ids=list(retired or ())
+            account,
+            admin,
+            enclave_role,
+            images[0].pcrs if images else None,
+            also_accept=images[1:],
+            retired_ids=sorted(set(retired_ids)),
         )
     except NitroLLMError as exc:
         raise _fail(exc) from None
+    if len(images) > 1:
+        typer.echo(
+            f"note: enclaves of any of {len(images)} images may open the fleet key; once every replica runs"
+            " the new one, narrow the policy to it (deploy/README.md, 'Rolling update')",
+            err=True,
+        )
+    elif not images:
+        typer.echo(
+            "note: no enclave may open a fleet key under this policy; once the image is built with this key's"
+            " ARN (--fleet-kms-key), replace it with 'fleet-key policy --manifest ...'",
+            err=True,
+        )
     typer.echo(json.dumps(document, indent=2))
+
+
+def _read_retired(path: Path) -> list[str]:
+    """The ids in a retired-ids file; a file not there yet means no generation was retired yet."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        typer.echo(f"note: {path} does not exist yet: no retired generation is denied", err=True)
+        return []
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot read {path} ({exc.strerror})", param_hint="'--retired-file'"
+        ) from None
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def register(app: typer.Typer) -> None:

@@ -25,6 +25,7 @@ import typer
 from nitro_llm.cli.enclave import (
     BatchOpt,
     CtxOpt,
+    FleetKmsKeyOpt,
     SeedOpt,
     ThreadsOpt,
     TtlOpt,
@@ -83,6 +84,7 @@ def build(
     seed_compat: SeedOpt = False,
     batch_size: BatchOpt = 8,
     max_waiting: WaitingOpt = 8,
+    fleet_kms_key: FleetKmsKeyOpt = None,
     region: Annotated[
         str | None,
         typer.Option("--region", help="AWS region of the KMS key: required to serve on Nitro (measured)."),
@@ -129,8 +131,9 @@ def build(
     """Build the enclave image from pinned inputs; with nitro-cli's blobs, also the EIF and its PCRs."""
     config = enclave_config(
         None, "llama", threads, ctx, False, freshness_window, data_key_ttl, seed_compat,
-        batch_size=batch_size, max_waiting=max_waiting,
+        batch_size=batch_size, max_waiting=max_waiting, fleet_kms_key=fleet_kms_key,
     )  # fmt: skip
+    _check_fleet_region(fleet_kms_key, region)
     if (signing_certificate is None) != (private_key is None):
         raise typer.BadParameter("--signing-certificate and --private-key go together")
     blobs_dir = _blobs_dir(blobs)
@@ -198,6 +201,25 @@ def build(
         err=True,
     )
     typer.echo(f"next: nitro-llm kms-policy --manifest {manifest_path} ... > key-policy.json", err=True)
+    if fleet_kms_key is not None:
+        typer.echo(
+            f"next: nitro-llm fleet-key policy --manifest {manifest_path} ... (the fleet KMS key's policy)",
+            err=True,
+        )
+
+
+def _check_fleet_region(fleet_kms_key: str | None, region: str | None) -> None:
+    """The enclave reaches KMS in its own region only (vsock-proxy's allowlist names one endpoint), so a
+    fleet KMS key elsewhere could never be opened: refuse the build rather than a fleet that never serves."""
+    if fleet_kms_key is None or region is None:
+        return
+    key_region = fleet_kms_key.split(":")[3]
+    if key_region != region:
+        raise typer.BadParameter(
+            f"the fleet KMS key is in {key_region} but the image serves in {region}: the enclave reaches only"
+            f" kms.{region}; create the fleet KMS key in {region}",
+            param_hint="'--fleet-kms-key'",
+        )
 
 
 @image_app.command("describe")

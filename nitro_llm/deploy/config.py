@@ -18,10 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from nitro_llm.deploy.errors import DeployConfigError
 from nitro_llm.enclave.boot import PARENT_CID as PARENT_CID  # the parent's vsock CID (3), re-exported
+from nitro_llm.fleet.key_file import check_kms_key_arn
 from nitro_llm.kms.connections import MAX_KMS_CONNECTIONS
 from nitro_llm.transport.address import is_loopback_host
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+_S3_OBJECT = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[A-Za-z0-9!_.*'()/-]+")
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -131,6 +133,37 @@ class SupervisorSection(_Section):
     health_timeout: float = Field(5.0, gt=0, le=60)
 
 
+class FleetSection(_Section):
+    """A fleet replica (the attested protocol behind a load balancer): its gateway hands the enclave the
+    wrapped fleet key file, and its image was built with the fleet KMS key's ARN. Absent: the enclave
+    makes its own session keys (one instance, or the kms protocol only)."""
+
+    kms_key_arn: str
+    """The fleet KMS key's ARN, exactly as the image was built with it ('nitro-llm image build
+    --fleet-kms-key'): 'deploy install-eif' and every enclave start refuse a manifest measured with
+    another (or none), since that enclave could never open this fleet's key."""
+    key_file: Path = Path("/etc/nitro-llm/fleet-key.json")
+    """The wrapped fleet key file (KMS ciphertext only), passed to the gateway as --fleet-key-file; it
+    re-reads the file when it changes."""
+    source: str | None = None
+    """Where the operator publishes that file (s3://BUCKET/KEY). Set: 'deploy fetch-fleet-key' downloads
+    it, and a systemd timer runs that every ``refresh_seconds``, so a rotation reaches every instance.
+    None: the file is put there by other means (a Kubernetes ConfigMap, an operator's copy)."""
+    refresh_seconds: int = Field(300, ge=30, le=86400)
+
+    @field_validator("kms_key_arn")
+    @classmethod
+    def _arn(cls, value: str) -> str:
+        return check_kms_key_arn(value, error=ValueError)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str | None) -> str | None:
+        if value is not None and not _S3_OBJECT.fullmatch(value):
+            raise ValueError(f"{value!r} is not an S3 object URL such as s3://BUCKET/fleet-key.json")
+        return value
+
+
 class DeployConfig(_Section):
     region: str
     enclave: EnclaveSection = EnclaveSection()
@@ -138,6 +171,7 @@ class DeployConfig(_Section):
     kms_proxy: KmsProxySection = KmsProxySection()
     gateway: GatewaySection = GatewaySection()
     supervisor: SupervisorSection = SupervisorSection()
+    fleet: FleetSection | None = None
     base_dir: Path = Path(".")
     """Folder relative paths are resolved against (the config file's folder)."""
 
@@ -147,6 +181,16 @@ class DeployConfig(_Section):
         if not _REGION.fullmatch(value):
             raise ValueError(f"{value!r} is not an AWS region name such as eu-west-1")
         return value
+
+    @model_validator(mode="after")
+    def _fleet_key_in_this_region(self) -> DeployConfig:
+        # The enclave reaches only this region's KMS (the vsock-proxy allowlist has one entry).
+        if self.fleet is not None and self.fleet.kms_key_arn.split(":")[3] != self.region:
+            key_region = self.fleet.kms_key_arn.split(":")[3]
+            raise ValueError(
+                f"fleet.kms_key_arn is in {key_region}, but the enclave reaches only KMS in {self.region}"
+            )
+        return self
 
     @property
     def kms_host(self) -> str:

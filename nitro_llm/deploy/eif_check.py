@@ -7,6 +7,11 @@ digest and CRC (``nitro_llm.image.publish.verify_eif``) when it is installed and
 start, so a file changed on disk after installation is refused too, with the checks that differ
 named. KMS enforces the PCRs in any case; these checks fail early and say why, instead of leaving an
 enclave that boots and never gets a key.
+
+A fleet replica's image is measured with the fleet KMS key's ARN; the config's ``[fleet]`` names the
+one this fleet's key file is wrapped by. Both are checked to agree (and to be both absent), for the
+same reason: an enclave of another fleet KMS key, or of none, never opens this fleet's key, and its
+gateway's /healthz would stay 503 with nothing on the instance saying why.
 """
 
 from __future__ import annotations
@@ -52,6 +57,27 @@ def verify_against_manifest(eif: Path, manifest: Path) -> Verification:
     return result
 
 
+def check_fleet_kms_key(cfg: DeployConfig, manifest: Path) -> None:
+    """The image was measured with the fleet KMS key the config names (or, like the config, none)."""
+    measured = read_manifest(manifest).fleet_kms_key
+    configured = cfg.fleet.kms_key_arn if cfg.fleet is not None else None
+    if measured == configured:
+        return
+    if configured is None:
+        raise EifRejected(
+            f"{manifest} is a fleet replica's image (measured with the fleet KMS key {measured}), but the"
+            " config has no [fleet] section",
+            hint="add [fleet] with kms_key_arn and key_file to the deployment config (deploy/nitro-llm.toml),"
+            " so that the gateway hands the enclave the fleet key file",
+        )
+    raise EifRejected(
+        f"{manifest} was measured with the fleet KMS key {measured or '(none)'}, but the config's [fleet]"
+        f" kms_key_arn is {configured}: that enclave could never open this fleet's key",
+        hint="publish an image built with 'nitro-llm image build --fleet-kms-key " + configured + "', or"
+        " correct fleet.kms_key_arn",
+    )
+
+
 def check_installed(cfg: DeployConfig) -> Verification:
     """Before each start: the installed EIF still matches the installed manifest."""
     eif, manifest = cfg.path(cfg.enclave.eif), cfg.path(cfg.enclave.manifest)
@@ -62,7 +88,9 @@ def check_installed(cfg: DeployConfig) -> Verification:
                 hint="install the published EIF and manifest with 'nitro-llm deploy install-eif' "
                 "(deploy/README.md)",
             )
-    return verify_against_manifest(eif, manifest)
+    result = verify_against_manifest(eif, manifest)
+    check_fleet_kms_key(cfg, manifest)
+    return result
 
 
 def install(cfg: DeployConfig, eif: Path, manifest: Path, manifest_sha256: str) -> Verification:
@@ -70,6 +98,7 @@ def install(cfg: DeployConfig, eif: Path, manifest: Path, manifest_sha256: str) 
     rename, the manifest last, so a reader sees either the old pair's manifest or the new one's)."""
     check_manifest_digest(manifest, manifest_sha256)
     result = verify_against_manifest(eif, manifest)
+    check_fleet_kms_key(cfg, manifest)
     targets = ((eif, cfg.path(cfg.enclave.eif)), (manifest, cfg.path(cfg.enclave.manifest)))
     for source, target in targets:
         target.parent.mkdir(parents=True, exist_ok=True)

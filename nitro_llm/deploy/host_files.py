@@ -21,6 +21,8 @@ VSOCK_PROXY_UNIT = "nitro-llm-vsock-proxy.service"
 ENCLAVE_UNIT = "nitro-llm-enclave.service"
 STOCK_VSOCK_PROXY_UNIT = "nitro-enclaves-vsock-proxy.service"
 ALLOCATOR_UNIT = "nitro-enclaves-allocator.service"
+FLEET_KEY_UNIT = "nitro-llm-fleet-key.service"
+FLEET_KEY_TIMER = "nitro-llm-fleet-key.timer"
 
 _HEADER = "# Written by 'nitro-llm deploy {command}'. Edit the deployment config and re-run it instead.\n"
 
@@ -137,6 +139,8 @@ def gateway_argv(cfg: DeployConfig) -> list[str]:
     if cfg.gateway.tls_cert is not None and cfg.gateway.tls_key is not None:
         argv += ["--tls-cert", str(cfg.path(cfg.gateway.tls_cert))]
         argv += ["--tls-key", str(cfg.path(cfg.gateway.tls_key))]
+    if cfg.fleet is not None:
+        argv += ["--fleet-key-file", str(cfg.path(cfg.fleet.key_file))]
     if not is_loopback_host(cfg.gateway.host):
         if cfg.gateway.api_tokens_file is None:
             raise DeployConfigError(
@@ -147,13 +151,19 @@ def gateway_argv(cfg: DeployConfig) -> list[str]:
     return argv
 
 
+def _fetches_fleet_key(cfg: DeployConfig) -> bool:
+    return cfg.fleet is not None and cfg.fleet.source is not None
+
+
 def render_gateway_unit(cfg: DeployConfig) -> str:
+    # A fleet replica's gateway pulls in the timer that keeps its fleet key file current.
+    timer = f" {FLEET_KEY_TIMER}" if _fetches_fleet_key(cfg) else ""
     return (
         _HEADER.format(command="systemd")
         + "[Unit]\n"
         + "Description=nitro-llm gateway: relays sealed requests to the enclave, never sees plaintext\n"
         + f"After=network-online.target {VSOCK_PROXY_UNIT}\n"
-        + "Wants=network-online.target\n"
+        + f"Wants=network-online.target{timer}\n"
         + "\n[Service]\n"
         + "Type=simple\n"
         + f"User={cfg.gateway.user}\n"
@@ -199,11 +209,52 @@ def render_enclave_unit(cfg: DeployConfig, config_path: Path) -> str:
     )
 
 
+def fetch_fleet_key_argv(cfg: DeployConfig, config_path: Path) -> list[str]:
+    return [str(cfg.gateway.nitro_llm), "deploy", "fetch-fleet-key", "--config", str(config_path)]
+
+
+def render_fleet_key_units(cfg: DeployConfig, config_path: Path) -> dict[Path, str]:
+    """A rotation reaches every instance without a hand step: a timer downloads the published fleet key
+    file every ``refresh_seconds`` ('deploy fetch-fleet-key': checked, then renamed into place only when
+    it changed), and the gateway re-reads the file when it changes and hands it to its enclave."""
+    if cfg.fleet is None or cfg.fleet.source is None:
+        return {}
+    key_dir = cfg.path(cfg.fleet.key_file).parent
+    service = (
+        _HEADER.format(command="systemd")
+        + "[Unit]\n"
+        + f"Description=nitro-llm: download the wrapped fleet key (ciphertext only) from {cfg.fleet.source}\n"
+        + "After=network-online.target\n"
+        + "Wants=network-online.target\n"
+        + "\n[Service]\n"
+        + "Type=oneshot\n"
+        + f"ExecStart={_exec(fetch_fleet_key_argv(cfg, config_path))}\n"
+        # The AWS CLI's home: nothing there is needed (the instance role comes from IMDS).
+        + "Environment=PYTHONUNBUFFERED=1 HOME=/tmp\n"
+        + f"ReadWritePaths={systemd_quote(str(key_dir))}\n"
+        + "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX\n"
+        + _HARDENING
+    )
+    timer = (
+        _HEADER.format(command="systemd")
+        + "[Unit]\n"
+        + f"Description=nitro-llm: fetch the wrapped fleet key every {cfg.fleet.refresh_seconds} s\n"
+        + "\n[Timer]\n"
+        + f"OnActiveSec={cfg.fleet.refresh_seconds}\n"
+        + f"OnUnitActiveSec={cfg.fleet.refresh_seconds}\n"
+        + "RandomizedDelaySec=30\n"
+        + "\n[Install]\n"
+        + "WantedBy=timers.target\n"
+    )
+    return {SYSTEMD_DIR / FLEET_KEY_UNIT: service, SYSTEMD_DIR / FLEET_KEY_TIMER: timer}
+
+
 def render_systemd(cfg: DeployConfig, config_path: Path) -> dict[Path, str]:
     files = {
         SYSTEMD_DIR / GATEWAY_UNIT: render_gateway_unit(cfg),
         SYSTEMD_DIR / VSOCK_PROXY_UNIT: render_vsock_proxy_unit(cfg),
         SYSTEMD_DIR / ENCLAVE_UNIT: render_enclave_unit(cfg, config_path),
+        **render_fleet_key_units(cfg, config_path),
     }
     files.update(render_vsock_proxy_allowlist(cfg))
     return files

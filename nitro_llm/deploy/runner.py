@@ -22,6 +22,7 @@ INSTALL_HINTS = {
         "aws-nitro-enclaves-cli aws-nitro-enclaves-cli-devel) and add yourself to the 'ne' group; "
         "build-enclave works on any Linux with Docker, run-enclave only on an enclave-enabled EC2 instance"
     ),
+    "aws": "install the AWS CLI v2 (preinstalled on Amazon Linux 2023)",
     "systemctl": "run this on the parent instance (systemd is needed to install the services)",
 }
 

@@ -189,6 +189,9 @@ class PublishedManifest:
     ramdisk: OutputFile
     pcr2: str
     eif: EifOutput | None
+    fleet_kms_key: str | None = None
+    """The fleet KMS key the enclave was measured with (``image build --fleet-kms-key``), None for an
+    enclave with its own session keys: what a fleet instance's config must name (deploy/eif_check.py)."""
 
     def pcrs(self) -> dict[int, str]:
         """PCR index -> hex: 0, 1, 2 (and 8 when signed) with an EIF, else only PCR2."""
@@ -232,6 +235,9 @@ def read_manifest(path: Path) -> PublishedManifest:
             f"{path}: outputs.eif PCR2 {eif.pcr2[:16]}... differs from outputs.pcr2 {pcr2[:16]}...: "
             "the EIF was not built from this ramdisk"
         )
+    fleet_kms_key = _measured_config(root, reader).get("fleet_kms_key")
+    if fleet_kms_key is not None and not isinstance(fleet_kms_key, str):
+        raise reader.fail("inputs.config.measured.fleet_kms_key", "is not a string")
     return PublishedManifest(
         path=path,
         cmd=tuple(cmd),
@@ -240,7 +246,17 @@ def read_manifest(path: Path) -> PublishedManifest:
         ramdisk=reader.output(outputs.get("ramdisk"), "outputs.ramdisk"),
         pcr2=pcr2,
         eif=eif,
+        fleet_kms_key=fleet_kms_key,
     )
+
+
+def _measured_config(root: dict[str, Any], reader: _Reader) -> dict[str, Any]:
+    """``inputs.config.measured``, the enclave settings the image was built with (absent: none known)."""
+    inputs = root.get("inputs")
+    config = inputs.get("config") if isinstance(inputs, dict) else None
+    if config is None or not isinstance(config, dict) or config.get("measured") is None:
+        return {}
+    return reader.obj(config["measured"], "inputs.config.measured")
 
 
 class _Reader:

@@ -11,6 +11,7 @@ from nitro_llm.deploy.errors import DeployConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "deploy" / "nitro-llm.toml"
+FLEET_ARN = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -59,6 +60,9 @@ def test_typo_in_a_key_is_refused(tmp_path):
         ('region = "eu-west-1"\n[enclave]\ncpu_count = 1\n', "enclave.cpu_count"),
         ('region = "eu-west-1"\n[gateway]\nport = 70000\n', "gateway.port"),
         ("[enclave]\ncpu_count = 2\n", "region"),
+        ('region = "eu-west-1"\n[fleet]\nkms_key_arn = "alias/fleet"\n', "fleet.kms_key_arn"),
+        (f'region = "eu-west-1"\n[fleet]\nkms_key_arn = "{FLEET_ARN}"\nsource = "/tmp/x"\n', "fleet.source"),
+        ('region = "eu-west-1"\n[fleet]\nkey_file = "/etc/x.json"\n', "fleet.kms_key_arn"),  # required
     ],
 )
 def test_invalid_values_name_the_key(tmp_path, text, where):
@@ -79,3 +83,14 @@ def test_region_override_and_china_partition(tmp_path):
     cfg = DeployConfig.load(write(tmp_path, 'region = "eu-west-1"\n'), region="cn-north-1")
     assert cfg.kms_host == "kms.cn-north-1.amazonaws.com.cn"
     assert cfg.inference_threads == cfg.enclave.cpu_count == 2
+
+
+def test_the_fleet_kms_key_must_be_in_the_enclaves_region(tmp_path):
+    """The enclave reaches only its region's KMS (vsock-proxy's one allowlist entry)."""
+    text = f'region = "us-east-1"\n[fleet]\nkms_key_arn = "{FLEET_ARN}"\n'
+    with pytest.raises(
+        DeployConfigError, match="in eu-west-1, but the enclave reaches only KMS in us-east-1"
+    ):
+        DeployConfig.load(write(tmp_path, text))
+    cfg = DeployConfig.load(write(tmp_path, text.replace("us-east-1", "eu-west-1")))
+    assert cfg.fleet is not None and cfg.fleet.key_file == Path("/etc/nitro-llm/fleet-key.json")

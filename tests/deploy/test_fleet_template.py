@@ -262,6 +262,7 @@ VALUES = {
     "GatewayAddress": "203.0.113.7",
     "FleetKeyBucket": "nitro-llm-fleet-key-123456789012",
     "FleetKeyObject": "fleet-key.json",
+    "FleetKmsKeyArn": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
 }
 
 
@@ -286,12 +287,21 @@ ONLY_IN_SINGLE = [
 ]
 ONLY_IN_FLEET = [
     SIGNAL.replace("{}", "FleetGroup"),
-    "# The wrapped fleet key: KMS ciphertext only; KMS releases the key inside it to attested enclaves.",
+    "# A fleet replica: its image is measured with FleetKmsKeyArn (install-eif checks that), its gateway",
+    "# hands the enclave the wrapped fleet key file, and a timer fetches that file again (rotations).",
     "fleet_key_bucket='nitro-llm-fleet-key-123456789012'",
     'if [ -n "$fleet_key_bucket" ]; then',
-    "  aws s3 cp --only-show-errors --region 'eu-west-1' \"s3://$fleet_key_bucket/fleet-key.json\""
-    " /etc/nitro-llm/fleet-key.json",
-    "  chmod 0644 /etc/nitro-llm/fleet-key.json",
+    "  cat >> /etc/nitro-llm/deploy.toml <<'EOF'",
+    "",
+    "[fleet]",
+    f'kms_key_arn = "{VALUES["FleetKmsKeyArn"]}"',
+    'key_file = "/etc/nitro-llm/fleet-key.json"',
+    'source = "s3://nitro-llm-fleet-key-123456789012/fleet-key.json"',
+    "EOF",
+    "fi",
+    "# The wrapped fleet key: KMS ciphertext only; KMS releases the key inside it to attested enclaves.",
+    'if [ -n "$fleet_key_bucket" ]; then',
+    "  nitro-llm deploy fetch-fleet-key --config /etc/nitro-llm/deploy.toml",
     "fi",
     "",
     # The NLB does not check the gateways' certificates (it holds the clients' one): no address to name.
@@ -331,16 +341,54 @@ def test_bootstrap_is_valid_bash_and_passes_shellcheck():
     assert done.returncode == 0, done.stdout
 
 
+def bootstrap_config(script: str, *, fleet: bool) -> DeployConfig:
+    """The deploy.toml the bootstrap writes: its heredoc, and the [fleet] section appended with a bucket."""
+    toml = script.split("cat > /etc/nitro-llm/deploy.toml <<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
+    if fleet:
+        toml += script.split("cat >> /etc/nitro-llm/deploy.toml <<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
+    return DeployConfig.from_mapping(tomllib.loads(toml), Path("/etc/nitro-llm"))
+
+
 def test_bootstrap_commands_parse_and_the_config_is_accepted():
     script = fleet_user_data()
     commands = [parse_cli(argv, deploy_cli.register)[0] for argv in shell_commands(script, "nitro-llm")]
-    assert commands == ["install-eif", "gateway-files", "allocator", "systemd", "wait-healthy"]
-    toml = script.split("cat > /etc/nitro-llm/deploy.toml <<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
-    cfg = DeployConfig.from_mapping(tomllib.loads(toml), Path("/etc/nitro-llm"))
+    assert commands == [
+        "install-eif",
+        "fetch-fleet-key",
+        "gateway-files",
+        "allocator",
+        "systemd",
+        "wait-healthy",
+    ]
+    cfg = bootstrap_config(script, fleet=True)
     assert (cfg.enclave.cpu_count, cfg.enclave.memory_mib, cfg.gateway.port) == (2, 4096, 8080)
-    # The wrapped fleet key it downloads is the one object the role may read.
-    (copy,) = [argv for argv in shell_commands(script, "aws") if "fleet-key.json" in " ".join(argv)]
-    assert "s3://$fleet_key_bucket/fleet-key.json" in copy  # FleetKeyBucket/FleetKeyObject, as granted
+    assert cfg.fleet is not None and cfg.fleet.kms_key_arn == VALUES["FleetKmsKeyArn"]
+    # The wrapped fleet key it downloads is the one object the role may read, from the first boot on.
+    assert cfg.fleet.source == "s3://nitro-llm-fleet-key-123456789012/fleet-key.json"
+    assert [argv for argv in shell_commands(script, "aws") if "fleet-key" in " ".join(argv)] == []
+    assert bootstrap_config(script, fleet=False).fleet is None  # no bucket: no [fleet] appended
+
+
+def test_a_fleet_replicas_units_pass_the_key_file_and_refresh_it():
+    """What 'deploy systemd' renders from the bootstrap's config: the gateway gets --fleet-key-file and
+    pulls in the timer that runs 'deploy fetch-fleet-key' (a rotation uploaded to S3 reaches it)."""
+    from nitro_llm.deploy import host_files
+
+    cfg = bootstrap_config(fleet_user_data(), fleet=True)
+    files = host_files.render_systemd(cfg, Path("/etc/nitro-llm/deploy.toml"))
+    gateway = files[host_files.SYSTEMD_DIR / host_files.GATEWAY_UNIT]
+    assert "--fleet-key-file /etc/nitro-llm/fleet-key.json" in gateway
+    assert f"Wants=network-online.target {host_files.FLEET_KEY_TIMER}" in gateway
+    service = files[host_files.SYSTEMD_DIR / host_files.FLEET_KEY_UNIT]
+    assert "ExecStart=/opt/nitro-llm/venv/bin/nitro-llm deploy fetch-fleet-key --config" in service
+    assert "OnUnitActiveSec=300" in files[host_files.SYSTEMD_DIR / host_files.FLEET_KEY_TIMER]
+
+
+def test_a_fleet_key_bucket_needs_the_fleet_kms_key():
+    (rule,) = T["Rules"].values()
+    assert rule["RuleCondition"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "FleetKeyBucket"}, ""]}]}
+    (assertion,) = rule["Assertions"]
+    assert assertion["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "FleetKmsKeyArn"}, ""]}]}
 
 
 # -- deploy/README.md: the fleet's and EKS's commands ('shell' blocks; the boot test runs 'bash') --
@@ -359,6 +407,12 @@ def test_readme_fleet_commands_are_bash_and_parse():
     assert [len(p["manifest"]) for p in policies] == [1, 2, 1]  # deploy; widen to old+new; narrow
     assert "build/new/manifest.json" in map(str, policies[1]["manifest"])
     assert [str(p) for p in policies[2]["manifest"]] == ["build/new/manifest.json"]
+    # The fleet KMS key's policy: before the image; the image; after a retirement; widen; narrow.
+    fleet = [params for name, params in parsed if name == "policy"]
+    assert [len(p["manifest"] or ()) for p in fleet] == [0, 1, 1, 2, 1]
+    assert fleet[0]["before_image"] and all(p["retired_file"] for p in fleet[2:])  # no retired id dropped
+    builds = [params for name, params in parsed if name == "build"]
+    assert builds and all(p["fleet_kms_key"] == "$FLEET_KMS_KEY" for p in builds)  # the fleet's one key
 
 
 def test_readme_rollout_order_widen_roll_narrow():
@@ -368,6 +422,12 @@ def test_readme_rollout_order_widen_roll_narrow():
     narrow = block.rindex("nitro-llm kms-policy --manifest build/new/manifest.json")
     publish = block.index("aws s3 cp build/new/manifest.json")
     assert publish < widen < roll < narrow
+    fleet_widen = block.index(
+        "nitro-llm fleet-key policy --manifest build/image/manifest.json --manifest build/new/manifest.json"
+    )
+    fleet_narrow = block.index("nitro-llm fleet-key policy --manifest build/new/manifest.json")
+    assert publish < fleet_widen < roll < fleet_narrow
+    assert block.count("aws kms put-key-policy --key-id $FLEET_KMS_KEY") == 2  # each one applied
 
 
 def test_readme_sed_replaces_every_example_value_of_the_manifests(tmp_path):
@@ -379,6 +439,7 @@ def test_readme_sed_replaces_every_example_value_of_the_manifests(tmp_path):
     env = {
         "PATH": "/usr/bin:/bin",
         "CERT_ARN": "arn:aws:acm:eu-west-1:210987654321:certificate/ffffffff-1111-2222-3333-444444444444",
+        "FLEET_KMS_KEY": "arn:aws:kms:eu-west-1:210987654321:key/99999999-8888-7777-6666-555555555555",
         "REF": "f" * 40,
         "MANIFEST_SHA256": "e" * 64,
         "LOG_BUCKET": "my-logs",
@@ -398,6 +459,7 @@ def test_readme_sed_replaces_every_example_value_of_the_manifests(tmp_path):
         "abababab",
         "203.0.113.",
         "00000000-0000",
+        "11111111-2222",
     ]
     assert [e for e in examples if e in text] == []
     assert all(v in text for k, v in env.items() if k != "PATH")

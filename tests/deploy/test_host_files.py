@@ -16,6 +16,11 @@ from nitro_llm.deploy import host_files
 from nitro_llm.deploy.config import DeployConfig
 from nitro_llm.deploy.errors import DeployConfigError
 
+FLEET = {
+    "kms_key_arn": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    "source": "s3://nitro-llm-fleet-key-123456789012/fleet-key.json",
+}
+
 
 def cfg(tmp_path: Path, **sections: dict) -> DeployConfig:
     return DeployConfig.from_mapping({"region": "eu-west-1", **sections}, tmp_path)
@@ -100,8 +105,33 @@ def test_gateway_argv_is_accepted_by_the_gateway_command(tmp_path):
 
     command = typer.main.get_command(app).commands["gateway"]
     known = {opt for p in command.params for opt in p.opts}
-    flags = [a for a in host_files.gateway_argv(cfg(tmp_path))[2:] if a.startswith("--")]
+    flags = [a for a in host_files.gateway_argv(cfg(tmp_path, fleet=FLEET))[2:] if a.startswith("--")]
     assert set(flags) <= known, set(flags) - known
+
+
+def test_a_fleet_replicas_gateway_gets_the_key_file_and_a_timer_keeps_it_current(tmp_path):
+    plain = host_files.render_systemd(cfg(tmp_path), tmp_path / "c.toml")
+    assert "--fleet-key-file" not in plain[host_files.SYSTEMD_DIR / host_files.GATEWAY_UNIT]
+    by_hand = cfg(tmp_path, fleet={"kms_key_arn": FLEET["kms_key_arn"], "key_file": "keys/fleet.json"})
+    argv = host_files.gateway_argv(by_hand)
+    assert argv[argv.index("--fleet-key-file") + 1] == str(tmp_path / "keys" / "fleet.json")
+    assert host_files.render_fleet_key_units(by_hand, tmp_path / "c.toml") == {}  # no source: no timer
+
+    c = cfg(tmp_path, fleet={**FLEET, "refresh_seconds": 120})
+    files = host_files.render_systemd(c, Path("/etc/nitro-llm/deploy.toml"))
+    gateway = unit(files[host_files.SYSTEMD_DIR / host_files.GATEWAY_UNIT])
+    assert host_files.FLEET_KEY_TIMER in gateway["Unit"]["Wants"].split()  # started with the gateway
+    service = unit(files[host_files.SYSTEMD_DIR / host_files.FLEET_KEY_UNIT])["Service"]
+    assert shlex.split(service["ExecStart"])[1:] == [
+        "deploy",
+        "fetch-fleet-key",
+        "--config",
+        "/etc/nitro-llm/deploy.toml",
+    ]
+    assert service["Type"] == "oneshot" and service["ReadWritePaths"] == "/etc/nitro-llm"
+    assert service["ProtectSystem"] == "strict"  # it may write the key file's folder, nothing else
+    timer = unit(files[host_files.SYSTEMD_DIR / host_files.FLEET_KEY_TIMER])["Timer"]
+    assert timer["OnActiveSec"] == timer["OnUnitActiveSec"] == "120"
 
 
 def test_enclave_unit_supervises_production_mode_after_the_allocator(tmp_path):
@@ -142,13 +172,14 @@ def test_write_files_under_a_root(tmp_path):
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_units_pass_systemd_analyze_verify(tmp_path):
     # Point the executables at real files: verify checks that ExecStart binaries exist.
-    c = cfg(tmp_path, kms_proxy={"binary": "/bin/true"}, gateway={"nitro_llm": sys.executable})
+    c = cfg(tmp_path, kms_proxy={"binary": "/bin/true"}, gateway={"nitro_llm": sys.executable}, fleet=FLEET)
     root = tmp_path / "root"
     host_files.write_files(host_files.render_systemd(c, tmp_path / "c.toml"), root)
     units = root / "etc/systemd/system"
     for stock in (host_files.ALLOCATOR_UNIT, host_files.STOCK_VSOCK_PROXY_UNIT):  # shipped by nitro-cli
         (units / stock).write_text("[Unit]\nDescription=stand-in\n[Service]\nExecStart=/bin/true\n")
-    ours = sorted(str(p) for p in units.glob("nitro-llm-*.service"))
+    ours = sorted(str(p) for p in units.glob("nitro-llm-*.*"))
+    assert len(ours) == 5  # gateway, vsock-proxy, enclave, the fleet key's service and timer
     done = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", *ours],
         env={"SYSTEMD_UNIT_PATH": f"{units}:", "PATH": "/usr/bin:/bin"},

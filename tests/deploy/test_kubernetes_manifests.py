@@ -2,7 +2,8 @@
 strictly (an unknown field fails), and right where it matters: the Nitro Enclaves device plugin's
 resource and hugepages on the container that runs nitro-cli, the device plugin's nodes, probes on the
 gateway's /healthz, no privileged container (the one root container has every capability dropped),
-and containers that run exactly what the EC2 instance's systemd units run, from the same config."""
+containers that run exactly what the EC2 instance's systemd units run, from the same config, and the
+wrapped fleet key in every pod's gateway where the config says."""
 
 from __future__ import annotations
 
@@ -229,6 +230,30 @@ def test_volumes_put_each_file_where_the_config_says():
                 volumes[mounts(container)["/etc/nitro-llm/config"]]["configMap"]["name"] == "nitro-llm-deploy"
             )
         assert container["image"] == "nitro-llm-host"  # one image (deploy/kubernetes/host-image)
+
+
+def test_the_gateway_gets_the_wrapped_fleet_key_from_a_configmap_that_can_be_updated():
+    assert CFG.fleet is not None and CFG.fleet.kms_key_arn.split(":")[3] == CFG.region
+    key_file = CFG.path(CFG.fleet.key_file)
+    volumes = {v["name"]: v for v in POD["volumes"]}
+    holders = {
+        name: m
+        for name, container in {**CONTAINERS, **INIT}.items()
+        for m in container["volumeMounts"]
+        if volumes[m["name"]].get("configMap", {}).get("name") == "nitro-llm-fleet-key"
+    }
+    assert list(holders) == ["gateway"]  # the enclave gets it from its gateway, over vsock
+    mount = holders["gateway"]
+    # A folder, not a subPath (a subPath mount never sees an updated ConfigMap: no rotation).
+    assert mount["mountPath"] == str(key_file.parent) and "subPath" not in mount and mount["readOnly"]
+    gateway = CONTAINERS["gateway"]["command"]
+    assert gateway[gateway.index("--fleet-key-file") + 1] == str(key_file)
+    # The README makes that ConfigMap from the file 'fleet-key create' wrote, under the name read here.
+    readme = (REPO / "deploy" / "README.md").read_text()
+    assert f"create configmap nitro-llm-fleet-key --from-file={key_file.name}" in readme
+    # The enclave side (install-eif and the supervisor) reads the same config, hence the same ARN.
+    for container in (INIT["install-eif"], CONTAINERS["enclave"]):
+        assert str(CONFIG_PATH) in " ".join(container["command"])
 
 
 # -- the Service (an NLB) and the disruption budget -------------------------------------------------

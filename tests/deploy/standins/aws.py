@@ -305,6 +305,36 @@ def s3(cmd: str, positional: list[str], opts: dict[str, list[str]]) -> int:
     raise SystemExit(f"stand-in aws: s3 {cmd} is not known")
 
 
+def _file_arg(value: str) -> str:
+    """The CLI's ``file://PATH`` parameter values (relative to the working directory)."""
+    return Path(value.removeprefix("file://")).read_text() if value.startswith("file://") else value
+
+
+def kms(cmd: str, opts: dict[str, list[str]]) -> int:
+    """A real KMS API answers: the KMS emulator the test names in ``AWS_ENDPOINT_URL_KMS`` (as the AWS
+    CLI does), with the environment's credentials, so the keys and policies the README's commands make
+    are enforced by the emulator's policy evaluation."""
+    if not os.environ.get("AWS_ENDPOINT_URL_KMS"):
+        print("stand-in aws: kms needs AWS_ENDPOINT_URL_KMS (the KMS emulator's URL)", file=sys.stderr)
+        return 252
+    import boto3
+
+    region = (opts.get("--region") or [os.environ.get("AWS_REGION", "us-east-1")])[0]
+    client = boto3.client("kms", region_name=region)
+    if cmd == "create-key":
+        args = {"Policy": _file_arg(_one(opts, "--policy"))}
+        if "--description" in opts:
+            args["Description"] = _one(opts, "--description")
+        reply = client.create_key(**args)
+        return _emit(json.loads(json.dumps({"KeyMetadata": reply["KeyMetadata"]}, default=str)), opts)
+    client.put_key_policy(
+        KeyId=_one(opts, "--key-id"),
+        PolicyName=_one(opts, "--policy-name"),
+        Policy=_file_arg(_one(opts, "--policy")),
+    )
+    return 0
+
+
 def main(argv: list[str]) -> int:
     record("aws", argv)
     service, cmd, *rest = argv
@@ -324,5 +354,7 @@ def main(argv: list[str]) -> int:
         return _emit({"Subnets": [subnet]}, opts)
     if service == "kms" and cmd == "schedule-key-deletion":
         return _emit({"KeyId": _one(opts, "--key-id"), "KeyState": "PendingDeletion"}, opts)
+    if service == "kms" and cmd in ("create-key", "put-key-policy"):
+        return kms(cmd, opts)
     print(f"stand-in aws: {service} {cmd} is not known", file=sys.stderr)
     return 252
