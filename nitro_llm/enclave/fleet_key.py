@@ -24,12 +24,12 @@ import logging
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from nitro_llm.enclave.attested_handler import AttestedTurn, Attester, attest_session
 from nitro_llm.enclave.conversation_keys import Evict, SessionConversations
 from nitro_llm.enclave.freshness import FreshnessGuard
-from nitro_llm.enclave.key_release import Released
+from nitro_llm.enclave.key_release import KeyRelease
 from nitro_llm.errors import NitroLLMError
 from nitro_llm.fleet.errors import FleetKeyRefusedError, FleetKeyUnavailableError
 from nitro_llm.fleet.key_file import SECRET_SIZE, FleetKeyFile, FleetKeyGeneration, read_fleet_keys_frame
@@ -40,20 +40,6 @@ from nitro_llm.protocol.frame_kinds import ok_frame
 from nitro_llm.protocol.hpke_suite import HpkeKeyPair
 
 log = logging.getLogger(__name__)
-
-
-class SecretRelease(Protocol):
-    """KMS Decrypt with Recipient (``KeyRelease.release`` satisfies it)."""
-
-    def release(
-        self,
-        ciphertext_blob: bytes,
-        encryption_context: dict[str, str] | None,
-        *,
-        request_id: str,
-        kms: Any = None,
-        key_id: str | None = None,
-    ) -> Released: ...
 
 
 @dataclass(frozen=True)
@@ -96,7 +82,7 @@ class FleetAttestedHandler:
     def __init__(
         self,
         nsm: Attester,
-        release: SecretRelease,
+        release: KeyRelease,  # KMS Decrypt with Recipient (tests give a stand-in with its release())
         *,
         kms_key_arn: str,
         model_digest: str,

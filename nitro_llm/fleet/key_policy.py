@@ -23,8 +23,7 @@ from typing import Any
 
 from nitro_llm.fleet.key_file import ID_KEY, PURPOSE, PURPOSE_KEY
 from nitro_llm.kms.errors import PolicyError
-from nitro_llm.kms.key_policy import EnclaveMeasurements, admin_statement
-from nitro_llm.kms.key_policy import _attestation_conditions as attestation_conditions  # the same checks
+from nitro_llm.kms.key_policy import EnclaveMeasurements, admin_statement, attestation_condition_sets
 
 _ID = re.compile(r"[0-9a-f]{16}")
 
@@ -57,16 +56,7 @@ def build_fleet_key_policy(
         raise PolicyError("the account must be a 12-digit AWS account id")
     pinned = pcrs is not None or image_sha384 is not None
     images = [*([EnclaveMeasurements(pcrs or {}, image_sha384)] if pinned else []), *also_accept]
-    condition_sets: list[dict[str, str]] = []
-    for image in images:
-        conditions = attestation_conditions(image.pcrs, image.image_sha384)
-        if not unsafe_allow_debug_pcrs and any(set(v) == {"0"} for v in conditions.values()):
-            raise PolicyError(
-                "an all-zero measurement is a debug-mode enclave, whose memory the parent can read",
-                hint="use the PCRs of a production build",
-            )
-        if conditions not in condition_sets:
-            condition_sets.append(conditions)
+    condition_sets = attestation_condition_sets(images, unsafe_allow_debug_pcrs=unsafe_allow_debug_pcrs)
     for retired in retired_ids:
         if not isinstance(retired, str) or not _ID.fullmatch(retired):
             raise PolicyError("a retired fleet key id is 16 lowercase hex characters")

@@ -107,17 +107,7 @@ def build_key_policy(
     if not client_arns:
         raise PolicyError("at least one client principal is required", hint="pass the data owner's ARN")
     images = [EnclaveMeasurements(pcrs, image_sha384), *also_accept]
-    condition_sets: list[dict[str, str]] = []
-    for image in images:
-        conditions = _attestation_conditions(image.pcrs, image.image_sha384)
-        if not unsafe_allow_debug_pcrs and any(set(v) == {"0"} for v in conditions.values()):
-            raise PolicyError(
-                "an all-zero measurement is a debug-mode enclave, whose memory the parent can read",
-                hint="use the PCRs of a production build; pass unsafe_allow_debug_pcrs=True only for "
-                "experiments",
-            )
-        if conditions not in condition_sets:
-            condition_sets.append(conditions)
+    condition_sets = attestation_condition_sets(images, unsafe_allow_debug_pcrs=unsafe_allow_debug_pcrs)
     statements: list[dict[str, Any]] = [
         admin_statement(admin_arn),
         {
@@ -148,6 +138,26 @@ def build_key_policy(
         },
     ]
     return {"Version": "2012-10-17", "Id": "nitro-llm-key-policy", "Statement": statements}
+
+
+def attestation_condition_sets(
+    images: Sequence[EnclaveMeasurements], *, unsafe_allow_debug_pcrs: bool = False
+) -> list[dict[str, str]]:
+    """One condition set per image (duplicates once), each to be granted whole: a key policy that
+    accepts the old and the new image during a rollout never accepts a mix of their PCRs. An all-zero
+    measurement (a debug-mode enclave, whose memory the parent can read) is refused unless asked for."""
+    condition_sets: list[dict[str, str]] = []
+    for image in images:
+        conditions = _attestation_conditions(image.pcrs, image.image_sha384)
+        if not unsafe_allow_debug_pcrs and any(set(v) == {"0"} for v in conditions.values()):
+            raise PolicyError(
+                "an all-zero measurement is a debug-mode enclave, whose memory the parent can read",
+                hint="use the PCRs of a production build; pass unsafe_allow_debug_pcrs=True only for "
+                "experiments",
+            )
+        if conditions not in condition_sets:
+            condition_sets.append(conditions)
+    return condition_sets
 
 
 def _attestation_conditions(pcrs: Mapping[int, str], image_sha384: str | None) -> dict[str, str]:
