@@ -373,11 +373,12 @@ def bench_peer(
                 "content": f"Session {secrets.token_hex(4)}. You are a helpful assistant.",
             }
             for name in _ordered(list(endpoints), r):
-                # Each question meets an idle enclave: after a kms request it keeps the conversation's
+                # Each question follows another user's (the default system prompt: what the peer then
+                # reuses) and meets an idle enclave: after a kms request it keeps the conversation's
                 # cells (keyed by its new data key) and re-prefills the answer's, for a second turn
                 # that through the proxy never comes; that work shows in the clients-at-once rows.
                 for asked, into in ((question(r), single), ([own, *question(r)], private)):
-                    wait_settled(stack)
+                    another_user(name)
                     into[name].append(openai_answer(clients[name], endpoints[name].model, asked, max_tokens))
         progress(f"(h) {sessions} clients at once: peer vs proxy (kms, attested)")
         many: dict[str, list[tuple[list[Answer], float]]] = {route: [] for route in endpoints}

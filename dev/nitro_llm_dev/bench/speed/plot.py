@@ -138,8 +138,8 @@ def _chat_turns(results: dict[str, Any], path: Path) -> Path:
             "cached": "cached (turns spaced)",
             "cached_back_to_back": "cached, back to back",
         }
-        for mode, row in f["modes"].items():
-            ax.plot(turns, row["ttft_seconds"], "o-", label=labels.get(mode, mode))
+        for mode in [m for m in labels if m in f["modes"]]:  # the same order and colours every time
+            ax.plot(turns, f["modes"][mode]["ttft_seconds"], "o-", label=labels[mode])
         ax.set_title("(f) our enclave, with and without its KV cache", fontsize=9)
         _turn_axes(ax)
     if h:
@@ -176,6 +176,10 @@ def _peer_ratios(h: dict[str, Any], path: Path) -> Path:
         ("1 client:\nfirst token", lambda r: h["single"].get(r, {}).get("first_token_ratio")),
         ("1 client:\nper token", lambda r: h["single"].get(r, {}).get("per_token_ratio")),
         (
+            "1 client, own\nsystem prompt:\nfirst token",
+            lambda r: h.get("single_own_prompt", {}).get(r, {}).get("first_token_ratio"),
+        ),
+        (
             f"{h['sessions']} clients:\nfirst token",
             lambda r: h["concurrent"].get(r, {}).get("first_token_ratio"),
         ),
@@ -186,7 +190,7 @@ def _peer_ratios(h: dict[str, Any], path: Path) -> Path:
         ("chat: all\nfirst tokens", lambda r: h["conversation"]["all_turns_ttft_ratio_to_peer"].get(r)),
     ]
     routes = [r for r in h["conversation"]["routes"] if r != "llama_cpp.server"]
-    fig, ax = plt.subplots(figsize=(9, 3.8), dpi=110)
+    fig, ax = plt.subplots(figsize=(10, 4), dpi=110)
     width = 0.8 / len(routes)
     for k, route in enumerate(routes):
         xs, ys = [], []
