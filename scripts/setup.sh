@@ -65,7 +65,7 @@ fi
 say "installing nitro-llm and its dependencies"
 "${PIP[@]}" install -e ".[dev]" -e ./dev   # the product, then the development tooling (nitro_llm_dev)
 if [[ "${NITRO_LLM_BENCH:-0}" == 1 ]]; then
-  say "installing the benchmark extra (torch CPU, transformers, gguf, matplotlib) for 'nitro-llm bench -s c'"
+  say "installing the benchmark extra (torch CPU, transformers, gguf, matplotlib; openai and llama_cpp.server's packages) for 'nitro-llm bench -s c' and '-s h'"
   "${PIP[@]}" install -e ".[bench]" || die "installing .[bench] failed; torch==2.13.0 must resolve to the CPU wheel"
 fi
 

@@ -9,11 +9,14 @@ from typing import Annotated
 import typer
 
 from nitro_llm.errors import NitroLLMError
+from nitro_llm_dev.bench.speed import SCENARIOS
 
 SCENARIO_HELP = (
     "Letters of the scenarios to run: a overhead, b protocol path, c seed stack (needs the bench extra), "
     "d many users, e KMS calls, f a chat's turns with and without the enclave's KV cache, "
-    "g 1 vs 2 inference threads, h the load balancer's hop (fleets of 1-3 replicas behind HAProxy)."
+    "g 1 vs 2 inference threads, h the load balancer's hop (fleets of 1-3 replicas behind HAProxy), "
+    "i the peer (llama-cpp-python's OpenAI server, needs the bench extra) against our proxy and clients, "
+    "j start-up from 'nitro-llm up' to the first answer."
 )
 
 
@@ -29,10 +32,14 @@ def bench(
         int, typer.Option("--threads", min=1, help="Inference threads (enclave and baselines).")
     ] = 1,
     max_tokens: Annotated[
-        int, typer.Option("--max-tokens", min=2, help="Tokens per answer in (a) and (d).")
+        int, typer.Option("--max-tokens", min=2, help="Tokens per answer in (a), (d) and (h).")
     ] = 64,
-    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Runs per path in (a).")] = 7,
-    sessions: Annotated[int, typer.Option("--sessions", min=1, help="Concurrent sessions in (d).")] = 8,
+    repeats: Annotated[
+        int, typer.Option("--repeats", min=1, help="Runs per path in (a), single answers per route in (h).")
+    ] = 7,
+    sessions: Annotated[
+        int, typer.Option("--sessions", min=1, help="Concurrent sessions in (d), clients at once in (h).")
+    ] = 8,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="The enclave's batch size.")] = 8,
     seconds: Annotated[
         float, typer.Option("--seconds", min=0.5, help="Timed seconds per level in (b).")
@@ -52,8 +59,8 @@ def bench(
     from nitro_llm_dev.bench.speed.targets import check_targets
 
     wanted = "".join(sorted(set(scenario.lower())))
-    if not wanted or set(wanted) - set("abcdefgh"):
-        raise typer.BadParameter("--scenario takes letters among a, b, c, d, e, f, g, h")
+    if not wanted or set(wanted) - set(SCENARIOS):
+        raise typer.BadParameter(f"--scenario takes letters among {', '.join(SCENARIOS)}")
     if "c" in wanted:
         missing = [m for m in ("torch", "transformers", "gguf") if importlib.util.find_spec(m) is None]
         if missing:
@@ -61,6 +68,17 @@ def bench(
                 f"scenario (c) needs {', '.join(missing)}: install the bench extra with\n"
                 "  .venv/bin/pip install -e '.[bench]'\n"
                 "(or run scripts/setup.sh with NITRO_LLM_BENCH=1), then run again.",
+                err=True,
+            )
+            raise typer.Exit(2)
+    if "i" in wanted:
+        from nitro_llm_dev.bench.speed.peer import missing_packages
+
+        if missing := missing_packages():
+            typer.echo(
+                f"scenario (i) needs {', '.join(missing)} (the openai SDK and llama-cpp-python's server "
+                "extra, without reinstalling llama-cpp-python): install the bench extra with\n"
+                "  .venv/bin/pip install -e '.[bench]'\nthen run again.",
                 err=True,
             )
             raise typer.Exit(2)

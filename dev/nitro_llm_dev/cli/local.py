@@ -159,6 +159,14 @@ def up(
     gateway_port: GatewayPortOpt = None,
     seed_compat: SeedCompatOpt = False,
     replicas: ReplicasOpt = None,
+    timings: Annotated[
+        bool,
+        typer.Option(
+            "--timings",
+            help="When ready, print where the start-up time went (phases, overlapping: the stack starts "
+            "its processes in parallel). Also kept in <state>/run/startup.json.",
+        ),
+    ] = False,
 ) -> None:
     """Start the local stack (KMS emulator, attested enclave, gateway) and keep it running until
     Ctrl-C. 'nitro-llm ask' and 'nitro-llm chat' then work with no flags. The enclave is the enclave
@@ -191,6 +199,8 @@ def up(
         console.print(f"PCR0 {stack.pcrs['0']}")
         console.print(f"client policy (attested protocol, used by ask/chat): {stack.client_policy_path}")
         console.print(f'logs in {stack.logs}; try: nitro-llm ask "…"   (Ctrl-C stops the stack)')
+        if timings:
+            _print_timings(stack)
         if seed_compat:
             _print_seed_instructions(stack)
         while not stop:
@@ -221,6 +231,18 @@ def _print_fleet(stack: object) -> None:
     for replica in stack.fleet:
         console.print(f"  {replica.name}: gateway {replica.gateway_url}, enclave {replica.enclave_socket}")
     console.print(f"fleet key file {stack.fleet_key_file} (KMS key {stack.fleet_kms_key_arn})")
+
+
+def _print_timings(stack: LocalStack) -> None:
+    """The start's phases (startup.py), plain and never wrapped: a table to read or to paste."""
+    from nitro_llm_dev.local.startup import process_age, render_timings
+
+    console.print("start-up phases (seconds from the start of the stack; they overlap):", soft_wrap=True)
+    console.print(render_timings(stack.timings.to_dict()), markup=False, highlight=False, soft_wrap=True)
+    age = process_age()
+    if age is not None:
+        console.print(f"ready {age:.2f} s after this command's process started (its imports included)",
+                      soft_wrap=True)  # fmt: skip
 
 
 def _print_seed_instructions(stack: LocalStack) -> None:

@@ -31,7 +31,7 @@ from nitro_llm.client.config import ClientConfig
 from nitro_llm.fleet import operator
 from nitro_llm.fleet.key_file import FleetKeyFile
 from nitro_llm.fleet.key_policy import build_fleet_key_policy
-from nitro_llm.gateway.auth import add_client
+from nitro_llm.gateway.auth import ClientLimits, add_client
 from nitro_llm_dev.local.haproxy import Backend, Balancer
 from nitro_llm_dev.local.image_enclave import share_with_enclave
 from nitro_llm_dev.local.processes import (
@@ -45,7 +45,9 @@ from nitro_llm_dev.local.processes import (
 from nitro_llm_dev.local.stack import (
     ENCLAVE_KMS_PORT,
     LOCAL_CLIENT,
-    LOCAL_CLIENT_LIMITS,
+    LOCAL_CLIENT_BURST,
+    LOCAL_CLIENT_CONCURRENCY,
+    LOCAL_CLIENT_RATE,
     LocalStack,
     free_port,
 )
@@ -125,8 +127,8 @@ class LocalFleet(LocalStack):
         self.gateway = self.enclave_proc = None  # replica 0's, stopped above
         super().stop()  # the KMS emulator and the image hold
 
-    def _start_kms(self) -> None:
-        super()._start_kms()
+    def _before_measure(self) -> None:
+        self._wait_kms()  # the fleet KMS key must exist first: its ARN is part of the measured config
         self._ensure_fleet_kms_key()
 
     def _ensure_fleet_kms_key(self) -> None:
@@ -219,7 +221,8 @@ class LocalFleet(LocalStack):
         replica.enclave.start()
 
     def _start_gateway(self) -> None:
-        self.api_token = add_client(self.api_tokens_file, LOCAL_CLIENT, LOCAL_CLIENT_LIMITS)
+        limits = ClientLimits(LOCAL_CLIENT_RATE, LOCAL_CLIENT_BURST, LOCAL_CLIENT_CONCURRENCY)
+        self.api_token = add_client(self.api_tokens_file, LOCAL_CLIENT, limits)
         balancer_port = self._port or free_port()  # the stack's chosen gateway port is the balancer's
         self.gateway_url = f"http://127.0.0.1:{balancer_port}"
         self.client_config().save(self.root / "client.json")  # before anything listens, as the stack does

@@ -30,8 +30,6 @@ from nitro_llm.client.policy import ClientPolicy
 from nitro_llm.enclave.boot import LOCAL_KMS_PORT
 from nitro_llm.enclave.config import EnclaveConfig
 from nitro_llm.errors import NitroLLMError
-from nitro_llm.gateway.auth import ClientLimits, add_client
-from nitro_llm.kms.client import make_kms_client
 from nitro_llm.kms.key_policy import build_key_policy
 from nitro_llm_dev.kms_emulator.principals import CREDENTIALS_FILE, ENCLAVE_ROLE_FILE
 from nitro_llm_dev.local.image_enclave import (
@@ -60,6 +58,7 @@ from nitro_llm_dev.local.processes import (
     network_isolation_available,
     wait_until,
 )
+from nitro_llm_dev.local.startup import STARTUP_FILE, StartupTimings
 from nitro_llm_dev.local.supervisor import StackSupervisor, lost_processes, supervise_stack
 from nitro_llm_dev.local.tampered import CodeOverride
 from nitro_llm_dev.nsm.server import NsmEmulatorServer
@@ -68,7 +67,7 @@ log = logging.getLogger("nitro_llm_dev.local")
 
 KEY_ALIAS = "alias/nitro-llm-local"
 LOCAL_CLIENT = "local-client"
-LOCAL_CLIENT_LIMITS = ClientLimits(rate_per_second=100.0, burst=200, max_concurrent=32)
+LOCAL_CLIENT_RATE, LOCAL_CLIENT_BURST, LOCAL_CLIENT_CONCURRENCY = 100.0, 200, 32
 ENCLAVE_KMS_PORT = LOCAL_KMS_PORT
 """Port of the in-enclave forwarder to KMS (inside the enclave's own network namespace)."""
 ENCLAVE_SOURCES = ("image", "source")
@@ -162,6 +161,8 @@ class LocalStack:
     supervisor: StackSupervisor | None = None
     nsm_server: NsmEmulatorServer | None = None
     enclave_image: EnclaveImage | None = None
+    timings: StartupTimings = field(default_factory=StartupTimings)
+    """The phases of the last ``start`` (startup.py)."""
     _image_hold: Any = None
     _port: int = 0
 
@@ -246,34 +247,61 @@ class LocalStack:
         return any(part is not None for part in (self.kms, self.enclave_proc, self.gateway, self.nsm_server))
 
     def start(self) -> None:
+        """Start every process, in parallel where nothing orders them, and return once a question
+        can be answered.
+
+        The enclave is the slowest to get ready (its Python, then llama.cpp loading the model and
+        allocating and zeroing its KV cache: most of a start), so it is launched as soon as its
+        image and PCRs are known, and the rest happens while it loads: the KMS emulator, launched
+        before the image check, comes up meanwhile; then the key policy (from the PCRs) and the
+        gateway. The gateway is the enclave's only link to KMS and to clients, and starts only after
+        the image was checked and the key policy rewritten for it. Each phase is timed
+        (``timings``, saved in ``run/startup.json``; ``nitro-llm up --timings`` prints them).
+        """
+        timings = self.timings = StartupTimings()
         # First the claim, then the options, then anything else: a second stack in this state
         # directory, or one given bad options, must leave the running one's files alone (instance.py).
-        if self.claim is None:
-            self.claim = StackClaim(self.root)
-        self.claim.acquire()
-        self._check_options()
-        self._check_enclave_from()
-        self._port = self._choose_gateway_port()
-        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.enclave_dir.mkdir(exist_ok=True, mode=0o700)
-        for stale in (self.enclave_socket, self.kms_relay_socket, self.enclave_dir / "nsm.sock"):
-            stale.unlink(missing_ok=True)
-        self._ensure_dev_ca()
-        self._start_kms()
+        with timings.phase("claim, options, ports"):
+            if self.claim is None:
+                self.claim = StackClaim(self.root)
+            self.claim.acquire()
+            self._check_options()
+            self._check_enclave_from()
+            self._port = self._choose_gateway_port()
+            self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.enclave_dir.mkdir(exist_ok=True, mode=0o700)
+            for stale in (self.enclave_socket, self.kms_relay_socket, self.enclave_dir / "nsm.sock"):
+                stale.unlink(missing_ok=True)
+        with timings.phase("dev root CA"):
+            self._ensure_dev_ca()
+        kms_launched = timings.now()
+        self._launch_kms()
+        self._before_measure()
         if self.runs_image:
-            self.enclave_image = self._image()
-            self.pcrs = self.enclave_image.pcr_hex()
+            with timings.phase("enclave image: cache key and check"):
+                self.enclave_image = self._image()
+                self.pcrs = self.enclave_image.pcr_hex()
         else:
-            self.pcrs = self.measure_pcrs(self.enclave, self.enclave_code)
-        self._ensure_key()
-        self._start_enclave()
-        self._start_gateway()
-        self._wait_ready()
+            with timings.phase("enclave PCRs measured (source tree)"):
+                self.pcrs = self.measure_pcrs(self.enclave, self.enclave_code)
+        enclave_launched = timings.now()
+        with timings.phase("enclave launched (and its NSM)"):
+            self._start_enclave()
+        self._wait_kms()
+        timings.add("KMS emulator: launch to listening", kms_launched, timings.now())
+        with timings.phase("key and key policy (PCRs)"):
+            self._ensure_key()
+        with timings.phase("gateway: launch to relay listening"):
+            self._start_gateway()
+        with timings.phase("waiting: enclave ready, credentials, health"):
+            self._wait_ready()
+        timings.add_enclave_log(self.logs / "enclave.log", enclave_launched)
         if self.supervise:
             self.supervisor = supervise_stack(self)
         self.attestation_policy().save(self.client_policy_path)
         remember_port(self.root, self._port)  # served and ready: the address to come back to
         self.claim.record(gateway_url=self.gateway_url)
+        timings.save(self.run_dir / STARTUP_FILE)
 
     def stop(self) -> None:
         if self.supervisor is not None:
@@ -374,9 +402,14 @@ class LocalStack:
 
             self.dev_root_pem.write_bytes(ca.root_certificate.public_bytes(Encoding.PEM))
 
-    def _start_kms(self) -> None:
+    @property
+    def _kms_port_file(self) -> Path:
+        return self.run_dir / "kms.port"
+
+    def _launch_kms(self) -> None:
+        """Start the KMS emulator; ``_wait_kms`` waits for it to listen (meanwhile, other work)."""
         self.progress("KMS emulator")
-        port_file = self.run_dir / "kms.port"
+        port_file = self._kms_port_file
         port_file.unlink(missing_ok=True)
         self.kms = ManagedProcess(
             "kms-emulator",
@@ -396,6 +429,13 @@ class LocalStack:
             self.logs / "kms-emulator.log",
         )
         self.kms.start()
+
+    def _before_measure(self) -> None:
+        """What the measured configuration needs before the image or PCRs are made: nothing for one
+        stack; a fleet creates its fleet KMS key here, whose ARN is measured (local/fleet.py)."""
+
+    def _wait_kms(self) -> None:
+        port_file = self._kms_port_file
         wait_until(
             lambda: port_file.exists() and port_file.read_text().strip().isdigit(),
             what="the KMS emulator to listen",
@@ -444,6 +484,10 @@ class LocalStack:
         return self.enclave_argv(options, listen, nsm, code), nsm, pcrs
 
     def admin_kms(self) -> Any:
+        # Imported here, as the gateway's token file below: boto3 and FastAPI take a third of a
+        # second to import, which 'up' would spend before launching the enclave, not while it loads.
+        from nitro_llm.kms.client import make_kms_client
+
         return make_kms_client(self.kms_url, self.credentials()["admin"], self.region)
 
     def _ensure_key(self) -> None:
@@ -527,7 +571,14 @@ class LocalStack:
     def _start_gateway(self) -> None:
         self.progress("gateway (HTTP, KMS relay, credentials hand-off)")
         # The gateway requires API tokens, as an exposed one must; this stack's client gets one.
-        self.api_token = add_client(self.api_tokens_file, LOCAL_CLIENT, LOCAL_CLIENT_LIMITS)
+        from nitro_llm.gateway.auth import ClientLimits, add_client
+
+        limits = ClientLimits(
+            rate_per_second=LOCAL_CLIENT_RATE,
+            burst=LOCAL_CLIENT_BURST,
+            max_concurrent=LOCAL_CLIENT_CONCURRENCY,
+        )
+        self.api_token = add_client(self.api_tokens_file, LOCAL_CLIENT, limits)
         port = self._port or free_port()
         self.gateway_url = f"http://127.0.0.1:{port}"
         # Written before the gateway listens: whoever follows this file (a running 'nitro-llm proxy')

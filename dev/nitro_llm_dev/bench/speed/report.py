@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nitro_llm_dev.bench.speed import SCENARIOS
 from nitro_llm_dev.bench.speed.plot import plot_all
 from nitro_llm_dev.bench.speed.targets import check_targets, explain_misses
 
-SCENARIOS = "abcdefgh"
 KEPT_MARKER = "<!-- Below: measured by other commands (each section says which); kept by --report. -->"
 COMMANDS = [
     "bash scripts/setup.sh                      # the project, llama-cpp-python (portable build), the model",
@@ -26,7 +26,8 @@ COMMANDS = [
     ".venv/bin/nitro-llm bench --scenario c     # (c): the seed's stack vs ours on Bloom-560m",
     ".venv/bin/nitro-llm bench --scenario fg    # (f) a chat with/without the KV cache, (g) 1 vs 2 threads",
     ".venv/bin/nitro-llm bench --scenario h     # (h): the load balancer's hop (needs haproxy)",
-    ".venv/bin/nitro-llm bench --scenario abcdefgh --report  # everything, then rewrite this file",
+    ".venv/bin/nitro-llm bench --scenario ij    # (i) vs llama_cpp.server (bench extra), (j) start-up",
+    ".venv/bin/nitro-llm bench --scenario abcdefghij --report   # everything, then rewrite this file",
 ]
 
 
@@ -225,6 +226,10 @@ def render(results: dict[str, Any], plots: list[str]) -> str:
         lines += _threads_section(g, dates.get("g", ""))
     if h := results.get("h"):
         lines += _balancer_section(h, dates.get("h", ""))
+    if peer := results.get("i"):
+        lines += _peer_section(peer, dates.get("i", ""))
+    if startup := results.get("j"):
+        lines += _startup_section(startup, dates.get("j", ""))
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     return "\n".join(lines)
@@ -350,6 +355,146 @@ def _balancer_section(h: list[dict[str, Any]], date: str) -> list[str]:
                 ("load_average_1m", "load 1m"),
             ],
         ),
+        "",
+    ]
+
+
+def _peer_section(h: dict[str, Any], date: str) -> list[str]:
+    single, many, chat = h["single"], h["concurrent"], h["conversation"]
+    one = [{"route": route, "prompt": "default system prompt", **row} for route, row in single.items()]
+    one += [
+        {"route": route, "prompt": "a system prompt of its own", **row}
+        for route, row in h.get("single_own_prompt", {}).items()
+    ]
+    at_once = [{"route": route, **row} for route, row in many.items()]
+    routes = chat["routes"]
+    turns = [
+        {
+            "turn": t + 1,
+            "prompt": _at(chat.get("prompt_tokens", []), t),
+            **{route: chat["ttft_seconds"][route][t] for route in routes},
+        }
+        for t in range(chat["turns"])
+    ]
+    turns.append({"turn": "last / first", **chat["last_over_first"]})
+    turns.append({"turn": "whole chat, ratio to the peer", **chat["all_turns_ttft_ratio_to_peer"]})
+    if later := chat.get("later_turns_ttft_ratio_to_peer"):
+        turns.append({"turn": "turns 2 on, ratio to the peer", **later})
+    cache = ", ".join(
+        f"{route} {c['kv_cache_hits']} hits, {c['prefilled_tokens']} tokens prefilled"
+        for route, c in chat["enclave"].items()
+        if route in chat["ttft_ratio_to_peer"]
+    )
+    return [
+        f"## (i) The peer: llama-cpp-python's OpenAI-compatible server vs our confidential path ({date})",
+        "",
+        f"`python -m llama_cpp.server`, the same model file, {h['threads']} thread(s) for decode and "
+        f"prefill, {h['ctx']} tokens of context per sequence, llama.cpp's same batch; against `nitro-llm "
+        "proxy` (`--protocol kms` and `attested`) -> gateway -> enclave image, driven by the same openai SDK "
+        "code with streaming, greedy, no repeat penalty. Ratios are ours over the peer's, as times (above "
+        f"1: we are slower), paired within each of {h['rounds']} rounds (routes alternated), then the "
+        "median. Goal: at most 1.05 for single answers, below 1 for the chat.",
+        "",
+        f"One client, {h['max_tokens']} tokens, a new question in each of "
+        f"{h.get('single_rounds', h['rounds'])} rounds:",
+        "",
+        _table(
+            one,
+            [
+                ("route", "route"),
+                ("prompt", "prompt"),
+                ("first_token_s", "first token s"),
+                ("tokens_per_s", "tokens/s"),
+                ("latency_s", "answer s"),
+                ("first_token_ratio", "first token ratio"),
+                ("per_token_ratio", "per-token ratio"),
+                ("latency_ratio", "answer ratio"),
+                ("same_text_as_peer", "same text"),
+            ],
+        ),
+        "",
+        f"The peer keeps the KV state of its last request and reuses its longest common prefix: for a new "
+        f"question that is the chat template's system prompt, {h.get('shared_prefix_tokens')} of the "
+        f"{h.get('single_prompt_tokens')} prompt tokens, left by another client's request. Our enclave "
+        "never shares KV state across conversations or clients (DESIGN.md: a prefix cache shared across "
+        "tenants times their prompts), so it prefills all of them. Behind a system prompt of its own "
+        "(a random session number first) nobody shares a prefix, the peer prefills as much as we do, "
+        "and the ratio is the cost of our path alone.",
+        "",
+        f"{h['sessions']} clients at once ({h['max_tokens']} tokens each, different questions):",
+        "",
+        _table(
+            at_once,
+            [
+                ("route", "route"),
+                ("first_token_median_s", "first token, median s"),
+                ("first_token_slowest_s", "slowest first token s"),
+                ("aggregate_tokens_per_s", "aggregate tokens/s"),
+                ("first_token_ratio", "first token ratio"),
+                ("aggregate_time_ratio", "time-for-all ratio"),
+            ],
+        ),
+        "",
+        "The peer answers one request at a time (started with `--interrupt_requests False`: by default it "
+        "cuts a streaming answer short when another request arrives); our enclave batches them. Through "
+        "the kms proxy each request is a conversation of its own, under a new data key: the enclave "
+        "keeps its cells and prefills its answer's tokens again for a next turn that never comes "
+        f"(per round: {_settle_counts(many)}).",
+        "",
+        f"The {chat['turns']}-turn chat of (f), {chat['max_tokens']} tokens an answer: time to first token "
+        "per turn in seconds (medians), the prompt's tokens as our enclave counted them:",
+        "",
+        _table(turns, [("turn", "turn"), ("prompt", "prompt tokens")] + [(r, f"{r} s") for r in routes]),
+        "",
+        "The peer reuses its own last request's KV state, which in a one-client chat is the whole history. "
+        "The proxy rows cannot use the enclave's conversation cache: an OpenAI request names no chat, so "
+        "the proxy seals each request as a conversation of its own (kms: a new data key; attested: no "
+        "conversation secret) and every turn prefills the whole history (an optional per-chat id, sent by "
+        "the web chat, is being added). The direct clients (`KmsConversation`, `AttestedConversation`) "
+        "name their conversation and use it; their turns are sent once the enclave has kept the previous "
+        f"one (a person reading). The enclave's counters per chat (median): {cache}. Our routes answered "
+        f"the same text in every turn: {chat.get('ours_same_answers')}; turns whose text equals the "
+        f"peer's: `{json.dumps(chat.get('same_text_as_peer', {}))}` (the peer's reused KV state is "
+        "computed in other batches than a fresh prefill, rounds differently, and one token apart two "
+        "chats diverge).",
+        "",
+    ]
+
+
+def _settle_counts(many: dict[str, Any]) -> str:
+    parts = []
+    for route, row in many.items():
+        counts = row.get("enclave") or {}
+        if route.startswith("proxy") and counts:
+            parts.append(
+                f"{route} {counts.get('kv_cache_misses', 0)} conversations kept, "
+                f"{counts.get('kv_cache_settle_tokens', 0)} answer tokens prefilled again"
+            )
+    return "; ".join(parts) or "not counted"
+
+
+def _startup_section(i: dict[str, Any], date: str) -> list[str]:
+    med, first = i["median"], i["first_start"]
+    phases = [
+        {"phase": p["name"], "from": p["start"], "to": p["end"], "seconds": round(p["end"] - p["start"], 3)}
+        for p in i.get("typical_phases", [])
+    ]
+    return [
+        f"## (j) Start-up: from `nitro-llm up` to the first answer ({date})",
+        "",
+        f"Medians of {i['rounds']} restarts in one state directory (image built and cached, CA and key "
+        f"kept, as for any start after the first): `nitro-llm up` ready {med['ready_s']} s after its "
+        f"launch (the stack itself {med['stack_start_s']} s, the rest is the command's own Python and "
+        f"imports), then `nitro-llm ask` (its own process: imports, the attestation fetched and "
+        f"verified, an {i['question_tokens']}-token answer) {med['ask_s']} s: **{med['first_answer_s']} s "
+        f"from `up` to the first answer**. The first start in a new state directory (CA and KMS key "
+        f"created{', and here the image built' if first['stack_start_s'] > 10 else ''}): "
+        f"{first['first_answer_s']} s. Load average then: {i.get('load_average_1m')}.",
+        "",
+        "Phases of the restart nearest the median, in seconds from the start of the stack (they overlap: "
+        "the stack starts its processes in parallel; the enclave's own come from its log):",
+        "",
+        _table(phases, [("phase", "phase"), ("from", "from s"), ("to", "to s"), ("seconds", "seconds")]),
         "",
     ]
 

@@ -1,9 +1,10 @@
 """Run the chosen scenarios in one process and collect their results as one JSON-able dict.
 
-One stack with the echo engine for (b) and (e), one with the model for (a), (d) and (f); (c) needs
-no stack; (g) starts its own two (1 and N threads), after the others have stopped. The echo stack
-allows more waiting requests than the default (so concurrency 32 measures the path, not the queue
-bound); the model stack runs the shipped defaults.
+One stack with the echo engine for (b) and (e), one with the model for (a), (d), (f) and (h) (which
+adds llama-cpp-python's own server and two ``nitro-llm proxy`` processes beside it); (c) needs no
+stack; (g) starts its own two (1 and N threads) and (i) its own ``nitro-llm up`` processes, after
+the others have stopped. The echo stack allows more waiting requests than the default (so
+concurrency 32 measures the path, not the queue bound); the model stack runs the shipped defaults.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class BenchOptions:
     conversation_turns: int = 8
     conversation_rounds: int = 3
     thread_rounds: int = 3
+    peer_rounds: int = 3
+    startup_rounds: int = 3
     command: str = "nitro-llm bench"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -70,7 +73,7 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda _m
                 results["e"] = bench_kms_calls(stack)
                 timings["e"] = time.monotonic() - t0
 
-    if wanted & {"a", "d", "f"}:
+    if wanted & {"a", "d", "f", "i"}:
         from nitro_llm.inference.model import default_model_path
 
         model = default_model_path()
@@ -80,6 +83,7 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda _m
             threads=options.threads,
             batch_size=options.batch_size,
             max_waiting=options.max_waiting,
+            ctx=options.ctx,
         ) as stack:
             token = unlimited_token(stack)
             if "a" in wanted:
@@ -129,6 +133,24 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda _m
                     stack, turns=options.conversation_turns, rounds=options.conversation_rounds
                 )
                 timings["f"] = time.monotonic() - t0
+            if "i" in wanted:
+                from nitro_llm_dev.bench.speed.peer import bench_peer
+
+                progress("(i) the peer: llama_cpp.server vs our proxy and clients, same model and threads")
+                t0 = time.monotonic()
+                results["i"] = bench_peer(
+                    stack,
+                    model,
+                    threads=options.threads,
+                    ctx=options.ctx,
+                    max_tokens=options.max_tokens,
+                    sessions=options.sessions,
+                    turns=options.conversation_turns,
+                    rounds=options.peer_rounds,
+                    single_rounds=options.repeats,
+                    progress=progress,
+                )
+                timings["i"] = time.monotonic() - t0
 
     if "h" in wanted:
         from nitro_llm_dev.bench.speed.fleet_hop import bench_fleet_hop
@@ -158,6 +180,13 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda _m
             progress=progress,
         )
         timings["g"] = time.monotonic() - t0
+
+    if "i" in wanted:
+        from nitro_llm_dev.bench.speed.startup import bench_startup
+
+        t0 = time.monotonic()
+        results["i"] = bench_startup(rounds=options.startup_rounds, progress=progress)
+        timings["i"] = time.monotonic() - t0
 
     results["machine"]["load_average_1m_end"] = describe_machine()["load_average_1m"]
     results["seconds"] = round(time.monotonic() - started, 1)
