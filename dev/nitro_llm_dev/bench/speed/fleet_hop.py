@@ -25,8 +25,8 @@ import httpx
 
 from nitro_llm.gateway.auth import ClientLimits, add_client
 from nitro_llm_dev.bench.speed.machine import describe_machine
-from nitro_llm_dev.bench.speed.protocol_path import _conversations, _prepare, _verify  # the (b) request path
-from nitro_llm_dev.bench.speed.raw_http import RawConnection, Reply
+from nitro_llm_dev.bench.speed.protocol_path import _conversations, _drive, _prepare, _verify  # (b)'s path
+from nitro_llm_dev.bench.speed.raw_http import RawConnection
 from nitro_llm_dev.bench.speed.stacks import BENCH_CLIENT, BenchStackError, bench_dir
 from nitro_llm_dev.bench.speed.stats import median, ratio
 from nitro_llm_dev.local.fleet import LocalFleet
@@ -48,30 +48,6 @@ class _Level:
     @property
     def requests_per_second(self) -> float:
         return self.requests / self.seconds if self.seconds > 0 else 0.0
-
-
-async def _drive(
-    targets: Sequence[tuple[str, int]], wires: Sequence[bytes], concurrency: int, seconds: float
-) -> tuple[list[tuple[int, float, Reply]], float]:
-    """Closed-loop clients, client ``i`` on ``targets[i % len(targets)]``, until time or requests run out."""
-    records: list[tuple[int, float, Reply]] = []
-    next_index = 0
-    deadline = time.perf_counter() + seconds
-    conns = [RawConnection(*targets[i % len(targets)]) for i in range(concurrency)]
-
-    async def worker(conn: RawConnection) -> None:
-        nonlocal next_index
-        while next_index < len(wires) and time.perf_counter() < deadline:
-            index = next_index
-            next_index += 1
-            t0 = time.perf_counter()
-            reply = await conn.send(wires[index])
-            records.append((index, (time.perf_counter() - t0) * 1000, reply))
-        await conn.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(c) for c in conns))
-    return records, time.perf_counter() - started
 
 
 @contextlib.contextmanager

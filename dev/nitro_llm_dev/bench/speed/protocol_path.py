@@ -126,12 +126,13 @@ def _prepare(
 
 
 async def _drive(
-    host: str, port: int, wires: Sequence[bytes], concurrency: int, seconds: float
+    targets: Sequence[tuple[str, int]], wires: Sequence[bytes], concurrency: int, seconds: float
 ) -> tuple[list[tuple[int, float, Reply]], float]:
+    """Closed-loop clients, client ``i`` on ``targets[i % len(targets)]``, until time or requests run out."""
     records: list[tuple[int, float, Reply]] = []
     next_index = 0
     deadline = time.perf_counter() + seconds
-    conns = [RawConnection(host, port) for _ in range(concurrency)]
+    conns = [RawConnection(*targets[i % len(targets)]) for i in range(concurrency)]
 
     async def worker(conn: RawConnection) -> None:
         nonlocal next_index
@@ -167,10 +168,10 @@ def _run_level(
     pids: dict[str, int] | None = None,
 ) -> tuple[LevelResult, list[tuple[int, float, Reply]]]:
     split = max(concurrency * 4, int(len(wires) * warmup / (warmup + seconds)))
-    asyncio.run(_drive(host, port, wires[:split], concurrency, warmup))
+    asyncio.run(_drive([(host, port)], wires[:split], concurrency, warmup))
     pids = {**(pids or {}), "load client": os.getpid()}
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    records, elapsed = asyncio.run(_drive(host, port, wires[split:], concurrency, seconds))
+    records, elapsed = asyncio.run(_drive([(host, port)], wires[split:], concurrency, seconds))
     after = {name: cpu_seconds(pid) for name, pid in pids.items()}
     level = LevelResult(concurrency, len(records), elapsed, [r[1] for r in records])
     for name in pids:
@@ -235,7 +236,7 @@ def bench_protocol(
     config = stack.client_config()
     n = min(MAX_PREPARED, int(rate_guess * (seconds + warmup)))
     warm = _prepare(conn, conversations, token, config.key_id, len(conversations))
-    asyncio.run(_drive(host, port, [p.wire for p in warm], 1, 30))  # one KMS Decrypt per conversation
+    asyncio.run(_drive([(host, port)], [p.wire for p in warm], 1, 30))  # one KMS Decrypt per conversation
     ours = []
     pids = {
         name: proc.pid
