@@ -65,4 +65,5 @@ def build_engine(config: EnclaveConfig, info: ModelInfo | None = None) -> Engine
         max_waiting=config.max_waiting,
         cache_conversations=DEFAULT_CACHE_CONVERSATIONS if keeps_keys else 0,
         cache_ttl_seconds=config.data_key_ttl_seconds if keeps_keys else None,
+        public_prefix=decoder.public_prefix(),  # the model's template alone: safe to share
     )

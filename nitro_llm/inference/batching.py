@@ -22,6 +22,17 @@ longest common prefix, so turn eight costs about what turn one did. Never across
 without a key, or with another key, prefills everything, whatever it shares with anyone.
 ``evict(key)`` wipes a conversation at once (and stops requests still running under that key from
 leaving a copy behind).
+
+The public prefix: the one exception to "nothing shared", and why it is safe. Most chats begin with
+the same tokens, the ones the model's chat template writes before any user's words (SmolLM2: its
+default system prompt, 24 tokens of a short question's 42), and llama.cpp's own server answers a
+new client sooner by reusing them from whoever came before. We cannot do that: what the last
+request left is another user's prompt, and a hit would tell this one what it began with. But the
+template's prefix is no one's: it is read from the measured model file, prefilled once when the
+scheduler starts, before any request is admitted, and the copy is only ever restored from, never
+written to. How much a request reuses is then a function of its own prompt and the model alone
+(``public_reused_tokens``), whoever came before; a request's own conversation copy, when it has
+one, takes precedence (it holds the prefix too).
 """
 
 from __future__ import annotations
@@ -122,9 +133,13 @@ class BatchScheduler:
         cache_conversations: int = DEFAULT_CACHE_CONVERSATIONS,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         cache_ttl_seconds: float | None = DEFAULT_CACHE_TTL_SECONDS,
+        public_prefix: Sequence[int] = (),
     ) -> None:
         """``cache_conversations`` / ``cache_bytes``: bounds of the per-conversation KV cache (0
-        turns it off); ``cache_ttl_seconds``: how long an idle conversation's copy is kept."""
+        turns it off); ``cache_ttl_seconds``: how long an idle conversation's copy is kept;
+        ``public_prefix``: tokens that depend on the model alone (``LlamaBatchDecoder.public_prefix``),
+        prefilled before the first request and reused by every prompt that starts with them (see the
+        module docstring); empty: none."""
         if max_waiting < 0 or ctx < 2 or prefill_chunk < 1:
             raise ValueError("max_waiting >= 0, ctx >= 2 and prefill_chunk >= 1 are required")
         self._decoder = decoder
@@ -150,6 +165,11 @@ class BatchScheduler:
         self.cache_misses = 0  # requests with a key that found nothing usable
         self.cache_reused_tokens = 0  # prompt tokens not prefilled thanks to a hit
         self.settle_tokens = 0  # answer tokens prefilled again after their answer (see _settle)
+        self.public_hits = 0  # requests that restored (part of) the public prefix
+        self.public_reused_tokens = 0  # prompt tokens not prefilled thanks to the public prefix
+        self._public_tokens = list(public_prefix)
+        self._public: SeqState | None = None  # its cells, prefilled by the scheduler thread at start
+        self._started = False  # the public prefix is prefilled (or failed): requests are admitted
         self._settling = 0  # active requests that are only settling (not counted as queued)
         self._thread = threading.Thread(target=self._run, name="batch-scheduler", daemon=True)
         self._thread.start()
@@ -218,7 +238,7 @@ class BatchScheduler:
         and benchmarks: a conversation's copy is kept once this returns True)."""
         deadline = time.monotonic() + timeout
         with self._wake:
-            while self._waiting or self._active:
+            while self._waiting or self._active or not self._started:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -237,6 +257,9 @@ class BatchScheduler:
             "settle_tokens": self.settle_tokens,
             "settling": self._settling,  # answered turns whose copy is still being made
             "evictions": self._cache.evictions,
+            "public_prefix_tokens": len(self._public_tokens) if self._public is not None else 0,
+            "public_hits": self.public_hits,
+            "public_reused_tokens": self.public_reused_tokens,
         }
 
     def close(self, timeout: float = 10.0) -> None:
@@ -246,12 +269,43 @@ class BatchScheduler:
             self._wake.notify()
         self._thread.join(timeout)
         self._cache.clear()
+        if self._public is not None and not self._thread.is_alive():
+            self._public.wipe()
         if not self._thread.is_alive():
             with self._model_lock:
                 self._decoder.close()
 
     # -- the scheduler thread -------------------------------------------------------------------
+    def _prefill_public(self) -> None:
+        """Prefill the public prefix in slot 0 and keep a copy of its cells (see the module
+        docstring); on any failure there is simply no public prefix. Runs before the first request
+        is admitted, so its cells cannot depend on anyone's prompt."""
+        tokens = self._public_tokens
+        if not 2 <= len(tokens) < min(self._ctx, self._decoder.n_ctx_seq):
+            return
+        decoder, slot = self._decoder, 0
+        decoder.close_slot(slot)
+        try:
+            pos = 0
+            while pos < len(tokens):  # chunks of two tokens or more, as every prompt's (see _plan)
+                left = len(tokens) - pos
+                take = min(decoder.n_batch, left)
+                if left - take == 1:
+                    take -= 1
+                decoder.step([Feed(slot, tokens[pos : pos + take], pos, sample=False)])
+                pos += take
+            self._public = decoder.save_seq(slot, DEFAULT_CACHE_BYTES)
+        except Exception as exc:  # no public prefix is slower, never wrong
+            log.warning("public prefix not prefilled type=%s", type(exc).__name__)
+            self._public = None
+        finally:
+            decoder.close_slot(slot)
+
     def _run(self) -> None:
+        self._prefill_public()
+        with self._wake:
+            self._started = True
+            self._wake.notify_all()
         while True:
             with self._wake:
                 while not self._closed and not self._waiting and not self._active:
@@ -339,12 +393,17 @@ class BatchScheduler:
                 self._decoder.reset_sampler(head.slot, head.sampling)
                 exact = donor.kv[: donor.pos]  # the part of its cells settled so far
                 donor.kv = []
-                self._reuse(head, exact, functools.partial(self._decoder.trim_seq, head.slot))
+                reused = self._reuse(head, exact, functools.partial(self._decoder.trim_seq, head.slot))
+                if reused:
+                    self.cache_hits += 1
+                    self.cache_reused_tokens += reused
+                else:
+                    self.cache_misses += 1
+                    self._restore_public(head)
             else:
                 self._order.append(head)
                 self._decoder.open_slot(head.slot, head.sampling)
-                if head.cache_key is not None:
-                    self._restore(head)
+                self._restore(head)
             if head.budget == 0:
                 self._finish(head, "length")
 
@@ -356,33 +415,54 @@ class BatchScheduler:
         )
 
     def _restore(self, request: _Request) -> None:
-        """Put the conversation's saved cells (its key's only) into the request's fresh slot."""
-        assert request.cache_key is not None
-        entry = self._cache.take(request.cache_key)
-        if entry is None:
-            self._reuse(request, [], lambda keep: False)
-            return
-        state = entry.state
-        self._reuse(
-            request,
-            entry.tokens,
-            lambda keep: isinstance(state, SeqState) and self._decoder.restore_seq(request.slot, state, keep),
-        )
-        entry.wipe()  # restored into the slot, or useless: the copy goes either way
+        """Put the conversation's saved cells (its key's only) into the request's fresh slot; when it
+        has none, the public prefix's (see the module docstring); else the slot starts empty."""
+        entry = self._cache.take(request.cache_key) if request.cache_key is not None else None
+        if entry is not None:
+            state = entry.state
+            reused = self._reuse(
+                request,
+                entry.tokens,
+                lambda keep: (
+                    isinstance(state, SeqState) and self._decoder.restore_seq(request.slot, state, keep)
+                ),
+            )
+            entry.wipe()  # restored into the slot, or useless: the copy goes either way
+            if reused:
+                self.cache_hits += 1
+                self.cache_reused_tokens += reused
+                return
+        if request.cache_key is not None:
+            self.cache_misses += 1
+        self._restore_public(request)
 
-    def _reuse(self, request: _Request, cached: list[int], load: Callable[[int], bool]) -> None:
+    def _restore_public(self, request: _Request) -> None:
+        """Restore as much of the public prefix as the request's (empty) slot's prompt starts with."""
+        public = self._public
+        if public is not None:
+            reused = self._reuse(
+                request,
+                self._public_tokens,
+                lambda keep: self._decoder.restore_seq(request.slot, public, keep),
+            )
+            if reused:
+                self.public_hits += 1
+                self.public_reused_tokens += reused
+
+    def _reuse(self, request: _Request, cached: list[int], load: Callable[[int], bool]) -> int:
         """Skip the prompt tokens whose cells ``cached`` holds: the longest common prefix, but at
         least the last two prompt tokens are decoded again (the last one for its logits, and a
-        one-token batch is computed by another kernel than a prompt is: see ``_plan``)."""
+        one-token batch is computed by another kernel than a prompt is: see ``_plan``). How many
+        were skipped; 0 with the slot emptied when none could be."""
         reuse = min(common_prefix(cached, request.prompt), len(request.prompt) - 2)
         if reuse > 0 and load(reuse):
-            self.cache_hits += 1
-            self.cache_reused_tokens += reuse
             request.pos = reuse
             request.kv = request.prompt[:reuse]
-        else:
-            self._decoder.trim_seq(request.slot, 0)
-            self.cache_misses += 1
+            return reuse
+        self._decoder.trim_seq(request.slot, 0)
+        request.pos = 0
+        request.kv = []
+        return 0
 
     def _plan(self) -> list[list[Feed]]:
         """The decode calls of one round: every running sequence's next token together in one call,

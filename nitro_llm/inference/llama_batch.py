@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from nitro_llm.inference.errors import ContextOverflowError, EngineUnavailableError, InferenceError
+from nitro_llm.inference.kv_cache import common_prefix
 from nitro_llm.protocol.messages import Message
 
 DEFAULT_N_BATCH = 512
@@ -207,6 +208,15 @@ class LlamaBatchDecoder:
             return self.tokenize(rendered.prompt, add_special=False, parse_special=True)
         text = "".join(f"{m.role}: {m.content}\n" for m in messages) + "assistant:"
         return self.tokenize(text, add_special=True, parse_special=False)
+
+    def public_prefix(self) -> list[int]:
+        """The tokens the model's own chat template puts before any user's words: the longest
+        prefix shared by the prompts of a few one-message chats that have nothing else in common.
+        It depends on the model file alone (its template, its tokenizer), never on a request, so
+        the scheduler may prefill it once and reuse it for everyone (batching.py, "public prefix")."""
+        probes = [self.prompt_tokens([Message("user", text)]) for text in ("a", "Z", "7", "?")]
+        shared = min(common_prefix(probes[0], other) for other in probes[1:])
+        return probes[0][:shared]
 
     # -- tokens out -------------------------------------------------------------------------------
     def piece(self, token: int) -> bytes:

@@ -1,7 +1,7 @@
 """Scenarios (i) and (j) on real processes with the real model, tiny settings (a few tokens).
 
 Structure only, never timings: llama_cpp.server and both proxies answer through the same openai SDK
-code; the proxy's chats get no cache hit while the direct clients' later turns do; our routes all
+code; the proxy's named chats and the direct clients' later turns get a cache hit; our routes all
 write the same text; ``nitro-llm up`` records its phases and the first answer comes back.
 """
 
@@ -47,10 +47,9 @@ def test_peer_bench_routes_and_the_cache_they_use(home):
     chat = h["conversation"]
     assert chat["routes"] == [PEER, *PROXY_ROUTES, *DIRECT_ROUTES]
     assert chat["ours_same_answers"] is True
-    for route in PROXY_ROUTES:  # an OpenAI request names no chat: nothing kept
-        assert chat["enclave"][route]["kv_cache_hits"] == 0
-    for route in DIRECT_ROUTES:  # turn 2 extends turn 1
+    for route in (*PROXY_ROUTES, *DIRECT_ROUTES):  # turn 2 extends turn 1 (the proxy's chat is named)
         assert chat["enclave"][route]["kv_cache_hits"] == 1
+        assert chat["enclave"][route]["kv_cache_public_reused_tokens"] > 0  # turn 1 restored the template
     assert 0 < h["shared_prefix_tokens"] < h["single_prompt_tokens"]
     assert "## (i)" in render({"i": h}, [])
     # per proxy route: one client (default and own system prompt), clients at once; per route: the chat

@@ -14,7 +14,13 @@ from nitro_llm.client.policy import ClientPolicy
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
 TURNS = ["Name a colour.", "Name another one.", "And one more?"]
-COUNTERS = ("kv_cache_hits", "kv_cache_misses", "kv_cache_reused_tokens", "prefilled_tokens")
+COUNTERS = (
+    "kv_cache_hits",
+    "kv_cache_misses",
+    "kv_cache_reused_tokens",
+    "prefilled_tokens",
+    "kv_cache_public_reused_tokens",
+)
 
 
 def _stats(stack) -> dict:
@@ -48,7 +54,9 @@ def test_turns_after_the_first_reuse_the_conversation_cells(stack, protocol):
     finally:
         conversation.close()
     after = _stats(stack)
-    hits, misses, reused, prefilled = (after[k] - before[k] for k in COUNTERS)
+    hits, misses, reused, prefilled, public = (after[k] - before[k] for k in COUNTERS)
     assert (hits, misses) == (len(TURNS) - 1, 1)
     assert reused > prompts[0]  # at least the whole first question was not prefilled again
-    assert prefilled == sum(prompts) - reused  # each turn prefilled only what it added
+    # the first turn started from the template's prefilled prefix, each later one from the turn before
+    assert 0 < public == after["kv_cache_public_prefix_tokens"] < prompts[0]
+    assert prefilled == sum(prompts) - reused - public  # each turn prefilled only what it added

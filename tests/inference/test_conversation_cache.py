@@ -188,3 +188,77 @@ def test_two_conversations_at_once_answer_as_they_do_alone(engine):
     engine.evict(b"one")
     engine.evict(b"two")
     assert len(engine._cache) == 0 and slots_empty(engine)
+
+
+# -- the public prefix: the model's own template, prefilled once, shared safely ------------------------
+
+
+@pytest.fixture(scope="module")
+def public_engine():
+    decoder = LlamaBatchDecoder(default_model_path(), n_seq=2, n_ctx_seq=CTX, n_threads=1)
+    s = BatchScheduler(decoder, name="smollm2", ctx=CTX, max_waiting=4, public_prefix=decoder.public_prefix())
+    yield s
+    s.close()
+
+
+def test_the_public_prefix_is_the_template_alone(public_engine):
+    decoder = public_engine._decoder
+    prefix = decoder.public_prefix()
+    text = b"".join(decoder.piece(t) for t in prefix).decode()
+    assert "SmolLM" in text and text.endswith("user\n")  # the template's system prompt, up to the user's turn
+    for question in (*TURNS, "Z"):  # every one-question chat starts with it, whatever it asks
+        assert decoder.prompt_tokens([Message("user", question)])[: len(prefix)] == prefix
+    assert stats(public_engine)["public_prefix_tokens"] == len(prefix)
+
+
+def test_public_reuse_depends_on_the_prompt_alone_never_on_who_came_before(public_engine):
+    """The side channel a shared prefix cache opens, closed: the same request reuses exactly as much
+    on a fresh engine, after another user's request, and after that user's own chat was kept."""
+    prefix = len(public_engine._decoder.public_prefix())
+    question = [Message("user", "What is the capital of Spain?")]
+    before = stats(public_engine)
+    answer(public_engine, question, None)
+    alone = delta(stats(public_engine), before)
+    public = public_engine._public
+    snapshot = bytes(public._buffer)
+    for other, key in (
+        ("What is the capital of Spain? And Italy?", None),
+        ("What is the capital of Spain?", b"k"),
+    ):
+        answer(
+            public_engine, [Message("user", other)], key
+        )  # shares far more with the request than the template
+        mark = stats(public_engine)
+        answer(public_engine, question, None)
+        after = delta(stats(public_engine), mark)
+        for counter in ("public_hits", "public_reused_tokens", "prefill_tokens", "hits", "reused_tokens"):
+            assert after[counter] == alone[counter], counter
+        assert after["public_reused_tokens"] == prefix and after["reused_tokens"] == 0
+    assert bytes(public._buffer) == snapshot  # restored from, never written to
+    public_engine.evict(b"k")
+
+
+def test_a_system_prompt_of_its_own_reuses_only_the_template_tokens_it_shares(public_engine):
+    decoder = public_engine._decoder
+    messages = [Message("system", "You are a terse clinical assistant."), Message("user", TURNS[0])]
+    shared = 0
+    prefix, prompt = decoder.public_prefix(), decoder.prompt_tokens(messages)
+    while prefix[shared] == prompt[shared]:
+        shared += 1
+    before = stats(public_engine)
+    answer(public_engine, messages, None)
+    d = delta(stats(public_engine), before)
+    assert 0 < d["public_reused_tokens"] == shared < len(prefix)
+
+
+@pytest.mark.parametrize("key", [None, b"public-and-kept"], ids=["one-shot", "conversation"])
+def test_answers_with_the_public_prefix_are_exactly_those_without(engine, public_engine, key):
+    """Greedy text is unchanged by restoring the public cells instead of prefilling them, in a one-shot
+    question and in a kept conversation (whose first turn starts from the public cells)."""
+    before = stats(public_engine)
+    assert converse(public_engine, key) == converse(engine, None)
+    d = delta(stats(public_engine), before)
+    assert d["public_hits"] == (1 if key else len(TURNS))  # later turns restore their own copy instead
+    if key:
+        assert d["hits"] == len(TURNS) - 1
+        public_engine.evict(key)

@@ -14,28 +14,29 @@ that a neighbour's burst on the shared cores weighs on all of them; ratios are t
 (ours over the peer, as times: above 1, we are slower), then the median over rounds. The peer keeps
 the KV state of its last request and reuses the longest common prefix with the next one, whoever
 sent it: for two users' different questions, the chat template's system prompt (24 tokens of this
-model's 42 for a short question). Our enclave never shares KV state across conversations or clients
-(DESIGN.md: timing would reveal other users' prompts), so it prefills all of them; each
-measurement starts after "another user's" one-token question, so that what the peer reuses is that
-shared prefix and never the very prompt it is about to be asked:
+model's 42 for a short question). Our enclave never reuses what another request left (DESIGN.md:
+timing would reveal other users' prompts); it reuses only its public prefix, the same template
+tokens prefilled from the model file at start (inference/batching.py), so for a new question both
+sides prefill the same tokens. Each measurement starts after "another user's" one-token question,
+so that what the peer reuses is that shared prefix and never the very prompt it is about to be
+asked:
 
 - one client: time to first token and streamed tokens per second of one answer, a new question
   each round (questions that differ from their first word, as users' do); and the same question
   behind a system prompt of its own (a random session number first), which nobody else's request
-  shares: then the peer prefills the whole prompt too, and the ratio is our path's cost alone;
+  shares: then both sides prefill the whole prompt, and the ratio is our path's cost alone;
 - ``sessions`` clients at once: each one's time to first token (median and slowest) and the
   aggregate tokens per second. The peer serves one request at a time (its default would even cut a
   streaming answer short when another request arrives; it is started with
   ``--interrupt_requests False`` so every answer is whole); our enclave batches them;
-- the 8-turn conversation of scenario (f), time to first token per turn. What the peer keeps is
-  exactly a chat's history when one client talks to it alone: its advantage. Our proxy cannot use
-  the enclave's conversation cache, because an OpenAI request names no chat (the kms backend seals
-  each request under a new data key, the attested one sends no conversation secret), so every
-  turn through it prefills the whole history; the direct clients (``KmsConversation``, and
-  ``AttestedConversation`` with its conversation secret) do use it, and a turn then prefills only
-  what it added. As in (f), our cached turns are sent once the enclave has kept the previous one
-  (a person reading the answer), and the enclave's own counters (cache hits, tokens prefilled)
-  are reported per route.
+- the 8-turn conversation of scenario (f), time to first token per turn, every chat named by the
+  same SDK code with OpenAI's ``prompt_cache_key`` (a new random one per chat; the peer ignores
+  it). What the peer keeps is exactly a chat's history when one client talks to it alone; our proxy
+  maps the name to one conversation (proxy/conversations.py), so the enclave keeps that chat's KV
+  cells, as it does for the direct clients (``KmsConversation``, and ``AttestedConversation`` with
+  its conversation secret), and a turn prefills only what it added. As in (f), every route's next
+  turn is sent once the enclave has kept the previous one (a person reading the answer), and the
+  enclave's own counters (cache hits, tokens prefilled) are reported per route.
 """
 
 from __future__ import annotations
@@ -80,9 +81,10 @@ prompt only, as between real users (a common opening would inflate what the peer
 SAME_SAMPLING: dict[str, Any] = {"repeat_penalty": 1.0}
 """Sent to every target: the peer's default is 1.1; our proxy accepts and ignores penalties."""
 _READY_TIMEOUT = 120.0
-ENCLAVE_COUNTERS = (*COUNTERS, "kv_cache_settle_tokens")
+ENCLAVE_COUNTERS = (*COUNTERS, "kv_cache_settle_tokens", "kv_cache_public_reused_tokens")
 """The enclave's counters per route; ``kv_cache_settle_tokens``: answer tokens prefilled again
-after their answer, keeping a conversation's cells exact for a next turn (inference/batching.py)."""
+after their answer, keeping a conversation's cells exact for a next turn;
+``kv_cache_public_reused_tokens``: prompt tokens restored from the public prefix (inference/batching.py)."""
 
 
 @dataclass(frozen=True)
@@ -187,10 +189,12 @@ def question(i: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": QUESTIONS_AT_ONCE[i % len(QUESTIONS_AT_ONCE)]}]
 
 
-def openai_answer(client: Any, model: str, messages: Sequence[Mapping[str, str]], max_tokens: int) -> Answer:
+def openai_answer(
+    client: Any, model: str, messages: Sequence[Mapping[str, str]], max_tokens: int, chat: str | None = None
+) -> Answer:
     """One streamed answer through the openai SDK: the first token's time is the first chunk with
     text; tokens are the usage's when the server sends it (ours), else the chunks with text (the
-    peer streams one token per chunk and sends no usage)."""
+    peer streams one token per chunk and sends no usage). ``chat``: the chat's ``prompt_cache_key``."""
     start = time.perf_counter()
     first: float | None = None
     chunks = 0
@@ -204,6 +208,7 @@ def openai_answer(client: Any, model: str, messages: Sequence[Mapping[str, str]]
         stream=True,
         stream_options={"include_usage": True},
         extra_body=SAME_SAMPLING,
+        **({"prompt_cache_key": chat} if chat is not None else {}),
     )
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
@@ -367,6 +372,8 @@ def bench_peer(
         progress(f"(i) one client, {max_tokens} tokens: peer vs proxy (kms, attested)")
         single: dict[str, list[Answer]] = {route: [] for route in endpoints}
         private: dict[str, list[Answer]] = {route: [] for route in endpoints}
+        single_counts: dict[str, list[dict[str, int]]] = {route: [] for route in endpoints}
+        private_counts: dict[str, list[dict[str, int]]] = {route: [] for route in endpoints}
         for r in range(single_rounds):
             own = {
                 "role": "system",
@@ -377,9 +384,16 @@ def bench_peer(
                 # reuses) and meets an idle enclave: after a kms request it keeps the conversation's
                 # cells (keyed by its new data key) and re-prefills the answer's, for a second turn
                 # that through the proxy never comes; that work shows in the clients-at-once rows.
-                for asked, into in ((question(r), single), ([own, *question(r)], private)):
+                for asked, into, counts in (
+                    (question(r), single, single_counts),
+                    ([own, *question(r)], private, private_counts),
+                ):
                     another_user(name)
+                    before = _counters(stack)
                     into[name].append(openai_answer(clients[name], endpoints[name].model, asked, max_tokens))
+                    wait_settled(stack)
+                    after = _counters(stack)
+                    counts[name].append({k: after[k] - before[k] for k in ENCLAVE_COUNTERS})
         progress(f"(i) {sessions} clients at once: peer vs proxy (kms, attested)")
         many: dict[str, list[tuple[list[Answer], float]]] = {route: [] for route in endpoints}
         many_counts: dict[str, list[dict[str, int]]] = {route: [] for route in endpoints}
@@ -403,8 +417,8 @@ def bench_peer(
         "sessions": sessions,
         "single_prompt_tokens": prompt,
         "shared_prefix_tokens": shared,
-        "single": _single_summary(single),
-        "single_own_prompt": _single_summary(private),
+        "single": _single_summary(single, single_counts),
+        "single_own_prompt": _single_summary(private, private_counts),
         "concurrent": _concurrent_summary(many, many_counts),
         "conversation": {**chats, "turns": turns, "max_tokens": turn_tokens},
     }
@@ -437,11 +451,14 @@ def _conversations(
                 endpoint, client = endpoints[name], clients[name]
 
                 def talk_openai(
-                    messages: list[dict[str, str]], e: Endpoint = endpoint, c: Any = client
+                    messages: list[dict[str, str]],
+                    e: Endpoint = endpoint,
+                    c: Any = client,
+                    chat: str = f"bench-chat-{secrets.token_hex(8)}",
                 ) -> Answer:
-                    return openai_answer(c, e.model, messages, max_tokens)
+                    return openai_answer(c, e.model, messages, max_tokens, chat)
 
-                runs[name].append(run_conversation(talk_openai, turns))
+                runs[name].append(run_conversation(talk_openai, turns, lambda: _settle(stack)))
             wait_settled(stack)
             after = _counters(stack)
             counters[name].append({k: after[k] - before[k] for k in ENCLAVE_COUNTERS})
@@ -493,7 +510,9 @@ def _conversation_summary(
     return out
 
 
-def _single_summary(single: Mapping[str, list[Answer]]) -> dict[str, Any]:
+def _single_summary(
+    single: Mapping[str, list[Answer]], counts: Mapping[str, list[dict[str, int]]]
+) -> dict[str, Any]:
     peer = single[PEER]
     out: dict[str, Any] = {}
     for name, answers in single.items():
@@ -502,6 +521,7 @@ def _single_summary(single: Mapping[str, list[Answer]]) -> dict[str, Any]:
             "tokens_per_s": round(median([a.decode_tokens_per_s for a in answers]), 2),
             "latency_s": round(median([a.seconds for a in answers]), 4),
             "tokens": int(median([a.tokens for a in answers])),
+            "enclave": {k: int(median([c[k] for c in counts[name]])) for k in ENCLAVE_COUNTERS},
         }
         if name != PEER:
             row["same_text_as_peer"] = all(a.text == p.text for a, p in zip(answers, peer, strict=True))
@@ -552,7 +572,8 @@ def shared_prefix(
 ) -> tuple[int, int]:
     """(prompt tokens of ``first``, tokens its prompt shares from the start with ``second``'s): what
     the peer, which keeps its last request's KV state, reuses for one client's question from
-    another's. Our enclave never does (a prefix shared across clients times their prompts)."""
+    another's. Our enclave reuses its public prefix instead, the template's part of it, whoever asked
+    before (the report shows the enclave's own count)."""
     from nitro_llm.inference.llama_batch import LlamaBatchDecoder
     from nitro_llm.protocol.messages import chat_request
 

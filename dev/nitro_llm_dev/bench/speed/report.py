@@ -381,7 +381,8 @@ def _peer_section(h: dict[str, Any], date: str) -> list[str]:
     if later := chat.get("later_turns_ttft_ratio_to_peer"):
         turns.append({"turn": "turns 2 on, ratio to the peer", **later})
     cache = ", ".join(
-        f"{route} {c['kv_cache_hits']} hits, {c['prefilled_tokens']} tokens prefilled"
+        f"{route} {c['kv_cache_hits']} hits, {c['prefilled_tokens']} tokens prefilled, "
+        f"{c.get('kv_cache_public_reused_tokens', 0)} restored from the public prefix"
         for route, c in chat["enclave"].items()
         if route in chat["ttft_ratio_to_peer"]
     )
@@ -416,10 +417,11 @@ def _peer_section(h: dict[str, Any], date: str) -> list[str]:
         f"The peer keeps the KV state of its last request and reuses its longest common prefix: for a new "
         f"question that is the chat template's system prompt, {h.get('shared_prefix_tokens')} of the "
         f"{h.get('single_prompt_tokens')} prompt tokens, left by another client's request. Our enclave "
-        "never shares KV state across conversations or clients (DESIGN.md: a prefix cache shared across "
-        "tenants times their prompts), so it prefills all of them. Behind a system prompt of its own "
-        "(a random session number first) nobody shares a prefix, the peer prefills as much as we do, "
-        "and the ratio is the cost of our path alone.",
+        "never reuses what another request left (DESIGN.md: a prefix cache shared across tenants times "
+        "their prompts); it restores its public prefix instead, the same template tokens prefilled from "
+        f"the model file at start ({_public_counts(single)}), which no request can change. "
+        "Behind a system prompt of its own (a random session number first) nobody shares a prefix, both "
+        "sides prefill the whole prompt, and the ratio is the cost of our path alone.",
         "",
         f"{h['sessions']} clients at once ({h['max_tokens']} tokens each, different questions):",
         "",
@@ -437,8 +439,8 @@ def _peer_section(h: dict[str, Any], date: str) -> list[str]:
         "",
         "The peer answers one request at a time (started with `--interrupt_requests False`: by default it "
         "cuts a streaming answer short when another request arrives); our enclave batches them. Through "
-        "the kms proxy each request is a conversation of its own, under a new data key: the enclave "
-        "keeps its cells and prefills its answer's tokens again for a next turn that never comes "
+        "the kms proxy each unnamed request is a conversation of its own, under a new data key, sealed "
+        "`one_shot`: the enclave keeps neither its data key nor its cells "
         f"(per round: {_settle_counts(many)}).",
         "",
         f"The {chat['turns']}-turn chat of (f), {chat['max_tokens']} tokens an answer: time to first token "
@@ -447,18 +449,26 @@ def _peer_section(h: dict[str, Any], date: str) -> list[str]:
         _table(turns, [("turn", "turn"), ("prompt", "prompt tokens")] + [(r, f"{r} s") for r in routes]),
         "",
         "The peer reuses its own last request's KV state, which in a one-client chat is the whole history. "
-        "The proxy rows cannot use the enclave's conversation cache: an OpenAI request names no chat, so "
-        "the proxy seals each request as a conversation of its own (kms: a new data key; attested: no "
-        "conversation secret) and every turn prefills the whole history (an optional per-chat id, sent by "
-        "the web chat, is being added). The direct clients (`KmsConversation`, `AttestedConversation`) "
-        "name their conversation and use it; their turns are sent once the enclave has kept the previous "
-        f"one (a person reading). The enclave's counters per chat (median): {cache}. Our routes answered "
+        "Every OpenAI route names its chat with `prompt_cache_key` (the same SDK code for all; the peer "
+        "ignores it): the proxy maps the name to one conversation, so the enclave keeps the chat's cells "
+        "between turns, as it does for the direct clients (`KmsConversation`, `AttestedConversation`). "
+        "Each next turn is sent once the enclave has kept the previous one (a person reading). The "
+        f"enclave's counters per chat (median): {cache}. Our routes answered "
         f"the same text in every turn: {chat.get('ours_same_answers')}; turns whose text equals the "
         f"peer's: `{json.dumps(chat.get('same_text_as_peer', {}))}` (the peer's reused KV state is "
         "computed in other batches than a fresh prefill, rounds differently, and one token apart two "
         "chats diverge).",
         "",
     ]
+
+
+def _public_counts(single: dict[str, Any]) -> str:
+    counts = [
+        f"{route} {row['enclave'].get('kv_cache_public_reused_tokens', 0)}"
+        for route, row in single.items()
+        if isinstance(row.get("enclave"), dict)
+    ]
+    return "tokens a request restored from it: " + ", ".join(counts) if counts else "not counted"
 
 
 def _settle_counts(many: dict[str, Any]) -> str:

@@ -188,12 +188,13 @@ def _peer_targets(h: dict[str, Any], add: Callable[[str, str, bool | None], None
     for route, whole in chat["all_turns_ttft_ratio_to_peer"].items():
         last = chat["ttft_ratio_to_peer"][route][-1]
         later = chat.get("later_turns_ttft_ratio_to_peer", {}).get(route)
+        hits = chat.get("enclave", {}).get(route, {}).get("kv_cache_hits", 0)
         add(
             f"(i) the {chat['turns']}-turn chat, {route}: faster than llama_cpp.server (all first tokens)",
             f"{whole:.2f}x over the chat"
             + (f", {later:.2f}x over turns 2-{chat['turns']}" if later is not None else "")
             + f", turn {chat['turns']} {last:.2f}x"
-            + (" (no chat id through the proxy: no cache)" if route.startswith("proxy") else " (cached)"),
+            + (f" ({hits} cache hits)" if hits else " (no cache hit)"),
             whole < 1.0,
         )
 
@@ -275,31 +276,34 @@ def _peer_notes(h: dict[str, Any], missed: set[str]) -> list[str]:
             for route, row in h.get("single_own_prompt", {}).items()
             if "first_token_ratio" in row
         ]
+        public = (
+            h.get("single", {}).get("proxy kms", {}).get("enclave", {}).get("kv_cache_public_reused_tokens")
+        )
         notes.append(
-            f"(i) one client: the peer prefilled {h['single_prompt_tokens'] - h['shared_prefix_tokens']} of "
-            f"the {h['single_prompt_tokens']} prompt tokens, reusing the chat template's system prompt "
-            "from the previous client's request; our enclave prefills all of them, because it never "
-            "shares KV state across clients (a shared prefix cache is a timing side channel on other "
-            "users' prompts). Ours adds per answer a sealed request, a KMS data key (kms) or an HPKE seal "
+            f"(i) one client: the peer reused {h['shared_prefix_tokens']} of the {h['single_prompt_tokens']} "
+            "prompt tokens from the previous client's request (the chat template's system prompt); our "
+            "enclave reuses only its public prefix, the same template tokens prefilled from the model file "
+            "at start"
+            + (f" ({public} a request)" if public is not None else "")
+            + ", never another user's (a shared prefix cache is a timing side channel on other users' "
+            "prompts). Ours adds per answer a sealed request, a KMS data key (kms) or an HPKE seal "
             "(attested), the proxy's and the gateway's HTTP hops and a sealed frame per token"
             + (f"; behind a prompt nobody shares, first token {', '.join(own)}." if own else ".")
         )
-    if any(t.startswith("(i) the") and "proxy" in t for t in missed):
+    if any(t.startswith("(i) the") for t in missed):
         notes.append(
-            "(i) the chat through the proxy: an OpenAI request names no chat, so the proxy cannot point "
-            "the enclave at a conversation's kept KV state and every turn prefills the whole history, "
-            "while the peer reuses its last request's; the direct clients, which name their "
-            "conversation, are the cached rows (a per-chat id from the web chat is being added)."
+            "(i) the chat: every route names its chat (`prompt_cache_key`), the peer keeps its last "
+            "request's KV state and ours the conversation's; what is left is our path's per-turn cost "
+            "(see the one-client rows) against a turn's prefill of what it added."
         )
     if any(t.startswith("(i)") and "clients at once" in t for t in missed):
         settled = h["concurrent"].get("proxy kms", {}).get("enclave", {}).get("kv_cache_settle_tokens", "?")
         notes.append(
             "(i) clients at once: the peer serves one request at a time, so most clients wait for the "
-            "others' whole answers, and ours batches them. Through the kms proxy each request is a new "
-            "conversation (a new data key: a GenerateDataKey and an attested KMS Decrypt), whose cells "
-            f"the enclave keeps, prefilling the answer's tokens again ({settled} "
-            "per round) for a second turn that never comes: CPU taken from decoding on two cores. The "
-            "attested proxy sends no conversation secret and the enclave keeps nothing."
+            "others' whole answers, and ours batches them. Through the kms proxy each unnamed request is "
+            "a new conversation (a new data key: a GenerateDataKey and an attested KMS Decrypt) sealed "
+            f"one_shot, so the enclave keeps nothing for it ({settled} answer tokens prefilled again per "
+            "round); the two cores are shared by the clients, the proxy, the gateway and the enclave."
         )
     return notes
 
