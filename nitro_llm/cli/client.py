@@ -191,7 +191,10 @@ def ask(
     except NitroLLMError as exc:
         raise _fail(exc) from None
     try:
-        chunks = conv.stream(messages, max_tokens=max_tokens, temperature=temperature, seed=seed)
+        # One question, no follow-up: the enclave need keep nothing of this conversation.
+        chunks = conv.stream(
+            messages, max_tokens=max_tokens, temperature=temperature, seed=seed, one_shot=True
+        )
         show_answer(chunks, sys.stdout, max_tokens=max_tokens)
     except NitroLLMError as exc:
         raise _fail(exc) from None

@@ -170,7 +170,9 @@ class AttestedConversation:
         return "".join(chunk.text for chunk in self.stream(messages, **options))
 
     def _exchange(self, enclave: VerifiedEnclave, request: ChatRequest) -> Iterator[AnswerChunk]:
-        sealed = seal_request(enclave.descriptor, request, conversation=self._conversation)
+        # A one-shot turn is never continued: its conversation secret would key nothing.
+        conversation = None if request.one_shot else self._conversation
+        sealed = seal_request(enclave.descriptor, request, conversation=conversation)
         body = sealed.envelope.to_cbor()
         self.last_wire = wire = WireRecord(envelope=body)
         yield from stream_answer(self._http, self.gateway_url, body, sealed.response_opener(), wire)

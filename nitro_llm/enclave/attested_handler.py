@@ -16,7 +16,9 @@ table, enclave/server.py); the gateway does not know which protocol a request sp
 
 Conversations: a request that carries the client's conversation secret gets a KV cache key derived
 under a secret of its session (enclave/conversation_keys.py); ``rotate`` replaces a suite's session
-(new key pair, new descriptor) and evicts every conversation the old one keyed.
+(new key pair, new descriptor) and evicts every conversation the old one keyed. A request sealed
+``one_shot`` gets none even with a secret: its client says no turn follows, so cells kept for it
+would only cost the engine work and memory.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def attest_session(
 @dataclass(frozen=True)
 class AttestedTurn:
     """An opened, fresh request, and the key its conversation's KV cells are kept under (None: the
-    client sent no conversation secret, nothing is kept)."""
+    client sent no conversation secret, or sealed the request ``one_shot``; nothing is kept)."""
 
     opened: OpenedRequest
     cache_key: bytes | None = field(default=None, repr=False)
@@ -128,7 +130,7 @@ class AttestedHandler:
         opened = session.open_request(envelope)
         freshness.check_fresh(opened.request_id, opened.timestamp)
         freshness.claim(opened.request_id, opened.timestamp)
-        if opened.conversation is None:
+        if opened.conversation is None or opened.request.one_shot:
             return AttestedTurn(opened)
         return AttestedTurn(opened, conversations.key_for(opened.conversation))
 

@@ -16,7 +16,11 @@ protocol, so the two protocols can never meet on one key:
   leaves it. The keys a session issued are remembered (bounded), so retiring the session (a rotated
   key) evicts them all.
 
-No conversation secret, no key: such a request reuses nothing and leaves nothing behind.
+No conversation secret, no key: such a request reuses nothing and leaves nothing behind. Nor does a
+request sealed ``one_shot`` (protocol/messages.py), whatever it carries: its client has said no turn
+follows, so kept cells would be settled and held for nothing; in kms its data key is not cached
+either: nothing holds the key once the request is open and its answer's key derived, rather than
+for the cache's ten minutes.
 """
 
 from __future__ import annotations

@@ -15,8 +15,10 @@ Conversations: both protocols hand the engine an opaque per-conversation cache k
 from what only the conversation's client and this enclave hold (enclave/conversation_keys.py), so
 that a turn prefills only what the conversation added and nothing is ever reused across
 conversations, clients or protocols. The key's cells go when its secret goes: the data key leaving
-``DataKeyCache`` (kms), the session being rotated (attested). The pong counts hits, misses and
-prefilled tokens; never a key or any content.
+``DataKeyCache`` (kms), the session being rotated (attested). A request sealed ``one_shot`` gets no
+key, and in kms its data key is not cached: keeping either would cost settling the answer's cells
+and holding a key for minutes, for a next turn its client has said will never come. The pong
+counts hits, misses and prefilled tokens; never a key or any content.
 
 Log lines carry request ids, sizes, counts and error codes only.
 """
@@ -275,16 +277,25 @@ class EnclaveServer:
             )
         self._freshness.check_fresh(header.request_id, header.timestamp)
         data_key = self._data_keys.get(envelope.edk, header.conversation_id)
+        cached = data_key is not None
         if data_key is None:
             data_key = self._keys.decrypt(
                 envelope.edk, header.encryption_context(), request_id=header.request_id, key_id=header.key_id
             )
-            kept = self._data_keys.put(envelope.edk, header.conversation_id, data_key)
         else:
-            kept = True
             self._count("data_key_cache_hits")
+        # Whether the key is worth keeping is sealed in the request, so it is decided once it is open.
         request = ChatRequest.from_dict(open_request(data_key, envelope))
         self._freshness.claim(header.request_id, header.timestamp)
+        if request.one_shot:
+            # No turn follows: the key is not cached (it goes with this request; the answer's sealer
+            # holds only the key derived from it) and the engine keeps no cells, even for a
+            # conversation whose earlier turns are kept: those stay as they are.
+            kept = False
+        elif cached:
+            kept = True
+        else:
+            kept = self._data_keys.put(envelope.edk, header.conversation_id, data_key)
         # Only a conversation whose data key the cache holds keeps cells: their lifetime is the key's.
         cache_key = kms_cache_key(data_key, header.conversation_id) if kept else None
         return _Opened(request, ResponseSealer(data_key, header), header.request_id, cache_key)

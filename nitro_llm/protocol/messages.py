@@ -7,6 +7,12 @@ exhaust the enclave's memory.
 
 ``stop`` (optional, OpenAI's stop sequences) travels inside the sealed request like the rest, so the
 host never learns it; the enclave ends the answer before the first of them (inference/stops.py).
+
+``one_shot`` (optional, ``true`` or absent) says no turn will follow. Keeping a conversation costs
+the enclave work after the answer (its KV cells are settled for the next turn) and memory (the kms
+data key stays cached for minutes), all wasted on a request that is known to be the last: a proxy's
+unnamed request, ``nitro-llm ask``. Sealed like the rest, so the host is not told which requests
+are one-shot (in kms it still sees, as before, whether a conversation id ever comes back).
 """
 
 from __future__ import annotations
@@ -35,18 +41,20 @@ MAX_STOP_CHARS = 64  # per stop sequence: the enclave holds back at most this mu
 
 class AnswerOptions(TypedDict, total=False):
     """How a client asks for its answer, as keywords beside the messages: ``stream(messages,
-    max_tokens=…, temperature=…, seed=…, stop=…)``. Every client-side layer (conversations, proxy
-    backends) passes them through as ``**options: Unpack[AnswerOptions]`` down to :func:`chat_request`,
-    which fills the defaults, so the set is written once and a misspelt keyword is a type error."""
+    max_tokens=…, temperature=…, seed=…, stop=…, one_shot=…)``. Every client-side layer (conversations,
+    proxy backends) passes them through as ``**options: Unpack[AnswerOptions]`` down to
+    :func:`chat_request`, which fills the defaults, so the set is written once and a misspelt keyword
+    is a type error."""
 
     max_tokens: int
     temperature: float
     seed: int | None
     stop: Sequence[str]
+    one_shot: bool
 
 
 _REQUIRED = {"messages", "max_tokens", "temperature"}
-_ALLOWED = _REQUIRED | {"seed", "stop"}
+_ALLOWED = _REQUIRED | {"seed", "stop", "one_shot"}
 
 
 @dataclass(frozen=True)
@@ -68,16 +76,20 @@ class ChatRequest:
     temperature: float = 0.0
     seed: int | None = None
     stop: tuple[str, ...] = ()  # end the answer before the first of these; never part of it
+    one_shot: bool = False  # no turn follows: the enclave keeps nothing of this conversation
 
     def __post_init__(self) -> None:
         _check_messages(self.messages)
         _check_sampling(self.max_tokens, self.temperature, self.seed)
         _check_stop(self.stop)
+        if not isinstance(self.one_shot, bool):
+            raise RequestSchemaError("'one_shot' must be true, or absent")
 
     def __repr__(self) -> str:  # stop sequences may quote the conversation: only their count
         return (
             f"ChatRequest(messages=<{len(self.messages)}>, max_tokens={self.max_tokens}, "
-            f"temperature={self.temperature}, seed={self.seed}, stop=<{len(self.stop)}>)"
+            f"temperature={self.temperature}, seed={self.seed}, stop=<{len(self.stop)}>, "
+            f"one_shot={self.one_shot})"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,6 +102,8 @@ class ChatRequest:
             out["seed"] = self.seed
         if self.stop:  # absent when unused: the request an enclave without stop support accepts
             out["stop"] = list(self.stop)
+        if self.one_shot:  # absent when unused, as stop: every other request is sealed as before
+            out["one_shot"] = True
         return out
 
     @classmethod
@@ -113,12 +127,15 @@ class ChatRequest:
             raise RequestSchemaError("'stop' must be a list of strings")
         if len(raw_stop) > MAX_STOP_SEQUENCES:  # before copying: the bound protects memory
             raise RequestSchemaError(f"'stop' has {len(raw_stop)} entries; at most {MAX_STOP_SEQUENCES}")
+        if "one_shot" in data and data["one_shot"] is not True:  # one encoding: false is "absent"
+            raise RequestSchemaError("'one_shot' must be true, or absent")
         return cls(
             messages=messages,
             max_tokens=data["max_tokens"],
             temperature=data["temperature"],
             seed=data.get("seed"),
             stop=tuple(raw_stop),
+            one_shot="one_shot" in data,
         )
 
 
@@ -193,4 +210,5 @@ def chat_request(
         temperature=options.get("temperature", 0.0),
         seed=options.get("seed"),
         stop=stops,
+        one_shot=options.get("one_shot", False),
     )

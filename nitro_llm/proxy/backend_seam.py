@@ -56,7 +56,8 @@ class ConfidentialBackend(Protocol):
         ``conversation``: the caller's name for the chat (proxy/conversations.py), passed only when it
         gave one. Requests with the same name are turns of one conversation, whose state (attested:
         the conversation secret; kms: the data key and conversation id) was drawn at random for that
-        name; the name itself is never sent. Without one a request shares nothing with any other."""
+        name; the name itself is never sent. Without one a request shares nothing with any other, so
+        nothing can continue it: the backend seals it ``one_shot`` and the enclave keeps nothing."""
         ...
 
     def describe(self) -> dict[str, Any]: ...

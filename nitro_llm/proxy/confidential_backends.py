@@ -2,7 +2,9 @@
 
 ``KmsBackend`` wraps :class:`~nitro_llm.client.kms_conversation.KmsConversation`: one conversation
 (one data key, one conversation id) per request, so that separate chats going through one proxy
-cannot be linked by the gateway; the HTTP and KMS clients are shared to keep that cheap. A request
+cannot be linked by the gateway; the HTTP and KMS clients are shared to keep that cheap. Such a
+conversation never has a second turn, so it is sealed ``one_shot``: the enclave then neither caches
+its data key nor keeps (and settles) its KV cells for a turn that never comes. A request
 that names its chat (proxy/conversations.py) continues that name's conversation instead: one data key
 and conversation id per name, so the enclave's cache (keyed by them) serves its later turns.
 
@@ -13,10 +15,10 @@ why (the web chat turns red). When the gateway or its enclave stops answering, t
 are forgotten: whatever answers next (a restarted stack, a restarted enclave) has new keys and is
 verified anew, and ``describe()`` reports the last verification as ``last_verified_at`` only. It
 serves every chat the proxy relays, which an OpenAI request does not tell apart, so it sends no
-conversation secret (``remember=False``): the enclave keeps no KV cells for them, rather than one
-set shared by unrelated chats. A request that names its chat goes through that name's own
-conversation (``remember=True``: a secret drawn for the name alone), which shares the verified
-sessions and the HTTP client with the others.
+conversation secret (``remember=False``) and seals them ``one_shot``: the enclave keeps no KV cells
+for them, rather than one set shared by unrelated chats. A request that names its chat goes through
+that name's own conversation (``remember=True``: a secret drawn for the name alone), which shares the
+verified sessions and the HTTP client with the others.
 """
 
 from __future__ import annotations
@@ -96,7 +98,11 @@ class KmsBackend:
         **options: Unpack[AnswerOptions],
     ) -> Iterator[BackendChunk]:
         """A conversation of its own, or the named chat's (see the module docstring)."""
-        chat = self._new_conversation() if conversation is None else self.named.get(conversation)
+        if conversation is None:
+            chat = self._new_conversation()
+            options["one_shot"] = True  # its data key is never used again: the enclave keeps nothing
+        else:
+            chat = self.named.get(conversation)
         chunks = chat.stream(messages, **options)
         for chunk in chunks:
             if chunk.final:
@@ -191,7 +197,11 @@ class AttestedBackend:
         **options: Unpack[AnswerOptions],
     ) -> Iterator[BackendChunk]:
         """Unnamed: no conversation secret, nothing kept. Named: that name's conversation."""
-        chat = self.conversation if conversation is None else self.named.get(conversation)
+        if conversation is None:
+            chat = self.conversation
+            options["one_shot"] = True  # in the request itself, not only by the secret's absence
+        else:
+            chat = self.named.get(conversation)
         chunks = chat.stream(messages, **options)
         try:
             for chunk in chunks:

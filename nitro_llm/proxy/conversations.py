@@ -38,7 +38,9 @@ What the host sees: in the attested protocol, nothing new: the secret travels in
 as ``nitro-llm chat``'s does (a cache hit answers sooner, as it does for ``chat``). In the kms
 protocol the turns of a named chat carry one conversation id and encrypted data key in the clear,
 as ``nitro-llm chat``'s turns do, so the gateway can tell they belong together; the enclave's kms
-cache is keyed by exactly those. Unnamed requests stay unlinkable: one conversation each.
+cache is keyed by exactly those. Unnamed requests stay unlinkable: one conversation each, sealed
+``one_shot`` (protocol/messages.py), since nothing can continue it: the enclave keeps neither its data
+key nor its KV cells, rather than settling and holding them for a turn that never comes.
 """
 
 from __future__ import annotations

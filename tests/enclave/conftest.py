@@ -113,13 +113,15 @@ class Conversation:
     def __post_init__(self):
         self.data_key, self.edk = self.kms.generate_data_key(self.conversation_id)
 
-    def seal(self, messages, *, max_tokens=64, timestamp_ms=None, model="default", **header):
+    def seal(self, messages, *, max_tokens=64, timestamp_ms=None, model="default", one_shot=False, **header):
         h = KmsHeader.new(
             model=model, conversation_id=self.conversation_id, key_id="alias/test", now_ms=timestamp_ms
         )
         if header:
             h = KmsHeader(**{**h.to_map(), **header})
         request = {"messages": messages, "max_tokens": max_tokens, "temperature": 0.0}
+        if one_shot:
+            request["one_shot"] = True
         return h, seal_request(self.data_key, h, request, edk=self.edk)
 
     def ask(self, enclave: Enclave, text: str, **kw) -> str:

@@ -65,8 +65,8 @@ def recorded(tmp_path):
         enclave.server.stop()
 
 
-def kms_turn(enclave, conversation: Conversation) -> None:
-    header, envelope = conversation.seal(QUESTION)
+def kms_turn(enclave, conversation: Conversation, *, one_shot: bool = False) -> None:
+    header, envelope = conversation.seal(QUESTION, one_shot=one_shot)
     assert conversation.read_answer(header, enclave.call(frame_kinds.infer_frame(envelope.to_cbor()))) == "ok"
 
 
@@ -76,8 +76,11 @@ def descriptor(enclave, suite: str = "x25519") -> SessionDescriptor:
     return SessionDescriptor.from_cbor(raw)
 
 
-def attested_turn(enclave, session: SessionDescriptor, conversation: bytes | None) -> list[dict]:
-    sealed = seal_request(session, {**_request(), "messages": QUESTION}, conversation=conversation)
+def attested_turn(
+    enclave, session: SessionDescriptor, conversation: bytes | None, *, one_shot: bool = False
+) -> list[dict]:
+    request = {**_request(), "messages": QUESTION, **({"one_shot": True} if one_shot else {})}
+    sealed = seal_request(session, request, conversation=conversation)
     replies = enclave.call(frame_kinds.infer_frame(sealed.envelope.to_cbor()))
     if replies[-1]["t"] != "error":
         opener = sealed.response_opener()
@@ -160,3 +163,49 @@ def test_pong_counts_the_cache_and_shows_no_key(recorded):
     assert stats["threads"] >= 1
     assert not any(isinstance(v, bytes) for v in stats.values())
     assert engine.keys[0] is not None and engine.keys[0].hex() not in repr(stats)
+
+
+# --- one_shot: no turn follows, so nothing is kept ------------------------------------------------
+
+
+def test_a_one_shot_kms_request_is_answered_and_keeps_neither_key_nor_cells(recorded):
+    enclave, engine = recorded()
+    kms_turn(enclave, Conversation(enclave.kms), one_shot=True)
+    assert engine.keys == [None]
+    assert len(enclave.server._data_keys) == 0
+    assert enclave.key_release.decrypt_calls == 1
+    kms_turn(enclave, Conversation(enclave.kms))  # a chat's turn, beside it: kept as before
+    assert engine.keys[1] is not None and len(enclave.server._data_keys) == 1
+
+
+def test_one_shot_turns_of_one_conversation_each_ask_kms_again(recorded):
+    enclave, engine = recorded()
+    conversation = Conversation(enclave.kms)
+    kms_turn(enclave, conversation, one_shot=True)
+    kms_turn(enclave, conversation, one_shot=True)
+    assert engine.keys == [None, None]
+    assert enclave.key_release.decrypt_calls == 2  # no cached key to reuse: none was kept
+    assert enclave.stats()["data_key_cache_hits"] == 0
+
+
+def test_a_one_shot_turn_of_a_kept_conversation_keeps_nothing_more_and_takes_nothing_away(recorded):
+    enclave, engine = recorded()
+    conversation = Conversation(enclave.kms)
+    kms_turn(enclave, conversation)
+    kms_turn(enclave, conversation, one_shot=True)  # the cached key serves it; no cache key for it
+    kms_turn(enclave, conversation)
+    kept, one_shot, again = engine.keys
+    assert kept is not None and one_shot is None and again == kept
+    assert enclave.key_release.decrypt_calls == 1 and len(enclave.server._data_keys) == 1
+    assert engine.evicted == []
+
+
+def test_a_one_shot_attested_request_gets_no_key_even_with_a_secret(recorded):
+    enclave, engine = recorded(attested=True)
+    session = descriptor(enclave)
+    secret = new_conversation()
+    attested_turn(enclave, session, secret, one_shot=True)
+    attested_turn(enclave, session, secret)
+    one_shot, kept = engine.keys
+    assert one_shot is None and kept is not None
+    assert enclave.attested is not None and enclave.attested.conversations() == 1  # only the kept turn's

@@ -86,3 +86,43 @@ def test_total_size_limit():
 
 def test_integer_temperature_accepted():
     assert ChatRequest.from_dict(_req(temperature=1)).temperature == 1
+
+
+# --- one_shot: "no turn follows", sealed with the question ------------------------------------
+
+
+def test_one_shot_round_trips_as_true():
+    data = _req(one_shot=True)
+    req = ChatRequest.from_dict(data)
+    assert req.one_shot is True
+    assert req.to_dict() == data
+    assert "one_shot=True" in repr(req)
+
+
+def test_one_shot_is_absent_when_unused():
+    req = ChatRequest.from_dict(_req())
+    assert req.one_shot is False
+    assert "one_shot" not in req.to_dict()  # byte-identical to a request from before the field
+    assert "one_shot" not in chat_request([{"role": "user", "content": "hi"}], one_shot=False).to_dict()
+
+
+def test_chat_request_passes_one_shot_through():
+    req = chat_request([{"role": "user", "content": "hi"}], max_tokens=8, one_shot=True)
+    assert req.one_shot is True and req.to_dict()["one_shot"] is True
+
+
+@pytest.mark.parametrize("value", [False, None, 1, 0, "true", [True], {"x": True}])
+def test_one_shot_has_one_encoding_and_anything_else_is_refused(value):
+    with pytest.raises(RequestSchemaError, match="one_shot"):
+        ChatRequest.from_dict(_req(one_shot=value))
+
+
+def test_one_shot_beside_an_unknown_field_is_still_refused():
+    with pytest.raises(RequestSchemaError, match="oneshot"):
+        ChatRequest.from_dict(_req(one_shot=True, oneshot=True))
+
+
+@pytest.mark.parametrize("value", [1, "yes", None])
+def test_a_non_bool_one_shot_cannot_be_built_either(value):
+    with pytest.raises(RequestSchemaError, match="one_shot"):
+        ChatRequest(messages=(Message("user", "hi"),), one_shot=value)

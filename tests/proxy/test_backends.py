@@ -25,6 +25,7 @@ from nitro_llm.protocol.attested_errors import UnknownDescriptorError
 from nitro_llm.protocol.errors import ChunkGapError, ChunkReplayError, ResponseTruncatedError
 from nitro_llm.protocol.frame_codec import encode_frame
 from nitro_llm.protocol.kms_envelope import KmsEnvelope, ResponseSealer, open_request
+from nitro_llm.protocol.messages import ChatRequest
 from nitro_llm.proxy.app import create_app
 from nitro_llm.proxy.confidential_backends import AttestedBackend, KmsBackend
 from nitro_llm_dev.nsm import open_emulated_nsm
@@ -54,6 +55,7 @@ class FakeGatewayEnclave:
         self.sessions = {}
         self.requests = []
         self.conversations = []  # each opened request's conversation secret (None: none sent)
+        self.one_shots = []  # each opened request's one_shot (sealed: the gateway never sees it)
         self.wire = []  # every request as the gateway receives it: method, URL, headers, body
         self.tamper = None
         self.rotate()
@@ -79,6 +81,7 @@ class FakeGatewayEnclave:
             except UnknownDescriptorError as exc:
                 return httpx.Response(200, content=encode_frame({"t": "error", **exc.to_wire()}))
             self.conversations.append(opened.conversation)
+            self.one_shots.append(opened.request.one_shot)
             sealer = opened.response_sealer()
             words = ("answer to: " + opened.request.messages[-1].content).split(" ")
             frames = [sealer.seal(w if i == 0 else " " + w) for i, w in enumerate(words)]
@@ -346,14 +349,17 @@ class ToyKms:
         return {"Plaintext": key, "CiphertextBlob": edk}
 
 
-def _kms_gateway(kms, seen, wire=None):
+def _kms_gateway(kms, seen, wire=None, one_shots=None):
     def gateway(request: httpx.Request) -> httpx.Response:
         envelope = KmsEnvelope.from_cbor(request.content)
         seen.append(envelope.header.conversation_id)
         if wire is not None:
             wire.append((envelope.edk, on_the_wire(request)))
         key = kms.keys[envelope.edk]
-        question = open_request(key, envelope)["messages"][-1]["content"]
+        opened = ChatRequest.from_dict(open_request(key, envelope))
+        if one_shots is not None:
+            one_shots.append(opened.one_shot)
+        question = opened.messages[-1].content
         sealer = ResponseSealer(key, envelope.header)
         frames = [sealer.seal("kms says: "), sealer.seal(question)]
         frames.append(
@@ -364,11 +370,10 @@ def _kms_gateway(kms, seen, wire=None):
     return gateway
 
 
-def _kms_backend(kms, seen, wire=None):
+def _kms_backend(kms, seen, wire=None, one_shots=None):
     config = ClientConfig(gateway_url=GATEWAY, key_id="alias/test", model="smollm2")
-    return KmsBackend(
-        config, http=httpx.Client(transport=httpx.MockTransport(_kms_gateway(kms, seen, wire))), kms=kms
-    )
+    gateway = _kms_gateway(kms, seen, wire, one_shots)
+    return KmsBackend(config, http=httpx.Client(transport=httpx.MockTransport(gateway)), kms=kms)
 
 
 def test_kms_backend_streams_through_kms_conversation_one_conversation_per_request():
@@ -428,3 +433,39 @@ def test_kms_named_chats_keep_one_data_key_each_and_the_gateway_sees_neither_nam
     for needle in forms(NAME.encode()) + [form for key in kms.keys.values() for form in forms(key)]:
         assert needle not in received
     assert NAME not in repr(kms.calls)  # nor in what KMS is told (the encryption context)
+
+
+# --- one_shot: an unnamed request is never continued, so the enclave is told to keep nothing ------
+
+
+def test_attested_unnamed_requests_are_sealed_one_shot_and_named_chats_are_not(ca):
+    gateway = FakeGatewayEnclave(ca)
+    backend = _backend(gateway, _policy(ca))
+    for name in (None, "chat-1", "chat-1", None):
+        _ask(backend, "a turn", **({"conversation": name} if name else {}))
+    assert gateway.one_shots == [True, False, False, True]
+    assert gateway.conversations[0] is None and gateway.conversations[3] is None
+
+
+def test_kms_unnamed_requests_are_sealed_one_shot_and_named_chats_are_not(serve):
+    kms, seen, one_shots = ToyKms(), [], []
+    with serve(create_app(_kms_backend(kms, seen, one_shots=one_shots))) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        for named in ({}, {"prompt_cache_key": NAME}, {"extra_headers": {"X-Nitro-Conversation": NAME}}, {}):
+            client.chat.completions.create(
+                model="smollm2", messages=[{"role": "user", "content": "hi"}], **named
+            )
+    assert one_shots == [True, False, False, True]
+    assert seen[1] == seen[2] and len({seen[0], seen[1], seen[3]}) == 3
+
+
+def test_a_one_shot_attested_turn_carries_no_conversation_secret(ca):
+    """A conversation object that keeps a secret (``nitro-llm ask``'s) does not send it on a turn
+    that says no turn follows; its other turns still carry it."""
+    gateway = FakeGatewayEnclave(ca)
+    http = httpx.Client(transport=httpx.MockTransport(gateway.handler))
+    conversation = AttestedConversation(GATEWAY, _policy(ca), http=http)
+    conversation.ask([{"role": "user", "content": "once"}], max_tokens=4, one_shot=True)
+    conversation.ask([{"role": "user", "content": "turn"}], max_tokens=4)
+    assert gateway.one_shots == [True, False]
+    assert gateway.conversations[0] is None and gateway.conversations[1] is not None
