@@ -32,17 +32,18 @@ def bench(
         int, typer.Option("--threads", min=1, help="Inference threads (enclave and baselines).")
     ] = 1,
     max_tokens: Annotated[
-        int, typer.Option("--max-tokens", min=2, help="Tokens per answer in (a), (d) and (h).")
+        int, typer.Option("--max-tokens", min=2, help="Tokens per answer in (a), (d) and (i).")
     ] = 64,
     repeats: Annotated[
-        int, typer.Option("--repeats", min=1, help="Runs per path in (a), single answers per route in (h).")
+        int, typer.Option("--repeats", min=1, help="Runs per path in (a), single answers per route in (i).")
     ] = 7,
     sessions: Annotated[
-        int, typer.Option("--sessions", min=1, help="Concurrent sessions in (d), clients at once in (h).")
+        int, typer.Option("--sessions", min=1, help="Concurrent sessions in (d), clients at once in (i).")
     ] = 8,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="The enclave's batch size.")] = 8,
     seconds: Annotated[
-        float, typer.Option("--seconds", min=0.5, help="Timed seconds per level in (b).")
+        float,
+        typer.Option("--seconds", min=0.5, help="Timed seconds per level in (b) and per fleet size in (h)."),
     ] = 3.0,
     report: Annotated[
         bool, typer.Option("--report", help="Rewrite BENCHMARKS.md and docs/bench/*.png from this run.")
