@@ -9,7 +9,8 @@ Isolation: the key is opaque and chosen by the caller (the enclave derives it fr
 conversation's data key or session key), and an entry is only ever used for that exact key. There
 is deliberately no lookup by prefix across keys: two tenants with the same system prompt never
 share cells, because a shared prefix cache answers faster on a hit and so tells one user what
-another has typed.
+another has typed. (What every request may share lives outside this cache: the public prefix, cells
+made from the model file alone before any request, see batching.py.)
 
 Bounded: at most ``max_entries`` conversations and ``max_bytes`` of saved state, least recently
 used out first, and an entry idle for ``ttl_seconds`` is dropped at the next access or sweep.
