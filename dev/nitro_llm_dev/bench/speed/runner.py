@@ -1,10 +1,11 @@
 """Run the chosen scenarios in one process and collect their results as one JSON-able dict.
 
-One stack with the echo engine for (b) and (e), one with the model for (a), (d), (f) and (h) (which
+One stack with the echo engine for (b) and (e), one with the model for (a), (d), (f) and (i) (which
 adds llama-cpp-python's own server and two ``nitro-llm proxy`` processes beside it); (c) needs no
-stack; (g) starts its own two (1 and N threads) and (i) its own ``nitro-llm up`` processes, after
-the others have stopped. The echo stack allows more waiting requests than the default (so
-concurrency 32 measures the path, not the queue bound); the model stack runs the shipped defaults.
+stack; (g) starts its own two (1 and N threads), (h) its own fleets behind HAProxy and (j) its own
+``nitro-llm up`` processes, after the others have stopped. The echo stack allows more waiting
+requests than the default (so concurrency 32 measures the path, not the queue bound); the model
+stack runs the shipped defaults.
 """
 
 from __future__ import annotations
@@ -181,12 +182,12 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda _m
         )
         timings["g"] = time.monotonic() - t0
 
-    if "i" in wanted:
+    if "j" in wanted:
         from nitro_llm_dev.bench.speed.startup import bench_startup
 
         t0 = time.monotonic()
-        results["i"] = bench_startup(rounds=options.startup_rounds, progress=progress)
-        timings["i"] = time.monotonic() - t0
+        results["j"] = bench_startup(rounds=options.startup_rounds, progress=progress)
+        timings["j"] = time.monotonic() - t0
 
     results["machine"]["load_average_1m_end"] = describe_machine()["load_average_1m"]
     results["seconds"] = round(time.monotonic() - started, 1)
