@@ -66,4 +66,5 @@ def build_engine(config: EnclaveConfig, info: ModelInfo | None = None) -> Engine
         cache_conversations=DEFAULT_CACHE_CONVERSATIONS if keeps_keys else 0,
         cache_ttl_seconds=config.data_key_ttl_seconds if keeps_keys else None,
         public_prefix=decoder.public_prefix(),  # the model's template alone: safe to share
+        turn_separator=decoder.turn_separator(),
     )

@@ -86,6 +86,7 @@ class _Request:
     kv: list[int] = field(default_factory=list, repr=False)  # the tokens in the slot's cells (len == pos)
     cache_revoked: bool = False  # evict(cache_key) was called: leave no copy behind
     settling: bool = False  # answered; its cells are being made exact before a copy is kept
+    unfed: int | None = None  # the last answer token when max_tokens ended it (sampled, never fed)
 
     @property
     def cancelled(self) -> bool:
@@ -134,12 +135,15 @@ class BatchScheduler:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         cache_ttl_seconds: float | None = DEFAULT_CACHE_TTL_SECONDS,
         public_prefix: Sequence[int] = (),
+        turn_separator: Sequence[int] = (),
     ) -> None:
         """``cache_conversations`` / ``cache_bytes``: bounds of the per-conversation KV cache (0
         turns it off); ``cache_ttl_seconds``: how long an idle conversation's copy is kept;
         ``public_prefix``: tokens that depend on the model alone (``LlamaBatchDecoder.public_prefix``),
         prefilled before the first request and reused by every prompt that starts with them (see the
-        module docstring); empty: none."""
+        module docstring); empty: none. ``turn_separator``: what the template writes between an answer
+        and the next user's words (``LlamaBatchDecoder.turn_separator``), settled with a kept
+        conversation's answer (see ``_settle``); empty: none."""
         if max_waiting < 0 or ctx < 2 or prefill_chunk < 1:
             raise ValueError("max_waiting >= 0, ctx >= 2 and prefill_chunk >= 1 are required")
         self._decoder = decoder
@@ -168,6 +172,7 @@ class BatchScheduler:
         self.public_hits = 0  # requests that restored (part of) the public prefix
         self.public_reused_tokens = 0  # prompt tokens not prefilled thanks to the public prefix
         self._public_tokens = list(public_prefix)
+        self._separator = list(turn_separator)
         self._public: SeqState | None = None  # its cells, prefilled by the scheduler thread at start
         self._started = False  # the public prefix is prefilled (or failed): requests are admitted
         self._settling = 0  # active requests that are only settling (not counted as queued)
@@ -532,6 +537,7 @@ class BatchScheduler:
             if text:
                 self._emit(request, TokenChunk(text))
             if request.generated >= request.budget:
+                request.unfed = token  # the next turn's history ends with it: settled with the rest
                 self._finish(request, "length")
             else:
                 request.pending = token
@@ -567,15 +573,25 @@ class BatchScheduler:
         the answer has been sent: off the next turn's path, in rounds no prompt needs. It is the
         work the next turn would otherwise do on its own path. A turn that arrives meanwhile takes
         the slot over (``_admit``); a slot needed by someone else is cut short (``_cut_settling``).
+
+        The same chunk carries what the next turn is sure to begin with after the answer: the
+        template's turn separator (``<|im_end|>\n<|im_start|>user\n``), and the answer's last token
+        when max_tokens cut it (sampled and sent, never fed). A turn then prefills only the user's new
+        words and the template's opening of the answer: 5 tokens fewer of about 20 for a short
+        question to SmolLM2. If the next turn's prompt differs (an edited history, an answer that
+        tokenises otherwise), the cells are used up to where it differs, as always.
         """
         if not self._keepable(request):
             return False
         exact = min(request.pos, len(request.prompt))
-        extra = request.pos - exact
-        if extra == 0:
+        tail = ([request.unfed] if request.unfed is not None else []) + self._separator
+        if len(request.kv) + len(tail) < min(self._ctx, self._decoder.n_ctx_seq):  # room for a next turn
+            request.kv.extend(tail)  # the tokens fed so far (len == pos), then the tail to settle
+        todo = len(request.kv) - exact
+        if todo == 0:
             self._store(request)
             return False
-        start = exact if extra >= 2 else exact - 1  # re-decode two tokens at least (see _plan)
+        start = exact if todo >= 2 else exact - 1  # re-decode two tokens at least (see _plan)
         self._decoder.trim_seq(request.slot, start)
         request.pos = start
         request.pending = None

@@ -218,6 +218,25 @@ class LlamaBatchDecoder:
         shared = min(common_prefix(probes[0], other) for other in probes[1:])
         return probes[0][:shared]
 
+    def turn_separator(self) -> list[int]:
+        """The tokens the template writes after an answer's text and before the next user's words
+        (SmolLM2: ``<|im_end|>\n<|im_start|>user\n``): a conversation's next turn is sure to contain
+        them right after the answer, so the scheduler prefills them with the answer's cells, off the
+        next turn's path. Empty when the template does not render one chat as the prefix of its
+        continuation (then there is nothing certain to prefill)."""
+        head = self.prompt_tokens([Message("user", "a")]) + self.tokenize(
+            "b", add_special=False, parse_special=False
+        )
+        tails = []
+        for text in ("a", "Z", "7", "?"):
+            chat = self.prompt_tokens(
+                [Message("user", "a"), Message("assistant", "b"), Message("user", text)]
+            )
+            if chat[: len(head)] != head:
+                return []
+            tails.append(chat[len(head) :])
+        return tails[0][: min(common_prefix(tails[0], other) for other in tails[1:])]
+
     # -- tokens out -------------------------------------------------------------------------------
     def piece(self, token: int) -> bytes:
         """The bytes of one token (possibly part of a UTF-8 character); control tokens are empty.

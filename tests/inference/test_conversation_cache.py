@@ -196,7 +196,14 @@ def test_two_conversations_at_once_answer_as_they_do_alone(engine):
 @pytest.fixture(scope="module")
 def public_engine():
     decoder = LlamaBatchDecoder(default_model_path(), n_seq=2, n_ctx_seq=CTX, n_threads=1)
-    s = BatchScheduler(decoder, name="smollm2", ctx=CTX, max_waiting=4, public_prefix=decoder.public_prefix())
+    s = BatchScheduler(
+        decoder,
+        name="smollm2",
+        ctx=CTX,
+        max_waiting=4,
+        public_prefix=decoder.public_prefix(),
+        turn_separator=decoder.turn_separator(),
+    )
     yield s
     s.close()
 
@@ -254,7 +261,8 @@ def test_a_system_prompt_of_its_own_reuses_only_the_template_tokens_it_shares(pu
 @pytest.mark.parametrize("key", [None, b"public-and-kept"], ids=["one-shot", "conversation"])
 def test_answers_with_the_public_prefix_are_exactly_those_without(engine, public_engine, key):
     """Greedy text is unchanged by restoring the public cells instead of prefilling them, in a one-shot
-    question and in a kept conversation (whose first turn starts from the public cells)."""
+    question and in a kept conversation (whose first turn starts from the public cells and whose later
+    turns from cells settled with the turn separator)."""
     before = stats(public_engine)
     assert converse(public_engine, key) == converse(engine, None)
     d = delta(stats(public_engine), before)
@@ -262,3 +270,36 @@ def test_answers_with_the_public_prefix_are_exactly_those_without(engine, public
     if key:
         assert d["hits"] == len(TURNS) - 1
         public_engine.evict(key)
+
+
+def test_the_turn_separator_is_settled_with_the_answer(engine, public_engine):
+    """A kept turn's cells end with what the template writes before the next user's words, so the next
+    turn prefills that many tokens fewer, and answers the same. An answer max_tokens cut keeps its last
+    token too (sampled and sent, never fed): the kept tokens are the whole prompt and answer."""
+    separator = public_engine._decoder.turn_separator()
+    text = b"".join(public_engine._decoder.piece(t) for t in separator).decode()
+    assert text.endswith("user\n") and 3 <= len(separator) <= 8
+    for max_tokens in (24, 3):  # a whole short answer, then one cut by max_tokens
+        prefilled, answers = {}, {}
+        for name, s, tail in (("plain", engine, 0), ("separator", public_engine, len(separator))):
+            key = f"separator-{name}-{max_tokens}".encode()
+            chunks = list(
+                s.generate(
+                    [Message("user", TURNS[0])],
+                    max_tokens=max_tokens,
+                    temperature=0.0,
+                    seed=None,
+                    cache_key=key,
+                )
+            )
+            first, usage = "".join(c.text for c in chunks), chunks[-1].usage
+            before = stats(s)
+            assert len(s._cache._entries[key].tokens) == usage.prompt_tokens + usage.completion_tokens + tail
+            second = [Message("user", TURNS[0]), Message("assistant", first), Message("user", TURNS[1])]
+            answers[name] = (first, answer(s, second, key, max_tokens)[0])
+            d = delta(stats(s), before)
+            assert d["hits"] == 1
+            prefilled[name] = d["prefill_tokens"]
+            s.evict(key)
+        assert answers["plain"] == answers["separator"]
+        assert prefilled["plain"] - prefilled["separator"] == len(separator)
