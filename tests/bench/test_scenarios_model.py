@@ -74,12 +74,16 @@ def test_conversation_bench_reuses_only_with_a_secret(model_stack):
     f = bench_conversation(model_stack, turns=2, rounds=1, max_tokens=4)
     assert set(f["modes"]) == set(MODES) and all(len(m["ttft_seconds"]) == 2 for m in f["modes"].values())
     assert f["same_answers"] is True
-    # uncached: no key; cached and back to back: turn 1 misses, turn 2 hits
-    assert (f["enclave"]["kv_cache_hits"], f["enclave"]["kv_cache_misses"]) == (2, 2)
+    # uncached: no key; cached and back to back: turn 1 misses, turn 2 hits; turn 2's question alone misses
+    assert (f["enclave"]["kv_cache_hits"], f["enclave"]["kv_cache_misses"]) == (2, 3)
+    assert f["last_turn_over_its_question_alone"] > 0 and f["last_question_alone_ttft_seconds"] > 0
     # turn 2 prefilled only what it added, by the enclave's own count
     assert 0 < f["cached_prefilled_tokens"][1] < f["prompt_tokens"][1] - f["prompt_tokens"][0]
     assert "## (f)" in render({"f": f}, [])
-    assert any(t["target"].startswith("(f) turn-2") for t in check_targets({"f": f}))
+    targets = [t["target"] for t in check_targets({"f": f})]
+    assert any(t.startswith("(f) turn-2") for t in targets) and any(
+        t.startswith("(f) what 1 turns") for t in targets
+    )
 
 
 def test_threads_bench_parts(model_stack):

@@ -18,7 +18,10 @@ on a shared machine weighs on all of them, medians over rounds:
   turn takes the slot over and prefills whatever the engine had not settled yet.
 
 The headline is turn-8 over turn-1 time to first token per way (goal <= 1.3 with the cache), and
-whether the cached answers equal the uncached ones word for word. The enclave's own counters
+whether the cached answers equal the uncached ones word for word. Turn 1 and turn 8 ask different
+questions, of different lengths, and turn 1 starts from the enclave's public prefix (the template's
+system prompt, prefilled at start), so each round also asks turn 8's question alone, as a new chat:
+turn 8 over that is what the seven turns of history add, and nothing else. The enclave's own counters
 (cache hits, prompt tokens prefilled) for the whole run are reported beside them.
 """
 
@@ -60,7 +63,10 @@ def wait_settled(stack: LocalStack, timeout: float = _SETTLE_TIMEOUT) -> dict[st
     raise BenchStackError("the enclave did not settle its conversation in time")
 
 
-def _conversation(stack: LocalStack, mode: str, turns: int, max_tokens: int) -> dict[str, Any]:
+def _conversation(
+    stack: LocalStack, mode: str, turns: int, max_tokens: int, start_at: int = 0
+) -> dict[str, Any]:
+    """One chat of ``turns`` turns, asking ``QUESTIONS`` from index ``start_at`` on."""
     from nitro_llm.client.attested_conversation import AttestedConversation
     from nitro_llm.client.policy import ClientPolicy
 
@@ -77,7 +83,7 @@ def _conversation(stack: LocalStack, mode: str, turns: int, max_tokens: int) -> 
     seen = enclave_stats(stack)
     try:
         for turn in range(turns):
-            messages.append({"role": "user", "content": QUESTIONS[turn % len(QUESTIONS)]})
+            messages.append({"role": "user", "content": QUESTIONS[(start_at + turn) % len(QUESTIONS)]})
             start = time.perf_counter()
             first: float | None = None
             parts: list[str] = []
@@ -108,14 +114,18 @@ def bench_conversation(
     Returns ``{"turns", "rounds", "max_tokens", "prompt_tokens": [...per turn],
     "cached_prefilled_tokens": [...per turn, the enclave's count], "same_answers",
     "modes": {mode: {"ttft_seconds": [...median per turn], "last_over_first": float}},
-    "cached_over_uncached_last_turn": float, "enclave": {counter: delta over the run}}``.
+    "cached_over_uncached_last_turn": float, "last_question_alone_ttft_seconds": float,
+    "last_turn_over_its_question_alone": float (cached, paired per round, median),
+    "enclave": {counter: delta over the run}}``.
     """
     _conversation(stack, "cached", 1, 4)  # warm-up: first-call costs out of the timings
     before = enclave_stats(stack)
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+    alone: list[float] = []  # turn ``turns``'s question, asked as a new chat's first
     for r in range(rounds):
         for mode in MODES if r % 2 == 0 else tuple(reversed(MODES)):
             runs[mode].append(_conversation(stack, mode, turns, max_tokens))
+        alone.append(_conversation(stack, "cached", 1, max_tokens, start_at=turns - 1)["ttft"][0])
     after = enclave_stats(stack)
     modes: dict[str, Any] = {}
     for mode, results in runs.items():
@@ -138,6 +148,10 @@ def bench_conversation(
         "same_answers": all(res["answers"] == reference for results in runs.values() for res in results),
         "modes": modes,
         "cached_over_uncached_last_turn": round(last["cached"] / last["uncached"], 3),
+        "last_question_alone_ttft_seconds": round(median(alone), 4),
+        "last_turn_over_its_question_alone": round(
+            median([res["ttft"][-1] / a for res, a in zip(runs["cached"], alone, strict=True) if a > 0]), 3
+        ),
         "enclave": {k: _count(after, k) - _count(before, k) for k in COUNTERS},
     }
 
