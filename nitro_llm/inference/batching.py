@@ -472,7 +472,7 @@ class BatchScheduler:
     def _plan(self) -> list[list[Feed]]:
         """The decode calls of one round: every running sequence's next token together in one call,
         then one prompt's next chunk in a call of its own (whole, when it fits), or, when no prompt
-        waits, one chunk of a finished answer being settled (see ``_settle``).
+        waits and nothing is decoding, one chunk of a finished answer being settled (see ``_settle``).
 
         Two rules of llama.cpp with one KV stream per sequence shape this. It splits a call into
         micro-batches in which every sequence has the same number of tokens, so prompt chunks
@@ -496,7 +496,11 @@ class BatchScheduler:
         room = min(self._decoder.n_batch, max(3, self._prefill_chunk if running else self._decoder.n_batch))
         prompts = [r for r in self._order if r.pending is None and r.pos < len(r.prompt) and not r.settling]
         settling = [r for r in self._order if r.settling and r.pos < len(r.kv)]
-        for request in prompts[:1] or settling[:1]:  # the oldest prompt first; settling when none
+        # The oldest prompt first; settling only in a round that decodes nothing else: a settle
+        # chunk is work for a next turn that may never come, and beside running answers it would
+        # slow every one of them (measured: 8 kept sessions at once, 77% of llama.cpp's batched
+        # rate with settling beside the decoding).
+        for request in prompts[:1] or ([] if running else settling[:1]):
             tokens = request.kv if request.settling else request.prompt
             left = len(tokens) - request.pos
             take = min(room, left)
@@ -570,7 +574,7 @@ class BatchScheduler:
         the answer's were made one decode step at a time, by the matrix-vector kernels, and with
         them the next turn's answer could differ from an uncached one in a rare greedy tie. So the
         answer's cells are dropped and its tokens prefilled again, as a chunk of their own, after
-        the answer has been sent: off the next turn's path, in rounds no prompt needs. It is the
+        the answer has been sent: off the next turn's path, in rounds no prompt or answer needs. It is the
         work the next turn would otherwise do on its own path. A turn that arrives meanwhile takes
         the slot over (``_admit``); a slot needed by someone else is cut short (``_cut_settling``).
 
