@@ -466,7 +466,7 @@ def _public_counts(single: dict[str, Any]) -> str:
     counts = [
         f"{route} {row['enclave'].get('kv_cache_public_reused_tokens', 0)}"
         for route, row in single.items()
-        if isinstance(row.get("enclave"), dict)
+        if isinstance(row.get("enclave"), dict) and "first_token_ratio" in row  # ours, not the peer
     ]
     return "tokens a request restored from it: " + ", ".join(counts) if counts else "not counted"
 
