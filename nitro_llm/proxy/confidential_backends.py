@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 import httpx
 
@@ -34,7 +34,7 @@ from nitro_llm.client.attested_conversation import AttestedConversation
 from nitro_llm.client.attested_verify import VerifiedEnclave, VerifiedEnclaveCache
 from nitro_llm.client.config import ClientConfig
 from nitro_llm.client.policy import ClientPolicy
-from nitro_llm.client.wire import UNREACHABLE_CODES, probe_gateway
+from nitro_llm.client.wire import UNREACHABLE_CODES, AnswerChunk, probe_gateway
 from nitro_llm.errors import NitroLLMError
 from nitro_llm.protocol.attested_wire import DEFAULT_SUITE
 from nitro_llm.protocol.messages import AnswerOptions
@@ -43,6 +43,8 @@ from nitro_llm.proxy.conversations import ConversationTable
 
 if TYPE_CHECKING:
     from nitro_llm.client.kms_conversation import KmsConversation
+
+T = TypeVar("T")
 
 
 class KmsBackend:
@@ -97,18 +99,10 @@ class KmsBackend:
         conversation: str | None = None,
         **options: Unpack[AnswerOptions],
     ) -> Iterator[BackendChunk]:
-        """A conversation of its own, or the named chat's (see the module docstring)."""
-        if conversation is None:
-            chat = self._new_conversation()
-            options["one_shot"] = True  # its data key is never used again: the enclave keeps nothing
-        else:
-            chat = self.named.get(conversation)
-        chunks = chat.stream(messages, **options)
-        for chunk in chunks:
-            if chunk.final:
-                yield BackendChunk(chunk.text, chunk.finish_reason or "stop", _usage(chunk.usage))
-            else:
-                yield BackendChunk(chunk.text)
+        """A conversation of its own (a new data key, never used again), or the named chat's (see
+        the module docstring)."""
+        chat = _chat_for(conversation, self._new_conversation, self.named, options)
+        yield from _backend_chunks(chat.stream(messages, **options))
 
     def describe(self) -> dict[str, Any]:
         """Nothing is verified on this machine in this protocol: ``verified`` is None (neither a pass
@@ -197,18 +191,9 @@ class AttestedBackend:
         **options: Unpack[AnswerOptions],
     ) -> Iterator[BackendChunk]:
         """Unnamed: no conversation secret, nothing kept. Named: that name's conversation."""
-        if conversation is None:
-            chat = self.conversation
-            options["one_shot"] = True  # in the request itself, not only by the secret's absence
-        else:
-            chat = self.named.get(conversation)
-        chunks = chat.stream(messages, **options)
+        chat = _chat_for(conversation, lambda: self.conversation, self.named, options)
         try:
-            for chunk in chunks:
-                if chunk.final:
-                    yield BackendChunk(chunk.text, chunk.finish_reason or "stop", _usage(chunk.usage))
-                else:
-                    yield BackendChunk(chunk.text)
+            yield from _backend_chunks(chat.stream(messages, **options))
         except NitroLLMError as exc:
             if exc.code in UNREACHABLE_CODES:
                 self.forget_sessions()
@@ -232,6 +217,27 @@ class AttestedBackend:
 
     def close(self) -> None:
         self.conversation.close()
+
+
+def _chat_for(
+    conversation: str | None, unnamed: Callable[[], T], named: ConversationTable[T], options: AnswerOptions
+) -> T:
+    """The conversation a request goes through: the named chat's, or for an unnamed request the
+    ``unnamed`` one, sealed ``one_shot`` (in the request itself: nothing can continue it, so the
+    enclave keeps neither a data key nor KV cells for it)."""
+    if conversation is not None:
+        return named.get(conversation)
+    options["one_shot"] = True
+    return unnamed()
+
+
+def _backend_chunks(chunks: Iterator[AnswerChunk]) -> Iterator[BackendChunk]:
+    """A client's answer chunks as the proxy's backend chunks (the final one with its usage)."""
+    for chunk in chunks:
+        if chunk.final:
+            yield BackendChunk(chunk.text, chunk.finish_reason or "stop", _usage(chunk.usage))
+        else:
+            yield BackendChunk(chunk.text)
 
 
 def _usage(usage: Mapping[str, Any] | None) -> dict[str, int] | None:
