@@ -142,3 +142,19 @@ def shell_commands(script: str, program: str) -> list[list[str]]:
         if words and words[0] == program:
             found.append(words[1:])
     return found
+
+
+STACK_VALUES = {
+    "AWS::Region": "eu-west-1",
+    "AWS::StackName": "nitro-llm",
+    "SourceRepository": "https://example.invalid/nitro-llm.git",
+    "SourceRef": "0123456789abcdef0123456789abcdef01234567",
+    "EnclaveCpuCount": "2",
+    "EnclaveMemoryMiB": "4096",
+    "GatewayPort": "8080",
+    "ImageBucket": "nitro-llm-images-123456789012",
+    "ImagePrefix": "0123456789abcdef0123456789abcdef01234567",
+    "ImageManifestSha256": "ab" * 32,
+    "GatewayAddress": "203.0.113.7",
+}
+"""Parameter values for substituting the single-instance stack's UserData (the fleet's adds its own)."""

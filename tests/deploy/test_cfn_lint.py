@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 import typer
-from cfn_testing import REPO, TEMPLATES, load_template, run_cfn_lint, run_checkov, substitute
+from cfn_testing import (
+    REPO,
+    STACK_VALUES,
+    TEMPLATES,
+    load_template,
+    run_cfn_lint,
+    run_checkov,
+    substitute,
+)
 from typer.testing import CliRunner
 
 from nitro_llm.cli import deploy as deploy_cli
@@ -114,24 +122,9 @@ def test_generated_policy_fits_the_parameter(tmp_path):
     assert "warning" not in result.output
 
 
-USER_DATA_VALUES = {
-    "AWS::Region": "eu-west-1",
-    "AWS::StackName": "nitro-llm",
-    "SourceRepository": "https://example.invalid/nitro-llm.git",
-    "SourceRef": "0123456789abcdef0123456789abcdef01234567",
-    "EnclaveCpuCount": "2",
-    "EnclaveMemoryMiB": "4096",
-    "GatewayPort": "8080",
-    "ImageBucket": "nitro-llm-images-123456789012",
-    "ImagePrefix": "0123456789abcdef0123456789abcdef01234567",
-    "ImageManifestSha256": "ab" * 32,
-    "GatewayAddress": "203.0.113.7",
-}
-
-
 def _user_data() -> str:
     sub = RESOURCES["ParentInstance"]["Properties"]["UserData"]["Fn::Base64"]["Fn::Sub"]
-    return substitute(sub, USER_DATA_VALUES, TEMPLATE_DATA)
+    return substitute(sub, STACK_VALUES, TEMPLATE_DATA)
 
 
 def test_user_data_is_valid_bash():

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from cfn_testing import (
     REPO,
+    STACK_VALUES,
     TEMPLATES,
     cfn_lint,
     load_template,
@@ -249,17 +250,7 @@ def test_key_takes_the_generated_policy():
 # -- the bootstrap: the single-instance stack's, with declared differences only -------------------
 
 VALUES = {
-    "AWS::Region": "eu-west-1",
-    "AWS::StackName": "nitro-llm",
-    "SourceRepository": "https://example.invalid/nitro-llm.git",
-    "SourceRef": "0123456789abcdef0123456789abcdef01234567",
-    "EnclaveCpuCount": "2",
-    "EnclaveMemoryMiB": "4096",
-    "GatewayPort": "8080",
-    "ImageBucket": "nitro-llm-images-123456789012",
-    "ImagePrefix": "0123456789abcdef0123456789abcdef01234567",
-    "ImageManifestSha256": "ab" * 32,
-    "GatewayAddress": "203.0.113.7",
+    **STACK_VALUES,
     "FleetKeyBucket": "nitro-llm-fleet-key-123456789012",
     "FleetKeyObject": "fleet-key.json",
     "FleetKmsKeyArn": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
