@@ -69,6 +69,13 @@ _POLL_SECONDS = 0.25
 _SWEEP_SECONDS = 5.0  # while idle with conversations cached: how often expired ones are wiped
 
 
+def _chunk(left: int, room: int) -> int:
+    """How many of ``left`` tokens to prefill in one call of at most ``room``: never leave exactly
+    one for the next chunk (a lone token is computed by other kernels, see ``BatchScheduler._plan``)."""
+    take = min(room, left)
+    return take - 1 if left - take == 1 else take
+
+
 @dataclass(eq=False)
 class _Request:
     prompt: list[int]
@@ -292,11 +299,8 @@ class BatchScheduler:
         decoder.close_slot(slot)
         try:
             pos = 0
-            while pos < len(tokens):  # chunks of two tokens or more, as every prompt's (see _plan)
-                left = len(tokens) - pos
-                take = min(decoder.n_batch, left)
-                if left - take == 1:
-                    take -= 1
+            while pos < len(tokens):  # cut as every prompt is (see _plan)
+                take = _chunk(len(tokens) - pos, decoder.n_batch)
                 decoder.step([Feed(slot, tokens[pos : pos + take], pos, sample=False)])
                 pos += take
             self._public = decoder.save_seq(slot, DEFAULT_CACHE_BYTES)
@@ -503,9 +507,7 @@ class BatchScheduler:
         for request in prompts[:1] or ([] if running else settling[:1]):
             tokens = request.kv if request.settling else request.prompt
             left = len(tokens) - request.pos
-            take = min(room, left)
-            if left - take == 1:
-                take -= 1  # leave two tokens for the next chunk, never one
+            take = _chunk(left, room)
             part = tokens[request.pos : request.pos + take]
             last = not request.settling and take == left
             calls.append([Feed(request.slot, part, request.pos, sample=last)])
